@@ -1,0 +1,108 @@
+"""COCO-format export: ground truth from a dataset, detections from a model.
+
+The COCO dict is what ``pycocotools.coco.COCO`` and ``course_utils.metrics.coco_eval`` read:
+
+    {"images": [{"id", "width", "height", "file_name"}],
+     "annotations": [{"id", "image_id", "category_id", "bbox": [x, y, w, h], "area",
+                      "iscrowd", "segmentation": RLE}],
+     "categories": [{"id", "name", "supercategory"}]}
+
+Masks are run-length encoded by ``pycocotools.mask`` (COCO's own RLE); ``area`` is the number of
+mask pixels, as in COCO, not the box area.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+
+def encode_mask(mask) -> dict:
+    """(H, W) binary mask -> COCO RLE with a JSON-friendly ``counts`` string."""
+    arr = np.asfortranarray(np.asarray(mask, dtype=np.uint8))
+    if arr.ndim != 2:
+        raise ValueError(f"mask must have shape (H, W), got {arr.shape}")
+    rle = mask_utils.encode(arr)
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    out = boxes.astype(np.float64).copy()
+    out[:, 2:] -= out[:, :2]
+    return out
+
+
+def shapes_to_coco(dataset) -> dict:
+    """Ground truth of a :class:`~course_utils.data.shapes.ShapesDataset` as a COCO dict.
+
+    Uses the untransformed scenes, so the export is the same whatever ``dataset.transforms``.
+    """
+    size = dataset.config.image_size
+    images, annotations = [], []
+    for index in range(len(dataset)):
+        _, boxes, labels, masks, _ = dataset.scene(index)
+        images.append({"id": index, "width": size, "height": size, "file_name": f"shapes_{index:06d}.png"})
+        for box, label, mask in zip(_xyxy_to_xywh(boxes), labels, masks):
+            annotations.append({
+                "id": len(annotations) + 1,  # COCO ids start at 1
+                "image_id": index,
+                "category_id": int(label),
+                "bbox": [float(v) for v in box],
+                "area": float(mask.sum()),
+                "iscrowd": 0,
+                "segmentation": encode_mask(mask),
+            })
+    categories = [
+        {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(dataset.class_names)
+    ]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def detections_to_coco(
+    image_ids: Sequence[int],
+    outputs: Iterable[dict],
+    *,
+    mask_threshold: float = 0.5,
+) -> list[dict]:
+    """Model outputs -> COCO result dicts for ``coco_eval``.
+
+    Args:
+        image_ids: the image id of each output, in order.
+        outputs: one dict per image as torchvision detection models return in eval mode:
+            ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,) and optionally ``masks``
+            (K, 1, H, W) or (K, H, W) probabilities, binarised at ``mask_threshold``.
+
+    Returns:
+        a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` dicts, plus
+        ``"segmentation"`` (RLE) when masks are given.
+    """
+    results = []
+    outputs = list(outputs)
+    if len(outputs) != len(image_ids):
+        raise ValueError(f"got {len(outputs)} outputs for {len(image_ids)} image_ids")
+    for image_id, out in zip(image_ids, outputs):
+        missing = {"boxes", "scores", "labels"} - set(out)
+        if missing:
+            raise ValueError(f"output for image {image_id} lacks {sorted(missing)}")
+        boxes = torch.as_tensor(out["boxes"]).detach().cpu().numpy().reshape(-1, 4)
+        scores = torch.as_tensor(out["scores"]).detach().cpu().numpy().reshape(-1)
+        labels = torch.as_tensor(out["labels"]).detach().cpu().numpy().reshape(-1)
+        masks = out.get("masks")
+        if masks is not None:
+            masks = torch.as_tensor(masks).detach().cpu()
+            masks = (masks.reshape(len(boxes), *masks.shape[-2:]) > mask_threshold).numpy()
+        for k, (box, score, label) in enumerate(zip(_xyxy_to_xywh(boxes), scores, labels)):
+            det = {
+                "image_id": int(image_id),
+                "category_id": int(label),
+                "bbox": [float(v) for v in box],
+                "score": float(score),
+            }
+            if masks is not None:
+                det["segmentation"] = encode_mask(masks[k])
+            results.append(det)
+    return results

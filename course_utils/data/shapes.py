@@ -1,0 +1,332 @@
+"""A synthetic "shapes" dataset: the course's offline default for every lab.
+
+Each image holds coloured shapes (circles, squares, triangles, ...) on a textured, noisy
+background. Every item carries what a detector or a segmenter needs:
+
+    image                 tv_tensors.Image (3, H, W) float32 in [0, 1]
+    target["boxes"]       tv_tensors.BoundingBoxes (N, 4) XYXY, pixel edges: the tight box of
+                          each object's *visible* pixels (occlusion handled)
+    target["labels"]      (N,) int64 in 1..num_classes (0 is kept for the background)
+    target["masks"]       tv_tensors.Mask (N, H, W) uint8: the visible pixels of each object
+    target["semantic_mask"] tv_tensors.Mask (H, W) int64: label of the object on top, 0 elsewhere
+    target["area"]        (N,) float32: visible pixels per object (COCO's ``area``)
+    target["iscrowd"]     (N,) int64 zeros
+    target["image_id"]    int: the index
+
+That is the format torchvision's detection models and ``transforms.v2`` expect, so a paired
+transform moves boxes and masks with the image.
+
+The set is deterministic and random-access: item ``i`` of seed ``s`` is generated from its own
+random stream ``(s, i)``, so the same seed always gives identical tensors, whatever the order
+in which items are read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+SHAPE_CLASSES = ("circle", "square", "triangle", "diamond", "cross", "ring")
+
+
+@dataclass(frozen=True)
+class ShapesConfig:
+    """Knobs of the generator. Sizes are fractions of the image side."""
+
+    image_size: int = 128
+    min_objects: int = 1
+    max_objects: int = 4
+    size_range: tuple[float, float] = (0.15, 0.4)  # longer side of an object, fraction of image
+    aspect_range: tuple[float, float] = (0.75, 1.33)  # width / height of an object
+    max_overlap: float = 0.0  # max IoU between the full boxes of two objects (0: no contact)
+    min_visible: float = 0.6  # an occluded object keeps at least this fraction of its pixels
+    classes: tuple[str, ...] = SHAPE_CLASSES[:3]
+    clutter: int = 0  # unlabelled distractor strokes drawn on the background
+    noise: float = 0.04  # std of the per-pixel Gaussian noise
+
+
+PRESETS: dict[str, dict] = {
+    # a few well-separated medium shapes: every detector should do well
+    "easy": {},
+    # exactly one object, large: localisation as regression (lab 01)
+    "single": dict(min_objects=1, max_objects=1, size_range=(0.25, 0.7)),
+    # many small objects: where a feature pyramid pays off
+    "small": dict(min_objects=3, max_objects=10, size_range=(0.05, 0.14)),
+    # crowded small objects touching and occluding each other: several per YOLO grid cell
+    "crowded": dict(min_objects=8, max_objects=18, size_range=(0.06, 0.16), max_overlap=0.3),
+    # the benchmark preset: small to medium, crowded, occluded, cluttered, six classes
+    "hard": dict(
+        min_objects=4,
+        max_objects=14,
+        size_range=(0.05, 0.3),
+        aspect_range=(0.6, 1.67),
+        max_overlap=0.3,
+        min_visible=0.5,
+        classes=SHAPE_CLASSES,
+        clutter=8,
+        noise=0.08,
+    ),
+}
+
+
+def _validate(cfg: ShapesConfig) -> None:
+    def fail(name, want, got):
+        raise ValueError(f"{name} must be {want}, got {got!r}")
+
+    if not isinstance(cfg.image_size, int) or cfg.image_size < 16:
+        fail("image_size", "an int >= 16", cfg.image_size)
+    if not 1 <= cfg.min_objects <= cfg.max_objects:
+        fail("min_objects/max_objects", "1 <= min_objects <= max_objects",
+             (cfg.min_objects, cfg.max_objects))
+    lo, hi = cfg.size_range
+    if not 0 < lo <= hi <= 1:
+        fail("size_range", "(lo, hi) with 0 < lo <= hi <= 1", cfg.size_range)
+    if lo * cfg.image_size < 3:
+        fail("size_range", f"objects of at least 3 px (lo >= {3 / cfg.image_size:.3f})", cfg.size_range)
+    a_lo, a_hi = cfg.aspect_range
+    if not 0 < a_lo <= a_hi:
+        fail("aspect_range", "(lo, hi) with 0 < lo <= hi", cfg.aspect_range)
+    if not 0 <= cfg.max_overlap < 1:
+        fail("max_overlap", "in [0, 1)", cfg.max_overlap)
+    if not 0 < cfg.min_visible <= 1:
+        fail("min_visible", "in (0, 1]", cfg.min_visible)
+    unknown = [c for c in cfg.classes if c not in SHAPE_CLASSES]
+    if not cfg.classes or unknown or len(set(cfg.classes)) != len(cfg.classes):
+        fail("classes", f"distinct names from {SHAPE_CLASSES}", cfg.classes)
+    if cfg.clutter < 0 or cfg.noise < 0:
+        fail("clutter/noise", ">= 0", (cfg.clutter, cfg.noise))
+
+
+# --------------------------------------------------------------------------- rasterising
+
+
+def _shape_mask(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-test of a unit shape; u, v are coordinates in [-1, 1] relative to the centre."""
+    if name == "circle":
+        return u * u + v * v <= 1.0
+    if name == "square":
+        return (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0)
+    if name == "triangle":  # apex up (image y grows downwards)
+        return (v <= 1.0) & (v >= 2.0 * np.abs(u) - 1.0)
+    if name == "diamond":
+        return np.abs(u) + np.abs(v) <= 1.0
+    if name == "cross":
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= 0.34) & (av <= 1.0)) | ((av <= 0.34) & (au <= 1.0))
+    if name == "ring":
+        r2 = u * u + v * v
+        return (r2 <= 1.0) & (r2 >= 0.3)
+    raise ValueError(f"unknown shape {name!r}")
+
+
+def _rasterise(name: str, cx: float, cy: float, w: float, h: float, size: int) -> np.ndarray:
+    """(size, size) bool mask of a shape with centre (cx, cy) and extent w x h (pixels)."""
+    mask = np.zeros((size, size), dtype=bool)
+    x0, x1 = max(int(np.floor(cx - w / 2)), 0), min(int(np.ceil(cx + w / 2)), size)
+    y0, y1 = max(int(np.floor(cy - h / 2)), 0), min(int(np.ceil(cy + h / 2)), size)
+    ys, xs = np.ogrid[y0:y1, x0:x1]
+    u = (xs + 0.5 - cx) / (w / 2)  # pixel centres
+    v = (ys + 0.5 - cy) / (h / 2)
+    mask[y0:y1, x0:x1] = _shape_mask(name, u, v)
+    return mask
+
+
+def _smooth_field(rng: np.random.Generator, channels: int, size: int, cells: int) -> np.ndarray:
+    """(channels, size, size) smooth random field in [-1, 1]: bilinear upsampling of a coarse grid."""
+    coarse = torch.from_numpy(rng.uniform(-1, 1, (1, channels, cells, cells)).astype(np.float32))
+    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=True)[0].numpy()
+
+
+def _box_iou_1v(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    if len(boxes) == 0:
+        return np.zeros(0)
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / (area(box) + area(boxes) - inter)
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def generate_scene(cfg: ShapesConfig, rng: np.random.Generator):
+    """One scene as NumPy arrays.
+
+    Returns:
+        image (3, S, S) float32 in [0, 1], boxes (N, 4) float32 xyxy, labels (N,) int64 in
+        1..len(cfg.classes), masks (N, S, S) bool (visible pixels), semantic (S, S) int64.
+    """
+    s = cfg.image_size
+    # background: a base colour, a smooth colour field and fine texture
+    base = rng.uniform(0.15, 0.85, size=3)
+    image = base[:, None, None] + 0.15 * _smooth_field(rng, 3, s, 4) + 0.05 * _smooth_field(rng, 3, s, 16)
+    for _ in range(cfg.clutter):  # thin strokes that belong to no class
+        length, width = rng.uniform(0.1, 0.5) * s, rng.uniform(1, 2.5)
+        w, h = (length, width) if rng.random() < 0.5 else (width, length)
+        stroke = _rasterise("square", *rng.uniform(0, s, 2), w, h, s)
+        image[:, stroke] = rng.uniform(0, 1, size=(3, 1))
+
+    n_target = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    full_masks, full_boxes, visible, labels, colours = [], [], [], [], []
+    for _ in range(n_target):
+        for _attempt in range(30):
+            side = rng.uniform(*cfg.size_range) * s
+            aspect = np.exp(rng.uniform(*np.log(cfg.aspect_range)))  # w / h
+            w, h = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
+            w, h = max(w, 3.0), max(h, 3.0)
+            cx, cy = rng.uniform(w / 2, s - w / 2), rng.uniform(h / 2, s - h / 2)
+            box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+            overlap = _box_iou_1v(box, np.array(full_boxes).reshape(-1, 4))
+            if cfg.max_overlap == 0:
+                ok = not (overlap > 0).any()
+            else:
+                ok = not (overlap > cfg.max_overlap).any()
+            if not ok:
+                continue
+            label = int(rng.integers(len(cfg.classes)))
+            mask = _rasterise(cfg.classes[label], cx, cy, w, h, s)
+            # the new object occludes older ones: each must keep min_visible of its pixels
+            new_visible = [vis & ~mask for vis in visible]
+            if all(nv.sum() >= cfg.min_visible * fm.sum() for nv, fm in zip(new_visible, full_masks)):
+                visible = new_visible + [mask]
+                full_masks.append(mask)
+                full_boxes.append(box)
+                labels.append(label + 1)
+                break
+
+    for mask in full_masks:  # paint in order, each with its own colour and a little shading
+        for _ in range(20):
+            colour = rng.uniform(0, 1, size=3)
+            if np.linalg.norm(colour - image[:, mask].mean(axis=1)) > 0.45:
+                break
+        colours.append(colour)
+        shade = 0.06 * _smooth_field(rng, 1, s, 3)[0]
+        image[:, mask] = colour[:, None] + shade[mask][None, :]
+
+    image = image + rng.normal(0, cfg.noise, size=image.shape) if cfg.noise else image
+    image = np.clip(image, 0, 1).astype(np.float32)
+
+    masks = np.array(visible, dtype=bool).reshape(-1, s, s)
+    boxes = np.zeros((len(masks), 4), dtype=np.float32)
+    for i, m in enumerate(masks):  # tight box of the visible pixels, in pixel-edge coordinates
+        ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
+        boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+    labels = np.array(labels, dtype=np.int64)
+    semantic = np.zeros((s, s), dtype=np.int64)
+    for m, lab in zip(masks, labels):
+        semantic[m] = lab
+    return image, boxes, labels, masks, semantic
+
+
+class ShapesDataset(Dataset):
+    """Deterministic synthetic detection / segmentation data (see the module docstring).
+
+    Args:
+        num_images: length of the dataset.
+        image_size: side of the square images, in pixels.
+        preset: one of :data:`PRESETS` - ``easy``, ``single`` (one object: localisation),
+            ``small`` (small objects), ``crowded`` (many touching/occluding objects), ``hard``.
+        seed: the whole set is a function of ``seed``.
+        transforms: optional ``torchvision.transforms.v2`` transform called as
+            ``transforms(image, target)``.
+        cache: keep generated items in memory (faster epochs, ~200 MB per 1000 128-px images).
+        **overrides: any :class:`ShapesConfig` field, on top of the preset (e.g.
+            ``max_objects=8``, ``size_range=(0.05, 0.1)``, ``classes=("circle", "ring")``).
+    """
+
+    def __init__(
+        self,
+        num_images: int,
+        image_size: int = 128,
+        *,
+        preset: str = "easy",
+        seed: int = 0,
+        transforms=None,
+        cache: bool = False,
+        **overrides,
+    ):
+        if not isinstance(num_images, int) or num_images < 0:
+            raise ValueError(f"num_images must be a non-negative int, got {num_images!r}")
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r} is unknown; expected one of {tuple(PRESETS)}")
+        fields = {f.name for f in dataclasses.fields(ShapesConfig)}
+        unknown = set(overrides) - fields
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)}; ShapesConfig has {sorted(fields)}")
+        options = {**PRESETS[preset], **overrides, "image_size": image_size}
+        if "classes" in options:
+            options["classes"] = tuple(options["classes"])
+        self.config = ShapesConfig(**options)
+        _validate(self.config)
+        self.num_images = num_images
+        self.preset = preset
+        self.seed = seed
+        self.transforms = transforms
+        self._cache: dict[int, tuple] | None = {} if cache else None
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of labels 1..num_classes (index 0 of this list is label 1)."""
+        return list(self.config.classes)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of object classes, background not included."""
+        return len(self.config.classes)
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def scene(self, index: int):
+        """Item ``index`` as NumPy arrays (no transforms); see :func:`generate_scene`."""
+        if not -self.num_images <= index < self.num_images:
+            raise IndexError(f"index {index} out of range for {self.num_images} images")
+        index %= self.num_images
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        rng = np.random.default_rng([self.seed, index])
+        out = generate_scene(self.config, rng)
+        if self._cache is not None:
+            self._cache[index] = out
+        return out
+
+    def __getitem__(self, index: int):
+        image, boxes, labels, masks, semantic = self.scene(index)
+        s = self.config.image_size
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(boxes), format="XYXY", canvas_size=(s, s)
+            ),
+            "labels": torch.from_numpy(labels),
+            "masks": tv_tensors.Mask(torch.from_numpy(masks.astype(np.uint8))),
+            "semantic_mask": tv_tensors.Mask(torch.from_numpy(semantic)),
+            "area": torch.from_numpy(masks.sum(axis=(1, 2)).astype(np.float32)),
+            "iscrowd": torch.zeros(len(labels), dtype=torch.int64),
+            "image_id": index % self.num_images,
+        }
+        image = tv_tensors.Image(torch.from_numpy(image))
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def to_coco(self) -> dict:
+        """The ground truth as a COCO dict (see :func:`course_utils.data.coco.shapes_to_coco`)."""
+        from .coco import shapes_to_coco
+
+        return shapes_to_coco(self)
+
+    def __repr__(self) -> str:
+        return f"ShapesDataset({self.num_images}, preset={self.preset!r}, seed={self.seed}, {self.config})"
+
+
+def collate_detection(batch):
+    """Collate (image, target) pairs into (list of images, list of targets) for detection models."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
