@@ -23,8 +23,11 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -r requirements.txt -e ".[dev]"
 	touch $(STAMP)
 
+# Jupyter refuses to run as root unless told; containers and CI machines often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	$(RUN) $(BIN)/jupyter lab --ServerApp.root_dir=labs $(ARGS)
+	$(RUN) $(BIN)/jupyter lab --ServerApp.root_dir=labs $(ROOT_FLAG) $(ARGS)
 
 test: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest $(PYTEST_ARGS)

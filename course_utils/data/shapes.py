@@ -165,7 +165,7 @@ def generate_scene(cfg: ShapesConfig, rng: np.random.Generator):
     """
     s = cfg.image_size
     # background: a base colour, a smooth colour field and fine texture
-    base = rng.uniform(0.15, 0.85, size=3)
+    base = rng.uniform(0.15, 0.85, size=3).astype(np.float32)
     image = base[:, None, None] + 0.15 * _smooth_field(rng, 3, s, 4) + 0.05 * _smooth_field(rng, 3, s, 16)
     for _ in range(cfg.clutter):  # thin strokes that belong to no class
         length, width = rng.uniform(0.1, 0.5) * s, rng.uniform(1, 2.5)
@@ -174,7 +174,7 @@ def generate_scene(cfg: ShapesConfig, rng: np.random.Generator):
         image[:, stroke] = rng.uniform(0, 1, size=(3, 1))
 
     n_target = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    full_masks, full_boxes, visible, labels, colours = [], [], [], [], []
+    full_masks, full_boxes, visible, labels = [], [], [], []
     for _ in range(n_target):
         for _attempt in range(30):
             side = rng.uniform(*cfg.size_range) * s
@@ -183,35 +183,34 @@ def generate_scene(cfg: ShapesConfig, rng: np.random.Generator):
             w, h = max(w, 3.0), max(h, 3.0)
             cx, cy = rng.uniform(w / 2, s - w / 2), rng.uniform(h / 2, s - h / 2)
             box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-            overlap = _box_iou_1v(box, np.array(full_boxes).reshape(-1, 4))
-            if cfg.max_overlap == 0:
-                ok = not (overlap > 0).any()
-            else:
-                ok = not (overlap > cfg.max_overlap).any()
-            if not ok:
+            overlap = _box_iou_1v(box, np.array(full_boxes).reshape(-1, 4))  # (n_placed,)
+            if (overlap > cfg.max_overlap).any():
                 continue
             label = int(rng.integers(len(cfg.classes)))
             mask = _rasterise(cfg.classes[label], cx, cy, w, h, s)
             # the new object occludes older ones: each must keep min_visible of its pixels
-            new_visible = [vis & ~mask for vis in visible]
-            if all(nv.sum() >= cfg.min_visible * fm.sum() for nv, fm in zip(new_visible, full_masks)):
-                visible = new_visible + [mask]
+            occluded = {i: visible[i] & ~mask for i in np.nonzero(overlap > 0)[0]}
+            if all(v.sum() >= cfg.min_visible * full_masks[i].sum() for i, v in occluded.items()):
+                for i, v in occluded.items():
+                    visible[i] = v
+                visible.append(mask)
                 full_masks.append(mask)
                 full_boxes.append(box)
                 labels.append(label + 1)
                 break
 
-    for mask in full_masks:  # paint in order, each with its own colour and a little shading
+    # paint in order (later objects on top): each its own colour, all under one soft lighting
+    shade = 0.06 * _smooth_field(rng, 1, s, 3)[0]
+    for mask in full_masks:
         for _ in range(20):
             colour = rng.uniform(0, 1, size=3)
             if np.linalg.norm(colour - image[:, mask].mean(axis=1)) > 0.45:
                 break
-        colours.append(colour)
-        shade = 0.06 * _smooth_field(rng, 1, s, 3)[0]
         image[:, mask] = colour[:, None] + shade[mask][None, :]
 
-    image = image + rng.normal(0, cfg.noise, size=image.shape) if cfg.noise else image
-    image = np.clip(image, 0, 1).astype(np.float32)
+    if cfg.noise:
+        image += cfg.noise * rng.standard_normal(size=image.shape, dtype=np.float32)
+    image = np.clip(image, 0, 1, out=image)  # (3, S, S) float32
 
     masks = np.array(visible, dtype=bool).reshape(-1, s, s)
     boxes = np.zeros((len(masks), 4), dtype=np.float32)
@@ -289,13 +288,11 @@ class ShapesDataset(Dataset):
         if not -self.num_images <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
-        rng = np.random.default_rng([self.seed, index])
-        out = generate_scene(self.config, rng)
-        if self._cache is not None:
-            self._cache[index] = out
-        return out
+        if self._cache is None:
+            return generate_scene(self.config, np.random.default_rng([self.seed, index]))
+        if index not in self._cache:
+            self._cache[index] = generate_scene(self.config, np.random.default_rng([self.seed, index]))
+        return tuple(a.copy() for a in self._cache[index])  # callers may modify theirs
 
     def __getitem__(self, index: int):
         image, boxes, labels, masks, semantic = self.scene(index)
