@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 # nbgrader shells out to `alembic`, so the venv's bin/ goes first on PATH; one passive OpenMP
 # thread pool keeps 2-core machines responsive when something else is running.
-RUN := PATH="$(abspath $(BIN)):$$PATH" OMP_WAIT_POLICY=PASSIVE MPLBACKEND=Agg
+RUN := PATH="$(abspath $(BIN)):$$PATH" OMP_WAIT_POLICY=PASSIVE
 
 .PHONY: lab test test-quick lint bench clean-venv
 

@@ -290,8 +290,9 @@ def predict(
     """Run ``model`` in eval mode over ``loader``.
 
     Returns:
-        (outputs, targets): for models that return one tensor per batch, the outputs concatenated
-        along dim 0 (on the CPU); for detection models, one list with an output dict per image.
+        (outputs, targets): for models that return one tensor (or a tuple of tensors) per batch,
+        the outputs concatenated along dim 0 (on the CPU); for detection models, one list with an
+        output dict per image.
         Targets are gathered the same way.
     """
     device = torch.device(device) if device is not None else get_device()
@@ -314,6 +315,8 @@ def predict(
 def _gather(parts: list) -> Any:
     if parts and all(isinstance(p, torch.Tensor) for p in parts):
         return torch.cat(parts)
+    if parts and all(isinstance(p, tuple) and all(isinstance(t, torch.Tensor) for t in p) for p in parts):
+        return tuple(torch.cat(column) for column in zip(*parts))  # e.g. (logits, boxes) per batch
     flat = []
     for p in parts:
         flat.extend(p if isinstance(p, (list, tuple)) else [p])

@@ -172,3 +172,51 @@ def plot_history(history, keys: Sequence[str] | None = None, *, ax: Axes | None 
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax
+
+
+def iou_explorer(gt_box, iou_fn, *, image=None, image_size: int = 64, start=None):
+    """An ipywidgets explorer: move and resize a predicted box, watch its IoU with ``gt_box``.
+
+    Args:
+        gt_box: (4,) ground-truth box, xyxy pixels.
+        iou_fn: ``iou_fn(box_a, box_b) -> float`` for two (4,) xyxy tensors (e.g. your own IoU).
+        image: optional image drawn underneath; its size overrides ``image_size``.
+        image_size: side of the canvas when there is no image.
+        start: (4,) xyxy starting position of the predicted box (default: ``gt_box`` shifted).
+
+    Returns:
+        the widget (a ``VBox`` of sliders, the IoU read-out and the plot); ``.children`` holds the
+        four sliders (x1, y1, w, h) first, then the IoU label.
+    """
+    import ipywidgets as widgets
+
+    gt = torch.as_tensor(_numpy(gt_box), dtype=torch.float32).reshape(4)
+    size = to_hwc(image).shape[:2] if image is not None else (image_size, image_size)
+    x1, y1, x2, y2 = (gt + torch.tensor([size[1] / 8, size[0] / 8] * 2)).tolist() if start is None \
+        else torch.as_tensor(_numpy(start), dtype=torch.float32).tolist()
+    slider = dict(continuous_update=True, step=0.5, readout_format=".1f")
+    sx = widgets.FloatSlider(value=x1, min=0, max=size[1], description="x1", **slider)
+    sy = widgets.FloatSlider(value=y1, min=0, max=size[0], description="y1", **slider)
+    sw = widgets.FloatSlider(value=x2 - x1, min=0, max=size[1], description="width", **slider)
+    sh = widgets.FloatSlider(value=y2 - y1, min=0, max=size[0], description="height", **slider)
+    label = widgets.HTML()
+    out = widgets.Output()
+
+    def update(_=None):
+        pred = torch.tensor([sx.value, sy.value, sx.value + sw.value, sy.value + sh.value])
+        value = float(iou_fn(pred, gt))
+        label.value = f"<b>IoU = {value:.3f}</b>"
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(3.5, 3.5))
+            ax.imshow(to_hwc(image) if image is not None else np.ones((*size, 3)))
+            draw_boxes(None, gt[None], colour="#009E73", ax=ax)
+            draw_boxes(None, pred[None], colour="#D55E00", linestyle="--", ax=ax,
+                       title=f"ground truth (green) vs prediction: IoU {value:.3f}")
+            plt.show()
+            plt.close(fig)
+
+    for s in (sx, sy, sw, sh):
+        s.observe(update, names="value")
+    update()
+    return widgets.VBox([sx, sy, sw, sh, label, out])

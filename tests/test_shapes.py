@@ -8,7 +8,7 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from course_utils.data import PRESETS, ShapesDataset, collate_detection, detections_to_coco
+from course_utils.data import PRESETS, ShapesDataset, collate_detection, detections_to_coco, single_object_tensors
 
 
 def assert_items_equal(a, b):
@@ -198,3 +198,16 @@ def test_cache_returns_identical_items():
     image.zero_()  # a caller changing what it got in place does not corrupt the cache
     target["masks"].zero_()
     assert_items_equal(ds[1], ShapesDataset(3)[1])
+
+
+def test_single_object_tensors():
+    ds = ShapesDataset(6, image_size=48, preset="single", seed=2)
+    images, classes, boxes = single_object_tensors(ds)
+    assert images.shape == (6, 3, 48, 48) and classes.shape == (6,) and boxes.shape == (6, 4)
+    for i in range(6):
+        image, t = ds[i]
+        assert torch.equal(images[i], image.as_subclass(torch.Tensor))
+        assert classes[i] == t["labels"][0] - 1
+        assert torch.equal(boxes[i], t["boxes"][0].as_subclass(torch.Tensor))
+    with pytest.raises(ValueError, match="one-object"):
+        single_object_tensors(ShapesDataset(3, min_objects=2, max_objects=2))

@@ -143,6 +143,17 @@ def test_predict_concatenates_tensors():
     model = make_model()
     out, y = predict(model, regression_loader(n=70, shuffle=False), device="cpu")
     assert out.shape == (70, 1) and y.shape == (70, 1)
+    torch.testing.assert_close(out, model(regression_loader(n=70, shuffle=False).dataset.tensors[0]))
+
+
+class TwoOutputs(nn.Module):
+    def forward(self, x):
+        return x.sum(1), x[:, :2]
+
+
+def test_predict_concatenates_tuples_of_tensors():
+    (sums, firsts), _ = predict(TwoOutputs(), regression_loader(n=70, shuffle=False), device="cpu")
+    assert sums.shape == (70,) and firsts.shape == (70, 2)
 
 
 def test_checkpoint_roundtrip(tmp_path, monkeypatch):

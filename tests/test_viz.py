@@ -80,3 +80,23 @@ def test_to_hwc():
     assert viz.to_hwc(torch.rand(3, 5, 7)).shape == (5, 7, 3)
     assert viz.to_hwc(np.full((5, 7, 3), 255.0)).max() == 1.0
     assert viz.to_hwc(torch.rand(1, 5, 7)).shape == (5, 7)
+
+
+def test_iou_explorer_recomputes_with_the_given_function():
+    from torchvision.ops import box_iou
+
+    calls = []
+
+    def iou_fn(a, b):
+        calls.append((a.tolist(), b.tolist()))
+        return box_iou(a[None], b[None])[0, 0]
+
+    gt = torch.tensor([10.0, 10.0, 30.0, 30.0])
+    widget = viz.iou_explorer(gt, iou_fn, image_size=64, start=[10, 10, 30, 30])
+    sx, sy, sw, sh, label = widget.children[:5]
+    assert "IoU = 1.000" in label.value
+    sx.value = 20.0  # shift right by half the width: overlap 10x20 of union 600
+    assert calls[-1][0] == [20.0, 10.0, 40.0, 30.0]
+    assert f"IoU = {200 / 600:.3f}" in label.value
+    sw.value = 0.0
+    assert "IoU = 0.000" in label.value

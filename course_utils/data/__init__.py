@@ -1,7 +1,15 @@
 """Datasets: the synthetic shapes (offline default) and COCO export."""
 
 from .coco import detections_to_coco, encode_mask, shapes_to_coco
-from .shapes import PRESETS, SHAPE_CLASSES, ShapesConfig, ShapesDataset, collate_detection, generate_scene
+from .shapes import (
+    PRESETS,
+    SHAPE_CLASSES,
+    ShapesConfig,
+    ShapesDataset,
+    collate_detection,
+    generate_scene,
+    single_object_tensors,
+)
 
 __all__ = [
     "PRESETS",
@@ -13,4 +21,5 @@ __all__ = [
     "encode_mask",
     "generate_scene",
     "shapes_to_coco",
+    "single_object_tensors",
 ]

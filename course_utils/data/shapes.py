@@ -327,3 +327,22 @@ def collate_detection(batch):
     """Collate (image, target) pairs into (list of images, list of targets) for detection models."""
     images, targets = zip(*batch)
     return list(images), list(targets)
+
+
+def single_object_tensors(dataset: ShapesDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack a one-object-per-image set (e.g. ``preset="single"``) for localisation as regression.
+
+    Returns:
+        images (N, 3, H, W) float32, class indices (N,) int64 in 0..C-1 (``label - 1``, ready for
+        ``cross_entropy``), boxes (N, 4) float32 xyxy in pixels.
+    """
+    images, classes, boxes = [], [], []
+    for i in range(len(dataset)):
+        image, boxes_i, labels_i, _, _ = dataset.scene(i)
+        if len(labels_i) != 1:
+            raise ValueError(f"image {i} has {len(labels_i)} objects; use a one-object set (preset='single')")
+        images.append(image)
+        classes.append(labels_i[0] - 1)
+        boxes.append(boxes_i[0])
+    return (torch.from_numpy(np.stack(images)), torch.tensor(classes, dtype=torch.int64),
+            torch.from_numpy(np.stack(boxes)))

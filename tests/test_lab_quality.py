@@ -1,0 +1,70 @@
+"""Each solution notebook, run top to bottom in fast mode, reaches its quality floors in time.
+
+One run per lab (they take minutes): marked slow. The figures come from `course_utils.config.record`
+through the COURSE_RESULTS file.
+"""
+
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+LABS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and not p.name.startswith("."))
+
+# per lab: minimum values of the recorded figures, and the time budget of the whole notebook (2 cores)
+FLOORS = {
+    "01_localisation": {
+        "floors": {"01_localisation/mean_iou": 0.7, "01_localisation/class_accuracy": 0.95},
+        "seconds": 180,
+        "min_figures": 6,
+    },
+}
+
+
+def lesson_checks(lab: str, results: dict) -> None:
+    """What each lab claims to show must show in its numbers."""
+    if lab == "01_localisation":
+        pooled, spatial = results["01_localisation/frozen_pooled_iou"], results["01_localisation/frozen_spatial_iou"]
+        assert spatial > pooled + 0.15, f"spatial head should localise clearly better: {spatial:.3f} vs {pooled:.3f}"
+        assert results["01_localisation/mean_iou"] > spatial, "fine-tuning should improve on the frozen backbone"
+
+
+def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    return nb, time.perf_counter() - start
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("lab", LABS)
+def test_fast_mode_reaches_floors(lab, tmp_path, monkeypatch):
+    assert lab in FLOORS, f"lab {lab} declares no quality floors in {__file__}"
+    spec = FLOORS[lab]
+    results_file = tmp_path / "results.json"
+    monkeypatch.setenv("COURSE_MODE", "fast")
+    monkeypatch.setenv("COURSE_RESULTS", str(results_file))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws the figures
+    nb, seconds = execute(ROOT / "solutions" / lab / f"{lab}.ipynb", timeout=600)
+
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
+    figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    from course_utils.config import read_results
+
+    results = read_results(results_file)
+    print(f"{lab}: {seconds:.0f} s, {figures} figures, {results}")
+    for name, floor in spec["floors"].items():
+        assert name in results, f"{lab} did not record {name}"
+        assert results[name] >= floor, f"{name} = {results[name]:.3f} < floor {floor}"
+    lesson_checks(lab, results)
+    assert figures >= spec["min_figures"], f"{lab} showed {figures} figures"
+    assert seconds <= spec["seconds"], f"{lab} took {seconds:.0f} s in fast mode (budget {spec['seconds']} s)"
+    assert os.environ["COURSE_MODE"] == "fast"
