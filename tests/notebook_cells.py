@@ -1,0 +1,27 @@
+"""Run chosen cells of a solution notebook in one namespace, to test its graded exercises."""
+
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_cells(lab: str) -> dict[str, str]:
+    """{cell id: source} of ``solutions/<lab>/<lab>.ipynb``."""
+    nb = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    return {c.id: c.source for c in nb.cells}
+
+
+def strip_magics(source: str) -> str:
+    return "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+
+
+def run_cells(cells: dict[str, str], ids: list[str], namespace: dict | None = None, extra: str = "") -> dict:
+    """Execute the cells ``ids`` in order, then ``extra`` (e.g. a wrong answer), in ``namespace``."""
+    ns = {} if namespace is None else namespace
+    for cid in ids:
+        exec(compile(strip_magics(cells[cid]), f"<cell {cid}>", "exec"), ns)
+    if extra:
+        exec(compile(extra, "<extra>", "exec"), ns)
+    return ns
