@@ -2,7 +2,8 @@
 
 ``coco_eval(gt, dt)`` gives the same ``precision``, ``recall`` and ``stats`` arrays as
 
-    E = COCOeval(COCO(gt), COCO(gt).loadRes(dt), iou_type); E.evaluate(); E.accumulate(); E.summarize()
+    E = COCOeval(COCO(gt), COCO(gt).loadRes(dt), iou_type)
+    E.evaluate(); E.accumulate(); E.summarize()
 
 (checked with ``np.array_equal`` in tests/test_metrics.py), but works on whole arrays instead of
 one (image, category) pair at a time. The steps, top to bottom in this file:
@@ -64,7 +65,9 @@ AREA_RANGES = {  # (A,) object area ranges in pixels, bounds included
     "medium": (32.0**2, 96.0**2),
     "large": (96.0**2, 1e10),
 }
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+STAT_NAMES = (
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+)
 IOU_TYPES = ("bbox", "segm")
 
 
@@ -165,12 +168,13 @@ def _to_rle(segmentation, height: int, width: int) -> dict:
 def _rles(records: list, image_pos: np.ndarray, images: list, kind: str) -> list:
     segmentations = _column(records, "segmentation", kind)
     rles = []
-    for i, (segm, pos) in enumerate(zip(segmentations, image_pos)):
+    for i, (segm, pos) in enumerate(zip(segmentations, image_pos, strict=True)):
         try:
             image = images[pos]
             rles.append(_to_rle(segm, image.get("height"), image.get("width")))
         except Exception as error:  # pycocotools raises TypeError / ValueError on bad masks
-            raise ValueError(f"{_describe(kind, i, records[i])}: bad segmentation ({error})") from None
+            where = _describe(kind, i, records[i])
+            raise ValueError(f"{where}: bad segmentation ({error})") from None
     return rles
 
 
@@ -196,7 +200,8 @@ def _ground_truth(gt, iou_type: str) -> tuple[_GroundTruth, np.ndarray, np.ndarr
     for key in ("images", "annotations", "categories"):
         if key not in gt:
             raise ValueError(f"gt has no {key!r} list")
-    image_ids, first = np.unique(np.asarray(_column(gt["images"], "id", "gt image")), return_index=True)
+    image_id_column = np.asarray(_column(gt["images"], "id", "gt image"))
+    image_ids, first = np.unique(image_id_column, return_index=True)  # (I,), (I,)
     images = [gt["images"][i] for i in first]
     category_ids = np.unique(np.asarray(_column(gt["categories"], "id", "gt category")))
     names = {c["id"]: c.get("name", str(c["id"])) for c in gt["categories"]}
@@ -342,7 +347,7 @@ def _mask_iou_pairs(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_group: np.nda
     """
     iou = np.zeros(len(pair_dt))
     bounds = np.flatnonzero(np.r_[True, pair_group[1:] != pair_group[:-1], True])  # (B + 1,)
-    for start, end in zip(bounds[:-1], bounds[1:]):  # segm only: a C call per group
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):  # segm only: a C call per group
         dts = np.unique(pair_dt[start:end])  # (D_b,)
         gts = pair_gt[start : start + (end - start) // len(dts)]  # (G_b,)
         block = mask_utils.iou([dt_rle[d] for d in dts], [gt_rle[g] for g in gts],
@@ -395,7 +400,8 @@ def _match(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_iou: np.ndarray, dt_ra
     matched = np.full((T, A, num_dt), -1, dtype=np.int64)
     taken = np.zeros((T, A, len(gt_crowd)), dtype=bool)  # GT already taken at (t, a)
     rank_bounds = np.searchsorted(dt_rank[pair_dt], np.arange(dt_rank.max(initial=-1) + 2))
-    for start, stop in zip(rank_bounds[:-1], rank_bounds[1:]):  # <= 100 ranks, all groups each
+    # one step per rank (<= 100), each step handles every group at once
+    for start, stop in zip(rank_bounds[:-1], rank_bounds[1:], strict=True):
         if start == stop:
             continue
         gts, dts = pair_gt[start:stop], pair_dt[start:stop]  # (P_r,)
@@ -513,7 +519,8 @@ def _accumulate(is_tp: np.ndarray, is_fp: np.ndarray, dt_category: np.ndarray,
         tp_precision = tp_count / (fp_count + tp_count + np.spacing(1))  # (N,)
         curve, num_tp = _precision_at_recalls(segment, tp_precision, T * A * K, min_tp)
         precision[..., m] = curve.reshape(T, A, K, R).transpose(0, 3, 2, 1)  # (T, R, K, A)
-        recall[..., m] = num_tp.reshape(T, A, K).transpose(0, 2, 1) / np.maximum(num_gt, 1)  # (T, K, A)
+        num_tp = num_tp.reshape(T, A, K).transpose(0, 2, 1)  # (T, K, A)
+        recall[..., m] = num_tp / np.maximum(num_gt, 1)  # (T, K, A)
     undefined = num_gt == 0  # (K, A)
     precision[:, :, undefined, :] = -1
     recall[:, undefined, :] = -1
@@ -588,18 +595,20 @@ class COCOEvalResult:
     @property
     def named(self) -> dict[str, float]:
         """``{"AP": .., "AP50": .., ..., "ARl": ..}``: the 12 stats by name."""
-        return {name: float(v) for name, v in zip(STAT_NAMES, self.stats)}
+        return {name: float(v) for name, v in zip(STAT_NAMES, self.stats, strict=True)}
 
     @property
     def per_category_ap(self) -> dict[int, float]:
         """{category id: AP@[.5:.95], all areas, 100 dets}; -1 for categories without GT."""
         values = self.precision[:, :, :, 0, -1]  # (T, R, K)
-        return {int(c): float(_mean_defined(values[:, :, k])) for k, c in enumerate(self.category_ids)}
+        return {
+            int(c): float(_mean_defined(values[:, :, k])) for k, c in enumerate(self.category_ids)
+        }
 
     def summary(self) -> str:
         """pycocotools' 12 summary lines, then a per-category AP table."""
         lines = []
-        for name, value in zip(STAT_NAMES, self.stats):
+        for name, value in zip(STAT_NAMES, self.stats, strict=True):
             kind = "Average Precision  (AP)" if name.startswith("AP") else "Average Recall     (AR)"
             iou = {"AP50": "0.50", "AP75": "0.75"}.get(name, "0.50:0.95")
             area = {"s": "small", "m": "medium", "l": "large"}.get(name[-1], "all")
@@ -608,7 +617,7 @@ class COCOEvalResult:
                          f" = {value:0.3f}")
         lines.append("")
         lines.append(f" {'category':<20} {'id':>5} {'AP':>6}")
-        for (cid, ap), name in zip(self.per_category_ap.items(), self.category_names):
+        for (cid, ap), name in zip(self.per_category_ap.items(), self.category_names, strict=True):
             lines.append(f" {name[:20]:<20} {cid:>5} {ap:>6.3f}" if ap > -1 else
                          f" {name[:20]:<20} {cid:>5} {'-':>6}")
         return "\n".join(lines)
