@@ -18,6 +18,13 @@ from course_utils.metrics.coco import (
     coco_eval,
     precision_recall_curve,
 )
+from course_utils.metrics.segmentation import (
+    confusion_matrix,
+    mean_iou,
+    per_class_iou,
+    pixel_accuracy,
+)
+from course_utils.metrics.voc import VOCResult, voc_ap, voc_eval
 
 __all__ = [
     "AREA_RANGES",
@@ -29,4 +36,11 @@ __all__ = [
     "PRCurve",
     "coco_eval",
     "precision_recall_curve",
+    "confusion_matrix",
+    "mean_iou",
+    "per_class_iou",
+    "pixel_accuracy",
+    "VOCResult",
+    "voc_ap",
+    "voc_eval",
 ]

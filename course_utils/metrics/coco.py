@@ -123,6 +123,8 @@ def _column(records: list, key: str, kind: str) -> list:
 def _boxes(records: list, kind: str) -> np.ndarray:
     """(N, 4) float64 ``bbox`` column; ValueError naming the first bad box."""
     values = _column(records, "bbox", kind)
+    if not values:
+        return np.zeros((0, 4))
     try:
         boxes = np.array(values, dtype=np.float64).reshape(len(values), -1)  # (N, 4) if all good
     except (ValueError, TypeError):
