@@ -264,6 +264,22 @@ def test_iou_exactly_on_thresholds():
     assert result.recall[0, 0, 0, 2] == 21 / 23  # IoU >= 0.5: heights 5 .. 10
 
 
+def test_iou_tie_goes_to_the_last_ground_truth():
+    # the first detection has IoU 9/11 with both GT; taking the second (the last) leaves the
+    # first GT free for the second detection (IoU 8/12 with GT 1, 6/14 with GT 2)
+    gt = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [
+              {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
+               "iscrowd": 0},
+              {"id": 2, "image_id": 1, "category_id": 1, "bbox": [2, 0, 10, 10], "area": 100,
+               "iscrowd": 0}]}
+    dt = [{"image_id": 1, "category_id": 1, "bbox": [1, 0, 10, 10], "score": 0.9},
+          {"image_id": 1, "category_id": 1, "bbox": [-2, 0, 10, 10], "score": 0.8}]
+    result, _ = assert_same_as_pycocotools(gt, dt)
+    assert result.recall[0, 0, 0, 2] == 1.0  # IoU 0.5: both found
+    assert result.recall[4, 0, 0, 2] == 0.5  # IoU 0.7: only the first
+
+
 def test_ground_truth_id_zero_is_never_matched_like_pycocotools():
     gt, dt = hand_set()
     gt["annotations"][0]["id"] = 0
