@@ -362,8 +362,8 @@ def _mask_iou_pairs(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_group: np.nda
 
 
 def _match(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_iou: np.ndarray, dt_rank: np.ndarray,
-           gt_ignore: np.ndarray, gt_crowd: np.ndarray, iou_thresholds: np.ndarray,
-           num_dt: int) -> np.ndarray:
+           gt_ignore: np.ndarray, gt_crowd: np.ndarray, iou_thresholds: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Greedy COCO matching at every IoU threshold and area range at once.
 
     Detection after detection (best score first inside each group), take among the GT of the
@@ -380,10 +380,10 @@ def _match(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_iou: np.ndarray, dt_ra
         gt_ignore: (A, G) bool, GT ignored in area range a (crowd or area outside the range).
         gt_crowd: (G,) bool.
         iou_thresholds: (T,) float64.
-        num_dt: D.
 
     Returns:
-        (T, A, D) int64: index of the GT each detection takes, -1 for none.
+        t, a, dt, gt: (N,) each, one entry per detection that takes a GT at threshold t and area
+        range a (indices into iou_thresholds, gt_ignore's rows, detections and GT).
     """
     T, A = len(iou_thresholds), gt_ignore.shape[0]
     thresholds = np.minimum(iou_thresholds, 1 - 1e-10)  # (T,) pycocotools' cap at 1 - 1e-10
@@ -399,8 +399,8 @@ def _match(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_iou: np.ndarray, dt_ra
     key = regular_bonus + goodness  # (A, P)
     above = pair_iou >= thresholds[:, None]  # (T, P)
 
-    matched = np.full((T, A, num_dt), -1, dtype=np.int64)
     taken = np.zeros((T, A, len(gt_crowd)), dtype=bool)  # GT already taken at (t, a)
+    matches = []  # per rank: (t, a, dt, gt) arrays
     rank_bounds = np.searchsorted(dt_rank[pair_dt], np.arange(dt_rank.max(initial=-1) + 2))
     # one step per rank (<= 100), each step handles every group at once
     for start, stop in zip(rank_bounds[:-1], rank_bounds[1:], strict=True):
@@ -416,8 +416,89 @@ def _match(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_iou: np.ndarray, dt_ra
         chosen = eligible & (candidate_key == best[:, :, det_of_pair])  # (T, A, P_r) one per det
         t, a, p = np.nonzero(chosen)  # (N_r,) each
         taken[t, a, gts[p]] = True
-        matched[t, a, dts[p]] = gts[p]
-    return matched
+        matches.append((t, a, dts[p], gts[p]))
+    if not matches:
+        return tuple(np.zeros(0, dtype=np.int64) for _ in range(4))
+    return tuple(np.concatenate(column) for column in zip(*matches, strict=True))
+
+
+@dataclass
+class _Outcomes:
+    """What each detection is at each (threshold, area range): true positive, false positive or
+    ignored. Stored sparsely: a detection that takes no GT is a false positive if its area is in
+    the range and ignored otherwise, so only the matched ones need an entry.
+
+    pycocotools' rules for a detection d at (t, a), with ``in_area`` its area in range a:
+
+    * takes no GT: false positive if ``in_area`` else ignored;
+    * takes a regular GT: true positive;
+    * takes an ignored GT (crowd or outside range a): ignored;
+    * exception: pycocotools reads GT id 0 as "no match", so taking the GT with id 0 is treated
+      like taking none - unless that GT is ignored, in which case d is ignored.
+    """
+
+    dets: _Detections  # the D detections kept (<= max_dets[-1] per group)
+    rank: np.ndarray  # (D,) rank in group
+    merge_order: np.ndarray  # (D,) by category, decreasing score, image, rank
+    in_area: np.ndarray  # (A, D) bool, detection area inside range a
+    match_t: np.ndarray  # (N,) threshold index of each match
+    match_a: np.ndarray  # (N,) area range index
+    match_dt: np.ndarray  # (N,) detection
+    match_is_tp: np.ndarray  # (N,) bool, the match makes d a true positive
+    match_is_fp: np.ndarray  # (N,) bool, d is still a false positive (the GT-id-0 exception)
+    num_gt: np.ndarray  # (K, A) regular GT per category and area range
+
+    def dense(self, t: int, a: int) -> tuple[np.ndarray, np.ndarray]:
+        """(D,) bool is_tp and (D,) bool is_fp at threshold index t and area range index a."""
+        here = (self.match_t == t) & (self.match_a == a)  # (N,)
+        is_tp = np.zeros(len(self.rank), dtype=bool)
+        is_fp = self.in_area[a].copy()  # (D,) unmatched detections
+        is_tp[self.match_dt[here]] = self.match_is_tp[here]
+        is_fp[self.match_dt[here]] = self.match_is_fp[here]
+        return is_tp, is_fp
+
+
+def _outcomes(gt: _GroundTruth, dets: _Detections, num_categories: int, iou_type: str,
+              iou_thresholds: np.ndarray, area_ranges: np.ndarray, max_det: int) -> _Outcomes:
+    """Steps 2-4: rank, cut to ``max_det`` per group, pair, IoU, match; then TP / FP rules.
+
+    Args:
+        gt, dets: the tables.
+        num_categories: K.
+        iou_type: "bbox" or "segm".
+        iou_thresholds: (T,).
+        area_ranges: (A, 2) [low, high] areas, bounds included.
+        max_det: detections kept per group.
+    """
+    K = num_categories
+    group = dets.image * K + dets.category  # (D,)
+    order, rank = _rank_in_group(group, dets.score)  # (D,), (D,)
+    kept = order[rank[order] < max_det]  # (D',) by group, then rank
+    dets = _Detections(dets.image[kept], dets.category[kept], dets.score[kept], dets.box[kept],
+                       dets.area[kept], [dets.rle[i] for i in kept] if dets.rle else None)
+    rank, group = rank[kept], group[kept]  # (D',)
+
+    pair_dt, pair_gt = _pairs(group, gt.image * K + gt.category)  # (P,), (P,)
+    if iou_type == "bbox":
+        pair_iou = _box_iou_pairs(dets.box[pair_dt], gt.box[pair_gt], gt.crowd[pair_gt])  # (P,)
+    else:
+        pair_iou = _mask_iou_pairs(pair_dt, pair_gt, group[pair_dt], dets.rle, gt.rle,
+                                   gt.crowd)  # (P,)
+
+    low, high = area_ranges[:, :1], area_ranges[:, 1:]  # (A, 1) each
+    gt_ignore = gt.crowd | (gt.area < low) | (gt.area > high)  # (A, G)
+    in_area = (dets.area >= low) & (dets.area <= high)  # (A, D)
+    t, a, d, g = _match(pair_dt, pair_gt, pair_iou, rank, gt_ignore, gt.crowd,
+                        iou_thresholds)  # (N,) each
+    regular = ~gt_ignore[a, g]  # (N,)
+    id_zero = gt.ann_id[g] == 0  # (N,)
+    num_gt = np.stack([np.bincount(gt.category[~ignore], minlength=K) for ignore in gt_ignore],
+                      axis=1)  # (K, A)
+    merge_order = np.lexsort((rank, dets.image, -dets.score, dets.category))  # (D',)
+    return _Outcomes(dets, rank, merge_order, in_area, t, a, d,
+                     match_is_tp=regular & ~id_zero,
+                     match_is_fp=id_zero & regular & in_area[a, d],
+                     num_gt=num_gt)
 
 
 # --------------------------------------------------------------------------- 5. accumulation
@@ -477,53 +558,77 @@ def _precision_at_recalls(tp_segment: np.ndarray, tp_precision: np.ndarray, num_
     return precision, num_tp
 
 
-def _accumulate(is_tp: np.ndarray, is_fp: np.ndarray, dt_category: np.ndarray,
-                merge_order: np.ndarray, dt_rank: np.ndarray, num_gt: np.ndarray,
-                max_dets: tuple[int, ...], recall_thresholds: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Precision / recall tables from per-detection outcomes (pycocotools' ``accumulate``).
+def _segment_cumsum(values: np.ndarray, segment: np.ndarray, num_segments: int) -> np.ndarray:
+    """Inclusive running sum of ``values`` that restarts at every segment.
 
     Args:
-        is_tp: (T, A, D) bool, detection is a true positive at (threshold, area range).
-        is_fp: (T, A, D) bool, detection is a false positive (neither: ignored).
-        dt_category: (D,) category of each detection.
-        merge_order: (D,) detections by category, decreasing score, image, rank in group -
-            the order in which pycocotools merges the images of a category.
-        dt_rank: (D,) rank in group.
-        num_gt: (K, A) regular GT per category and area range.
+        values: (N,) numbers (bool counts as 0 / 1).
+        segment: (N,) non-decreasing segment of each entry.
+        num_segments: S.
+
+    Returns:
+        (N,) int64 running sums.
+    """
+    running = np.cumsum(values, dtype=np.int64)  # (N,)
+    first = np.r_[0, np.cumsum(np.bincount(segment, minlength=num_segments))]  # (S + 1,)
+    return running - np.r_[0, running][first[segment]]  # (N,)
+
+
+def _accumulate(out: _Outcomes, num_thresholds: int, max_dets: tuple[int, ...],
+                recall_thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision / recall tables from the matches (pycocotools' ``accumulate``).
+
+    For each max-detections cut m, category k, threshold t and area range a, the detections of
+    all images are merged by decreasing score (ties: image, then rank in group): a *curve*. At
+    the position of each true positive we need the TPs and the FPs so far. TPs are matches. FPs
+    so far = detections in the area range so far - those of them that took a GT + the GT-id-0
+    exception; only the first term needs a pass over all detections, and it does not depend on t.
+
+    Args:
+        out: the matching outcomes.
+        num_thresholds: T.
         max_dets: (M,) detections kept per image and category.
         recall_thresholds: (R,).
 
     Returns:
-        precision: (T, R, K, A, M), -1 where num_gt == 0.
-        recall: (T, K, A, M), -1 where num_gt == 0.
+        precision: (T, R, K, A, M), -1 where out.num_gt == 0.
+        recall: (T, K, A, M), -1 where out.num_gt == 0.
     """
-    T, A, _ = is_tp.shape
-    K, R, M = num_gt.shape[0], len(recall_thresholds), len(max_dets)
-    min_tp = _min_true_positives(num_gt, recall_thresholds)  # (K, A, R)
-    min_tp = np.broadcast_to(min_tp.transpose(1, 0, 2), (T, A, K, R)).reshape(T * A * K, R)
+    T, (A, D) = num_thresholds, out.in_area.shape
+    K, R, M = out.num_gt.shape[0], len(recall_thresholds), len(max_dets)
+    S = T * A * K  # curves per cut, curve s = (t * A + a) * K + k
+    min_tp = _min_true_positives(out.num_gt, recall_thresholds)  # (K, A, R)
+    min_tp = np.broadcast_to(min_tp.transpose(1, 0, 2), (T, A, K, R)).reshape(S, R)
     precision = np.empty((T, R, K, A, M))
     recall = np.empty((T, K, A, M))
     for m, max_det in enumerate(max_dets):  # M = 3
-        order = merge_order[dt_rank[merge_order] < max_det]  # (n,) kept, in merge order
-        category = dt_category[order]  # (n,) non-decreasing
-        tp, fp = is_tp[:, :, order], is_fp[:, :, order]  # (T, A, n)
-        fp_so_far = np.cumsum(fp, axis=2)  # (T, A, n)
+        order = out.merge_order[out.rank[out.merge_order] < max_det]  # (n,) merge order
+        category = out.dets.category[order]  # (n,) non-decreasing
+        position = np.zeros(D, dtype=np.int64)
+        position[order] = np.arange(len(order))  # (D,) place in the merge order
+        in_area_so_far = np.cumsum(out.in_area[:, order], axis=1)  # (A, n) inclusive
         category_start = np.searchsorted(category, np.arange(K))  # (K,)
-        fp_before = np.concatenate([np.zeros((T, A, 1), np.int64), fp_so_far], axis=2)
-        fp_before = fp_before[:, :, category_start]  # (T, A, K) FPs of earlier categories
-        t, a, i = np.nonzero(tp)  # (N,) TPs, ordered by (t, a, category, merge order)
-        k = category[i]  # (N,)
-        segment = (t * A + a) * K + k  # (N,) one precision curve per (t, a, k)
-        num_tp_before = np.r_[0, np.cumsum(np.bincount(segment, minlength=T * A * K))]
-        tp_count = (np.arange(len(segment)) - num_tp_before[segment] + 1).astype(np.float64)
-        fp_count = (fp_so_far[t, a, i] - fp_before[t, a, k]).astype(np.float64)  # (N,)
-        tp_precision = tp_count / (fp_count + tp_count + np.spacing(1))  # (N,)
-        curve, num_tp = _precision_at_recalls(segment, tp_precision, T * A * K, min_tp)
+        in_area_before = np.concatenate([np.zeros((A, 1), np.int64), in_area_so_far], axis=1)
+        in_area_before = in_area_before[:, category_start]  # (A, K) earlier categories
+
+        keep = out.rank[out.match_dt] < max_det  # (N,) matches of kept detections
+        t, a, d = out.match_t[keep], out.match_a[keep], out.match_dt[keep]  # (N,)
+        k, pos = out.dets.category[d], position[d]  # (N,)
+        segment = (t * A + a) * K + k  # (N,)
+        by_curve = np.lexsort((pos, segment))  # (N,) by curve, then merge order
+        t, a, d, k, pos, segment = (x[by_curve] for x in (t, a, d, k, pos, segment))
+        is_tp = out.match_is_tp[keep][by_curve]  # (N,)
+        tp_count = _segment_cumsum(is_tp, segment, S)  # (N,)
+        fp_count = (in_area_so_far[a, pos] - in_area_before[a, k]
+                    - _segment_cumsum(out.in_area[a, d], segment, S)
+                    + _segment_cumsum(out.match_is_fp[keep][by_curve], segment, S))  # (N,)
+        tp_count, fp_count = tp_count[is_tp].astype(float), fp_count[is_tp].astype(float)
+        tp_precision = tp_count / (fp_count + tp_count + np.spacing(1))  # (N_tp,) as pycocotools
+        curve, num_tp = _precision_at_recalls(segment[is_tp], tp_precision, S, min_tp)
         precision[..., m] = curve.reshape(T, A, K, R).transpose(0, 3, 2, 1)  # (T, R, K, A)
         num_tp = num_tp.reshape(T, A, K).transpose(0, 2, 1)  # (T, K, A)
-        recall[..., m] = num_tp / np.maximum(num_gt, 1)  # (T, K, A)
-    undefined = num_gt == 0  # (K, A)
+        recall[..., m] = num_tp / np.maximum(out.num_gt, 1)  # (T, K, A)
+    undefined = out.num_gt == 0  # (K, A)
     precision[:, :, undefined, :] = -1
     recall[:, undefined, :] = -1
     return precision, recall
@@ -631,60 +736,6 @@ class COCOEvalResult:
 # --------------------------------------------------------------------------- the pipeline
 
 
-@dataclass
-class _Outcomes:
-    """Per-detection results of matching, shared by ``coco_eval`` and the PR curve."""
-
-    dets: _Detections  # the D detections kept (<= max_dets[-1] per group)
-    rank: np.ndarray  # (D,) rank in group
-    merge_order: np.ndarray  # (D,) by category, decreasing score, image, rank
-    is_tp: np.ndarray  # (T, A, D) bool
-    is_fp: np.ndarray  # (T, A, D) bool
-    num_gt: np.ndarray  # (K, A) regular GT per category and area range
-
-
-def _outcomes(gt: _GroundTruth, dets: _Detections, num_categories: int, iou_type: str,
-              iou_thresholds: np.ndarray, area_ranges: np.ndarray, max_det: int) -> _Outcomes:
-    """Steps 2-4: rank, cut to ``max_det`` per group, pair, IoU, match; then TP / FP flags.
-
-    Args:
-        area_ranges: (A, 2) [low, high] areas, bounds included.
-    """
-    K = num_categories
-    group = dets.image * K + dets.category  # (D,)
-    order, rank = _rank_in_group(group, dets.score)  # (D,), (D,)
-    kept = order[rank[order] < max_det]  # (D',) by group, then rank
-    dets = _Detections(dets.image[kept], dets.category[kept], dets.score[kept], dets.box[kept],
-                       dets.area[kept], [dets.rle[i] for i in kept] if dets.rle else None)
-    rank, group = rank[kept], group[kept]  # (D',)
-
-    pair_dt, pair_gt = _pairs(group, gt.image * K + gt.category)  # (P,), (P,)
-    if iou_type == "bbox":
-        pair_iou = _box_iou_pairs(dets.box[pair_dt], gt.box[pair_gt], gt.crowd[pair_gt])  # (P,)
-    else:
-        pair_iou = _mask_iou_pairs(pair_dt, pair_gt, group[pair_dt], dets.rle, gt.rle,
-                                   gt.crowd)  # (P,)
-
-    low, high = area_ranges[:, :1], area_ranges[:, 1:]  # (A, 1) each
-    gt_ignore = gt.crowd | (gt.area < low) | (gt.area > high)  # (A, G)
-    dt_outside = (dets.area < low) | (dets.area > high)  # (A, D)
-    matched = _match(pair_dt, pair_gt, pair_iou, rank, gt_ignore, gt.crowd, iou_thresholds,
-                     len(rank))  # (T, A, D)
-
-    has_match = matched >= 0  # (T, A, D)
-    gt_index = np.where(has_match, matched, 0)  # (T, A, D)
-    # pycocotools records the matched GT's id and reads id 0 as "no match"
-    counts_as_match = has_match & (gt.ann_id[gt_index] != 0)  # (T, A, D)
-    area_index = np.arange(len(area_ranges))[None, :, None]  # (1, A, 1)
-    ignored = (has_match & gt_ignore[area_index, gt_index]) | (~counts_as_match & dt_outside)
-    num_gt = np.zeros((K, len(area_ranges)), dtype=np.int64)
-    for a in range(len(area_ranges)):  # A = 4
-        num_gt[:, a] = np.bincount(gt.category[~gt_ignore[a]], minlength=K)
-    merge_order = np.lexsort((rank, dets.image, -dets.score, dets.category))  # (D',)
-    return _Outcomes(dets, rank, merge_order, counts_as_match & ~ignored,
-                     ~counts_as_match & ~ignored, num_gt)
-
-
 def _check_iou_type(iou_type: str) -> None:
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
@@ -709,9 +760,7 @@ def coco_eval(gt, dt, iou_type: str = "bbox") -> COCOEvalResult:
     area_ranges = np.array(list(AREA_RANGES.values()))  # (A, 2)
     outcomes = _outcomes(gt_table, dets, len(category_ids), iou_type, IOU_THRESHOLDS,
                          area_ranges, MAX_DETS[-1])
-    precision, recall = _accumulate(outcomes.is_tp, outcomes.is_fp, outcomes.dets.category,
-                                    outcomes.merge_order, outcomes.rank, outcomes.num_gt,
-                                    MAX_DETS, RECALL_THRESHOLDS)
+    precision, recall = _accumulate(outcomes, len(IOU_THRESHOLDS), MAX_DETS, RECALL_THRESHOLDS)
     stats = _summary_stats(precision, recall, IOU_THRESHOLDS, MAX_DETS, list(AREA_RANGES))
     return COCOEvalResult(stats, precision, recall, category_ids,
                           [names.get(c, str(c)) for c in category_ids.tolist()], iou_type)
@@ -771,10 +820,10 @@ def precision_recall_curve(gt, dt, category_id, iou_threshold: float = 0.5,
                     np.array([AREA_RANGES[area]]), max_dets)
     k = int(np.searchsorted(category_ids, category_id))
     order = out.merge_order[out.dets.category[out.merge_order] == k]  # (n,) by decreasing score
-    counted = out.is_tp[0, 0, order] | out.is_fp[0, 0, order]  # (n,)
-    order = order[counted]  # (N,)
-    tp = np.cumsum(out.is_tp[0, 0, order]).astype(np.float64)  # (N,)
-    fp = np.cumsum(out.is_fp[0, 0, order]).astype(np.float64)  # (N,)
+    is_tp, is_fp = out.dense(0, 0)  # (D,) each
+    order = order[is_tp[order] | is_fp[order]]  # (N,) not ignored
+    tp = np.cumsum(is_tp[order]).astype(np.float64)  # (N,)
+    fp = np.cumsum(is_fp[order]).astype(np.float64)  # (N,)
     num_gt = int(out.num_gt[k, 0])
     precision = tp / (fp + tp + np.spacing(1))  # (N,)
     recall = tp / num_gt if num_gt else np.zeros_like(tp)  # (N,)
