@@ -599,32 +599,37 @@ def _accumulate(out: _Outcomes, num_thresholds: int, max_dets: tuple[int, ...],
     S = T * A * K  # curves per cut, curve s = (t * A + a) * K + k
     min_tp = _min_true_positives(out.num_gt, recall_thresholds)  # (K, A, R)
     min_tp = np.broadcast_to(min_tp.transpose(1, 0, 2), (T, A, K, R)).reshape(S, R)
+    merge_position = np.empty(D, dtype=np.int64)
+    merge_position[out.merge_order] = np.arange(D)  # (D,) place in the merge order
+    # matches by curve, then merge order (for every cut: a cut only drops some of them)
+    k = out.dets.category[out.match_dt]  # (N,)
+    segment = (out.match_t * A + out.match_a) * K + k  # (N,)
+    by_curve = np.lexsort((merge_position[out.match_dt], segment))  # (N,)
+    a, d, k, segment = (x[by_curve] for x in (out.match_a, out.match_dt, k, segment))  # (N,)
+    is_tp, is_fp = out.match_is_tp[by_curve], out.match_is_fp[by_curve]  # (N,)
     precision = np.empty((T, R, K, A, M))
     recall = np.empty((T, K, A, M))
     for m, max_det in enumerate(max_dets):  # M = 3
-        order = out.merge_order[out.rank[out.merge_order] < max_det]  # (n,) merge order
-        category = out.dets.category[order]  # (n,) non-decreasing
-        position = np.zeros(D, dtype=np.int64)
-        position[order] = np.arange(len(order))  # (D,) place in the merge order
+        in_cut = out.rank[out.merge_order] < max_det  # (D,) in merge order
+        order = out.merge_order[in_cut]  # (n,) the detections of this cut, merge order
+        cut_position = np.cumsum(in_cut) - 1  # (D,) merge position -> position in the cut
+        category_start = np.searchsorted(out.dets.category[order], np.arange(K))  # (K,)
         in_area_so_far = np.cumsum(out.in_area[:, order], axis=1)  # (A, n) inclusive
-        category_start = np.searchsorted(category, np.arange(K))  # (K,)
         in_area_before = np.concatenate([np.zeros((A, 1), np.int64), in_area_so_far], axis=1)
         in_area_before = in_area_before[:, category_start]  # (A, K) earlier categories
 
-        keep = out.rank[out.match_dt] < max_det  # (N,) matches of kept detections
-        t, a, d = out.match_t[keep], out.match_a[keep], out.match_dt[keep]  # (N,)
-        k, pos = out.dets.category[d], position[d]  # (N,)
-        segment = (t * A + a) * K + k  # (N,)
-        by_curve = np.lexsort((pos, segment))  # (N,) by curve, then merge order
-        t, a, d, k, pos, segment = (x[by_curve] for x in (t, a, d, k, pos, segment))
-        is_tp = out.match_is_tp[keep][by_curve]  # (N,)
-        tp_count = _segment_cumsum(is_tp, segment, S)  # (N,)
-        fp_count = (in_area_so_far[a, pos] - in_area_before[a, k]
-                    - _segment_cumsum(out.in_area[a, d], segment, S)
-                    + _segment_cumsum(out.match_is_fp[keep][by_curve], segment, S))  # (N,)
-        tp_count, fp_count = tp_count[is_tp].astype(float), fp_count[is_tp].astype(float)
+        keep = out.rank[d] < max_det  # (N,) matches of detections in the cut
+        a_m, d_m, k_m, segment_m = a[keep], d[keep], k[keep], segment[keep]  # (N_m,)
+        is_tp_m = is_tp[keep]  # (N_m,)
+        pos = cut_position[merge_position[d_m]]  # (N_m,)
+        tp_count = _segment_cumsum(is_tp_m, segment_m, S)  # (N_m,)
+        fp_count = (in_area_so_far[a_m, pos] - in_area_before[a_m, k_m]
+                    - _segment_cumsum(out.in_area[a_m, d_m], segment_m, S)
+                    + _segment_cumsum(is_fp[keep], segment_m, S))  # (N_m,)
+        tp_count = tp_count[is_tp_m].astype(float)  # (N_tp,)
+        fp_count = fp_count[is_tp_m].astype(float)  # (N_tp,)
         tp_precision = tp_count / (fp_count + tp_count + np.spacing(1))  # (N_tp,) as pycocotools
-        curve, num_tp = _precision_at_recalls(segment[is_tp], tp_precision, S, min_tp)
+        curve, num_tp = _precision_at_recalls(segment_m[is_tp_m], tp_precision, S, min_tp)
         precision[..., m] = curve.reshape(T, A, K, R).transpose(0, 3, 2, 1)  # (T, R, K, A)
         num_tp = num_tp.reshape(T, A, K).transpose(0, 2, 1)  # (T, K, A)
         recall[..., m] = num_tp / np.maximum(out.num_gt, 1)  # (T, K, A)
