@@ -388,6 +388,8 @@ def _bad(change):
     (lambda gt, dt: dt[0].update(bbox=[1, 2, 3]), r"detection 0 .*bbox must be 4 numbers"),
     (lambda gt, dt: dt[1].update(bbox=[1, 2, -3, 4]), r"detection 1 .*w, h >= 0"),
     (lambda gt, dt: dt[1].update(bbox=[1, 2, "a", 4]), r"detection 1 .*bbox must be 4 numbers"),
+    (lambda gt, dt: dt[2].update(bbox=["1", "2", "3", "4"]), r"detection 2 .*bbox must be 4"),
+    (lambda gt, dt: dt[2].update(score="high"), r"detection 2 .*score must be a number"),
     (lambda gt, dt: dt[2].update(image_id=77), r"detection 2 .*image_id 77 is not in gt"),
     (lambda gt, dt: dt[0].update(score=float("nan")), r"detection 0 .*score must be a finite"),
     (lambda gt, dt: gt["annotations"][1].pop("area"), r"gt annotation 1 .* has no 'area'"),

@@ -87,6 +87,7 @@ class _GroundTruth:
     box: np.ndarray  # (G, 4) float64 xywh
     area: np.ndarray  # (G,) float64, the annotation's ``area`` (not the box area)
     crowd: np.ndarray  # (G,) bool
+    difficult: np.ndarray  # (G,) bool, PASCAL VOC's flag (not used by COCO)
     rle: list | None = None  # G compressed RLEs (segm only)
 
 
@@ -120,23 +121,35 @@ def _column(records: list, key: str, kind: str) -> list:
         raise
 
 
+def _numbers(records: list, key: str, kind: str, width: int | None = None) -> np.ndarray:
+    """The ``key`` column as float64, (N,) or (N, width).
+
+    ValueError naming the first record whose value is not a number (not ``width`` numbers).
+    """
+    values = _column(records, key, kind)
+    want = (len(values),) if width is None else (len(values), width)
+    if not values:
+        return np.zeros(want)
+    try:
+        array = np.array(values)  # no dtype: strings or ragged lists do not pass as numbers
+    except (ValueError, TypeError):
+        array = None
+    if array is None or array.shape != want or array.dtype.kind not in "iuf":
+        what = "a number" if width is None else f"{width} numbers"
+        for i, value in enumerate(values):
+            try:
+                one = np.array(value)
+            except (ValueError, TypeError):
+                one = None
+            if one is None or one.shape != want[1:] or one.dtype.kind not in "iuf":
+                raise ValueError(f"{_describe(kind, i, records[i])}: {key} must be {what}")
+        raise ValueError(f"{kind} {key}s must be {what} each")  # mixed types, e.g. bool
+    return array.astype(np.float64)
+
+
 def _boxes(records: list, kind: str) -> np.ndarray:
     """(N, 4) float64 ``bbox`` column; ValueError naming the first bad box."""
-    values = _column(records, "bbox", kind)
-    if not values:
-        return np.zeros((0, 4))
-    try:
-        boxes = np.array(values, dtype=np.float64).reshape(len(values), -1)  # (N, 4) if all good
-    except (ValueError, TypeError):
-        boxes = None
-    if boxes is None or boxes.shape[1] != 4:
-        for i, box in enumerate(values):
-            try:
-                ok = np.asarray(box, dtype=np.float64).shape == (4,)
-            except (ValueError, TypeError):
-                ok = False
-            if not ok:
-                raise ValueError(f"{_describe(kind, i, records[i])}: bbox must be 4 numbers")
+    boxes = _numbers(records, "bbox", kind, width=4)  # (N, 4)
     bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0)  # (N,)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -180,7 +193,7 @@ def _rles(records: list, image_pos: np.ndarray, images: list, kind: str) -> list
     return rles
 
 
-def _load_json(source, what: str):
+def _load_json(source):
     if isinstance(source, (str, os.PathLike)):
         with open(source) as f:
             return json.load(f)
@@ -196,7 +209,7 @@ def _ground_truth(gt, iou_type: str) -> tuple[_GroundTruth, np.ndarray, np.ndarr
         (table, image_ids (I,) sorted, category_ids (K,) sorted, {category id: name},
         images (I,) image records in the order of image_ids).
     """
-    gt = _load_json(gt, "gt")
+    gt = _load_json(gt)
     if not isinstance(gt, dict):
         raise ValueError(f"gt must be a COCO dict, a json path or a COCO object, got {type(gt)}")
     for key in ("images", "annotations", "categories"):
@@ -218,23 +231,25 @@ def _ground_truth(gt, iou_type: str) -> tuple[_GroundTruth, np.ndarray, np.ndarr
                        "gt annotation", "image_id")
     category = _positions(_column(anns, "category_id", "gt annotation"), category_ids, anns,
                           "gt annotation", "category_id")
-    area = np.asarray(_column(anns, "area", "gt annotation"), dtype=np.float64)  # (G,)
+    area = _numbers(anns, "area", "gt annotation")  # (G,)
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)  # (G,)
+    difficult = np.array([bool(a.get("difficult", 0)) for a in anns], dtype=bool)  # (G,)
     box = _boxes(anns, "gt annotation") if iou_type == "bbox" else np.zeros((len(anns), 4))
     rle = _rles(anns, image, images, "gt annotation") if iou_type == "segm" else None
-    table = _GroundTruth(image, category, ann_ids, box.reshape(-1, 4), area, crowd, rle)
+    table = _GroundTruth(image, category, ann_ids, box.reshape(-1, 4), area, crowd, difficult,
+                         rle)
     return table, image_ids, category_ids, names, images
 
 
 def _detections(dt, image_ids: np.ndarray, category_ids: np.ndarray, images: list,
                 iou_type: str) -> _Detections:
     """Read COCO result dicts into a table; drops detections of categories absent from the GT."""
-    dts = _load_json(dt, "dt")
+    dts = _load_json(dt)
     if not isinstance(dts, list):
         raise ValueError(f"dt must be a list of result dicts or a json path, got {type(dts)}")
     image = _positions(_column(dts, "image_id", "detection"), image_ids, dts, "detection",
                        "image_id")
-    score = np.asarray(_column(dts, "score", "detection"), dtype=np.float64).reshape(-1)  # (D,)
+    score = _numbers(dts, "score", "detection")  # (D,)
     if not np.isfinite(score).all():
         i = int(np.flatnonzero(~np.isfinite(score))[0])
         raise ValueError(f"{_describe('detection', i, dts[i])}: score must be a finite number")
@@ -291,7 +306,7 @@ def _pairs(dt_group: np.ndarray, gt_group: np.ndarray) -> tuple[np.ndarray, np.n
     """Every (detection, GT) pair of the same group.
 
     Args:
-        dt_group: (D,) group key of each detection, sorted (non-decreasing).
+        dt_group: (D,) group key of each detection.
         gt_group: (G,) group key of each GT, any order.
 
     Returns:

@@ -93,8 +93,7 @@ def voc_eval(gt, dt, iou_threshold: float = 0.5, method: str = "all_points") -> 
     if method not in VOC_METHODS:
         raise ValueError(f"method must be one of {VOC_METHODS}, got {method!r}")
     gt_table, image_ids, category_ids, _, images = _ground_truth(gt, "bbox")
-    annotations = gt if isinstance(gt, dict) else None
-    difficult = _difficult_flags(gt_table, annotations, gt)  # (G,)
+    difficult = gt_table.difficult  # (G,)
     dets = _detections(dt, image_ids, category_ids, images, "bbox")
     K = len(category_ids)
     order = np.lexsort((-dets.score, dets.category))  # (D,) by category, decreasing score
@@ -140,11 +139,3 @@ def voc_eval(gt, dt, iou_threshold: float = 0.5, method: str = "all_points") -> 
     defined = [v for v in ap.values() if not np.isnan(v)]
     return VOCResult(ap, float(np.mean(defined)) if defined else float("nan"),
                      dict(zip(category_ids.tolist(), num_gt.tolist(), strict=True)))
-
-
-def _difficult_flags(gt_table, annotations, gt) -> np.ndarray:
-    """(G,) bool ``difficult`` of each GT annotation, in table (input) order."""
-    from course_utils.metrics.coco import _load_json
-
-    records = _load_json(gt, "gt")["annotations"] if annotations is None else gt["annotations"]
-    return np.array([bool(a.get("difficult", 0)) for a in records], dtype=bool).reshape(-1)
