@@ -211,10 +211,17 @@ def test_random_box_sets_match_pycocotools(seed):
     assert_same_as_pycocotools(gt, dt)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", range(6, 40))
-def test_many_random_box_sets_match_pycocotools(seed):
+@pytest.mark.parametrize("seed", range(6, 30))
+def test_more_random_box_sets_match_pycocotools(seed):
     gt, dt = random_box_set(seed, num_images=25, crowd=0.2 if seed % 2 else 0.0)
+    assert_same_as_pycocotools(gt, dt)
+
+
+@pytest.mark.slow
+def test_large_box_set_matches_pycocotools():
+    # 400 images, ~28k detections: many crowded groups and long merged score lists
+    gt, dt = random_box_set(123, num_images=400, num_categories=10, gt_per_image=8,
+                            dt_per_image=70)
     assert_same_as_pycocotools(gt, dt)
 
 
@@ -366,10 +373,14 @@ def test_segm_matches_pycocotools(seed, with_boxes):
     assert_same_as_pycocotools(gt, dt, "segm")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", range(3, 15))
-def test_many_segm_sets_match_pycocotools(seed):
+@pytest.mark.parametrize("seed", range(3, 9))
+def test_more_segm_sets_match_pycocotools(seed):
     gt, dt = random_mask_set(seed, num_images=15, with_boxes=bool(seed % 2))
+    assert_same_as_pycocotools(gt, dt, "segm")
+
+
+def test_larger_segm_set_matches_pycocotools():
+    gt, dt = random_mask_set(99, num_images=300, size=96)
     assert_same_as_pycocotools(gt, dt, "segm")
 
 
