@@ -43,3 +43,10 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Real datasets for full mode: make data NAME=oxford_pets  (ARGS="--root DIR --images 200" ...).
+# Without NAME it lists the datasets with their sizes and licences.
+.PHONY: data
+data: $(STAMP)
+	@if [ -z "$(NAME)" ]; then $(BIN)/python -m data_scripts.download --help; exit 2; fi
+	$(RUN) $(BIN)/python -m data_scripts.download $(NAME) $(ARGS)
