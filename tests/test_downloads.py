@@ -248,3 +248,27 @@ def test_make_data_target_runs_the_command():
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     assert "\ndata: $(STAMP)" in makefile
     assert "-m data_scripts.download $(NAME) $(ARGS)" in makefile
+
+
+def test_coco_images_option_end_to_end_with_the_loader(tmp_path):
+    """Serve a fake COCO as the two real zips; --images 2 extracts two images that COCOSubset then reads."""
+    from course_utils.data import COCOSubset
+    from tests.fake_datasets import make_coco_val2017
+
+    fake = make_coco_val2017(tmp_path / "src")
+    val_json = (fake / "annotations" / "instances_val2017.json").read_bytes()
+    ann_zip = make_zip({"annotations/instances_val2017.json": val_json, "annotations/instances_train2017.json": b"{}"})
+    img_zip = make_zip({f"val2017/{p.name}": p.read_bytes() for p in sorted((fake / "val2017").iterdir())})
+    with LocalServer({"/ann.zip": ann_zip, "/val2017.zip": img_zip}) as server:
+        real = DATASETS["coco_val2017"].files
+        entry = DatasetEntry(
+            name="coco_val2017", title="fake", licence="CC BY 4.0", citation="-", homepage="http://example.invalid",
+            files=(RemoteFile(real[0].name, (server.url("/ann.zip"),), sha(ann_zip), len(ann_zip),
+                              members=real[0].members),
+                   RemoteFile(real[1].name, (server.url("/val2017.zip"),), sha(img_zip), len(img_zip),
+                              members=real[1].members, limit=real[1].limit)),
+        )
+        folder = cli.fetch_dataset(entry, tmp_path / "data", images=2, progress=False)
+    assert not (folder / "annotations" / "instances_train2017.json").exists()  # only the val annotations
+    ds = COCOSubset(folder)
+    assert [ds[i][1]["image_id"] for i in range(len(ds))] == [139, 285]
