@@ -32,6 +32,10 @@ LABS = [pytest.param((FIXTURE, lab), id=lab) for lab in instructor.find_labs(FIX
 
 # The batch holds an endless loop: a shorter cell timeout than nbgrader_config.py's keeps the
 # suite quick (smoke-mode cells take a few seconds; the first one imports torch).
+# nbgrader's own SQLAlchemy/nbformat warnings while it re-adds deleted cells; nothing to act on here
+pytestmark = [pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
+              pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning")]
+
 SHORT_TIMEOUT = Config({"Execute": {"timeout": 30}})
 
 SOLUTION = re.compile(r"^[ \t]*### BEGIN SOLUTION.*?### END SOLUTION[^\n]*", re.S | re.M)
@@ -86,16 +90,23 @@ def sha256(path: Path) -> str:
 # --- a course per lab, and a batch of students graded once ----------------------------------------
 
 @pytest.fixture(scope="module", params=LABS)
-def course(request, tmp_path_factory):
-    """A temporary course root holding one lab's solutions/ and committed labs/, registered in its gradebook."""
-    src_root, lab = request.param
-    root = tmp_path_factory.mktemp(f"course-{lab}")
-    shutil.copytree(src_root / "solutions" / lab, root / "solutions" / lab)
-    shutil.copytree(src_root / "labs" / lab, root / "labs" / lab)
-    fresh = instructor.generate_release(root, lab, root / "fresh")
-    return SimpleNamespace(root=root, lab=lab, src_root=src_root, fresh=fresh,
-                           source=root / "solutions" / lab / f"{lab}.ipynb",
-                           release=root / "labs" / lab / f"{lab}.ipynb")
+def lab(request):
+    """One lab's committed files: the solutions source and the release in labs/."""
+    src_root, name = request.param
+    return SimpleNamespace(src_root=src_root, lab=name, source=src_root / "solutions" / name / f"{name}.ipynb",
+                           release=src_root / "labs" / name / f"{name}.ipynb")
+
+
+@pytest.fixture(scope="module")
+def course(lab, tmp_path_factory):
+    """A temporary course root holding the lab's solutions/ and committed labs/, registered in its gradebook."""
+    root = tmp_path_factory.mktemp(f"course-{lab.lab}")
+    shutil.copytree(lab.src_root / "solutions" / lab.lab, root / "solutions" / lab.lab)
+    shutil.copytree(lab.src_root / "labs" / lab.lab, root / "labs" / lab.lab)
+    fresh = instructor.generate_release(root, lab.lab, root / "fresh")
+    return SimpleNamespace(root=root, lab=lab.lab, src_root=lab.src_root, fresh=fresh,
+                           source=root / "solutions" / lab.lab / f"{lab.lab}.ipynb",
+                           release=root / "labs" / lab.lab / f"{lab.lab}.ipynb")
 
 
 def submit(course, student: str, nb) -> Path:
@@ -176,22 +187,22 @@ def test_committed_release_equals_a_fresh_regeneration(course, tmp_path):
 
 # --- b. no solutions, no hidden tests, no outputs in the release ---------------------------------
 
-def test_release_holds_no_solution_code_and_no_hidden_tests(course):
-    source, release_text = read_nb(course.source), course.release.read_text()
+def test_release_holds_no_solution_code_and_no_hidden_tests(lab):
+    source, release_text = read_nb(lab.source), lab.release.read_text()
     secrets = secret_lines(source)
     assert secrets, "the source notebook should have solution regions to hide"
     assert [m for m in MARKERS if m in release_text] == []
     assert sorted(s for s in secrets if s in release_text) == []
 
 
-def test_release_holds_no_outputs(course):
-    for cell in read_nb(course.release).cells:
+def test_release_holds_no_outputs(lab):
+    for cell in read_nb(lab.release).cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:80]
 
 
-def test_release_keeps_every_graded_cell_with_schema_3(course):
-    source, release = read_nb(course.source), read_nb(course.release)
+def test_release_keeps_every_graded_cell_with_schema_3(lab):
+    source, release = read_nb(lab.source), read_nb(lab.release)
     ids = [nbgrader_meta(c)["grade_id"] for c in source.cells if nbgrader_meta(c)]
     assert [nbgrader_meta(c)["grade_id"] for c in release.cells if nbgrader_meta(c)] == ids
     assert all(nbgrader_meta(c)["schema_version"] == 3 for c in release.cells if nbgrader_meta(c))
@@ -332,71 +343,71 @@ def test_make_grade_and_release_call_the_instructor_module():
 # --- g. the students' self-check ----------------------------------------------------------------
 
 @pytest.fixture
-def student_copy(course, tmp_path):
+def student_copy(lab, tmp_path):
     """A student's untouched copy of the release, away from the course tree."""
-    path = tmp_path / f"{course.lab}.ipynb"
-    shutil.copy(course.release, path)
+    path = tmp_path / f"{lab.lab}.ipynb"
+    shutil.copy(lab.release, path)
     return path
 
 
-def test_check_submission_passes_a_good_copy(course, student_copy, capsys):
-    assert check_submission(student_copy, release=course.release) == []
+def test_check_submission_passes_a_good_copy(lab, student_copy, capsys):
+    assert check_submission(student_copy, release=lab.release) == []
     assert "looks ready to submit" in capsys.readouterr().out
 
 
-def test_check_submission_finds_the_release_itself(course):
+def test_check_submission_finds_the_release_itself(lab, tmp_path):
     # a student working in labs/<lab>/ in place: compared with solutions/<lab>/ (same graded cells)
-    assert check_submission(course.release, verbose=False) == []
-    renamed = course.root / "labs" / course.lab / f"Copy of {course.lab}.ipynb"
-    shutil.copy(course.release, renamed)
-    try:
-        problems = check_submission(renamed, verbose=False)
-    finally:
-        renamed.unlink()
-    assert len(problems) == 1 and f"'{course.lab}.ipynb'" in problems[0]
+    for tree in ("labs", "solutions"):
+        shutil.copytree(lab.src_root / tree / lab.lab, tmp_path / tree / lab.lab)
+    in_place = tmp_path / "labs" / lab.lab / f"{lab.lab}.ipynb"
+    assert check_submission(in_place, verbose=False) == []
+    renamed = in_place.with_name(f"Copy of {lab.lab}.ipynb")
+    shutil.copy(in_place, renamed)
+    problems = check_submission(renamed, verbose=False)
+    assert len(problems) == 1 and f"'{lab.lab}.ipynb'" in problems[0]
 
 
-def test_check_submission_warns_about_a_renamed_file(course, student_copy, capsys):
-    renamed = student_copy.with_name(f"{course.lab} (1).ipynb")
+def test_check_submission_warns_about_a_renamed_file(lab, student_copy, capsys):
+    renamed = student_copy.with_name(f"{lab.lab} (1).ipynb")
     student_copy.rename(renamed)
-    problems = check_submission(renamed, release=course.release)
-    assert len(problems) == 1 and f"{course.lab} (1).ipynb" in problems[0] and "rename" in problems[0]
+    problems = check_submission(renamed, release=lab.release)
+    assert len(problems) == 1 and f"{lab.lab} (1).ipynb" in problems[0] and "rename" in problems[0]
     assert "1. the file is called" in capsys.readouterr().out
 
 
-def test_check_submission_warns_about_a_deleted_graded_cell(course, student_copy):
+def test_check_submission_warns_about_a_deleted_graded_cell(lab, student_copy):
     nb = read_nb(student_copy)
     gone = next(c for c in nb.cells if is_test_cell(c))
     nb.cells.remove(gone)
     nbformat.write(nb, student_copy)
-    problems = check_submission(student_copy, release=course.release, verbose=False)
+    problems = check_submission(student_copy, release=lab.release, verbose=False)
     assert len(problems) == 1 and nbgrader_meta(gone)["grade_id"] in problems[0] and "missing" in problems[0]
 
 
-def test_check_submission_warns_about_a_duplicated_cell(course, student_copy):
+def test_check_submission_warns_about_a_duplicated_cell(lab, student_copy):
     nb = read_nb(student_copy)
     answer = next(c for c in nb.cells if is_answer_cell(c))
     twin = copy.deepcopy(answer)
     twin.id = "a-copied-cell"
     nb.cells.insert(nb.cells.index(answer) + 1, twin)
     nbformat.write(nb, student_copy)
-    problems = check_submission(student_copy, release=course.release, verbose=False)
+    problems = check_submission(student_copy, release=lab.release, verbose=False)
     assert len(problems) == 1 and nbgrader_meta(answer)["grade_id"] in problems[0] and "2 times" in problems[0]
 
 
-def test_check_submission_warns_about_stripped_metadata(course, student_copy):
+def test_check_submission_warns_about_stripped_metadata(lab, student_copy):
     nb = read_nb(student_copy)
     for cell in nb.cells:
         cell.metadata.pop("nbgrader", None)
     nbformat.write(nb, student_copy)
-    problems = check_submission(student_copy, release=course.release, verbose=False)
+    problems = check_submission(student_copy, release=lab.release, verbose=False)
     assert len(problems) == 1 and "metadata" in problems[0]
 
 
-def test_check_submission_reports_a_file_that_is_not_a_notebook(course, tmp_path):
-    bad = tmp_path / f"{course.lab}.ipynb"
+def test_check_submission_reports_a_file_that_is_not_a_notebook(lab, tmp_path):
+    bad = tmp_path / f"{lab.lab}.ipynb"
     bad.write_text("<html>Colab sign-in page</html>")
-    problems = check_submission(bad, release=course.release, verbose=False)
+    problems = check_submission(bad, release=lab.release, verbose=False)
     assert len(problems) == 1 and "cannot be read" in problems[0]
 
 
