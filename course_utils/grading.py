@@ -260,3 +260,19 @@ def _submission_problems(path: Path, release: Path | None) -> list[str]:
             problems.append(f"cell {grade_id!r} is not in the released notebook: was it pasted from "
                             f"another lab? remove it")
     return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m course_utils.grading NOTEBOOK [--release RELEASE]``: exit 1 when there are problems."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m course_utils.grading",
+                                     description=check_submission.__doc__.split("\n")[0])
+    parser.add_argument("notebook")
+    parser.add_argument("--release", help="the released notebook (default: found from the lab's name)")
+    args = parser.parse_args(argv)
+    return 1 if check_submission(args.notebook, release=args.release) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -427,3 +427,14 @@ def test_config_is_this_course_with_a_finite_cell_timeout(tmp_path):
     assert cfg.CourseDirectory.root == str(tmp_path.resolve())
     assert 0 < cfg.Execute.timeout <= 300 and cfg.OverwriteCells.add_missing_cells
 
+
+
+@pytest.mark.slow  # two python processes that import torch
+def test_check_submission_command_line_exit_status(lab, tmp_path):
+    good, renamed = tmp_path / f"{lab.lab}.ipynb", tmp_path / "notebook.ipynb"
+    shutil.copy(lab.release, good)
+    shutil.copy(lab.release, renamed)
+    run = [sys.executable, "-m", "course_utils.grading", "--release", str(lab.release)]
+    assert subprocess.run([*run, str(good)], cwd=REPO, capture_output=True).returncode == 0
+    out = subprocess.run([*run, str(renamed)], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 1 and "notebook.ipynb" in out.stdout
