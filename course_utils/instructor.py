@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("--output", help="grades CSV (default: grades/<lab>.csv)")
 
     args = parser.parse_args(argv)
+    # nbgrader 0.9.6's gradebook triggers SQLAlchemy "not in session" warnings on every autograde: noise
+    warnings.filterwarnings("ignore", message=".*not in session.*")
     root = Path(args.root).resolve()
     if args.command == "release":
         release(root, args.labs or None)
