@@ -228,6 +228,19 @@ def submitted_students(root: str | os.PathLike, lab: str) -> list[str]:
     return sorted(d.name for d in submitted.iterdir() if (d / lab).is_dir()) if submitted.is_dir() else []
 
 
+def force_smoke_mode() -> None:
+    """Make the grading kernels run in smoke mode even if ``COURSE_MODE`` was exported.
+
+    ``COURSE_MODE`` wins over nbgrader's ``NBGRADER_EXECUTION`` in ``course_utils.config.get_mode``,
+    and kernels inherit this process's environment: a leftover ``COURSE_MODE=full`` would train
+    for real and hit the cell timeout.
+    """
+    mode = os.environ.get("COURSE_MODE", "").strip().lower()
+    if mode and mode != "smoke":
+        print(f"warning: COURSE_MODE={mode} is set; grading runs in smoke mode regardless")
+    os.environ["COURSE_MODE"] = "smoke"
+
+
 def autograde_all(api, lab: str, students: list[str]) -> dict[str, dict]:
     """Autograde each student in turn; a failure is reported and the next student still graded.
 
@@ -331,6 +344,7 @@ def grade(root: str | os.PathLike, lab: str, submissions: str | os.PathLike | No
                 print(f"warning: {student}: {problem}")
 
     api = make_api(root, overrides)
+    force_smoke_mode()
     autograde_all(api, lab, students)
     for student in students:
         result = api.generate_feedback(lab, student, force=True)

@@ -439,3 +439,12 @@ def test_check_submission_command_line_exit_status(lab, tmp_path):
     assert subprocess.run([*run, str(good)], cwd=REPO, capture_output=True).returncode == 0
     out = subprocess.run([*run, str(renamed)], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 1 and "notebook.ipynb" in out.stdout
+
+
+def test_grading_forces_smoke_mode_over_an_exported_course_mode(monkeypatch, capsys):
+    from course_utils.config import get_mode
+
+    monkeypatch.setenv("COURSE_MODE", "full")
+    instructor.force_smoke_mode()
+    assert get_mode() == "smoke"
+    assert "COURSE_MODE=full" in capsys.readouterr().out
