@@ -196,10 +196,20 @@ def test_named_and_summary():
     gt, dt = hand_set()
     result = coco_eval(gt, dt)
     assert list(result.named) == list(STAT_NAMES)
+    assert result.named["AP"] == result.stats[0] and result.named["ARl"] == result.stats[11]
     text = result.summary()
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.835" in text
     assert "Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=  1 ] = 0.500" in text
     assert "thing" in text
+
+
+def test_summary_lines_are_pycocotools_lines():
+    gt, dt = random_box_set(2)
+    evaluator = pycocotools_eval(gt, dt)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        evaluator.summarize()
+    assert coco_eval(gt, dt).summary().splitlines()[:12] == printed.getvalue().splitlines()
 
 
 # --------------------------------------------------------------------------- COCO: exactness
