@@ -245,6 +245,8 @@ def _detections(dt, image_ids: np.ndarray, category_ids: np.ndarray, images: lis
                 iou_type: str) -> _Detections:
     """Read COCO result dicts into a table; drops detections of categories absent from the GT."""
     dts = _load_json(dt)
+    if isinstance(dts, dict) and "annotations" in dts:  # a COCO object from loadRes
+        dts = dts["annotations"]
     if not isinstance(dts, list):
         raise ValueError(f"dt must be a list of result dicts or a json path, got {type(dts)}")
     image = _positions(_column(dts, "image_id", "detection"), image_ids, dts, "detection",
@@ -768,7 +770,8 @@ def coco_eval(gt, dt, iou_type: str = "bbox") -> COCOEvalResult:
         gt: COCO ground truth: a dict (``images``, ``annotations``, ``categories``), a json path,
             or a pycocotools ``COCO`` object.
         dt: detections: a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``
-            dicts (``"segmentation"`` RLE for segm), or a json path. Not modified.
+            dicts (``"segmentation"`` RLE for segm), a json path, or the ``COCO`` object of
+            ``loadRes``. Not modified.
         iou_type: "bbox" (box IoU) or "segm" (mask IoU of RLEs, by ``pycocotools.mask``).
 
     Returns:
