@@ -195,6 +195,15 @@ def test_empty_detection_list_means_nothing_detected():
     assert result.stats.tolist() == expected
 
 
+def test_empty_detection_list_segm():
+    gt, _ = random_mask_set(1)
+    result = coco_eval(gt, [], "segm")
+    has_gt = [(a, k) for a in range(4) for k in range(2)
+              if (result.recall[0, k, a, 2] > -1)]
+    assert has_gt and all((result.precision[:, :, k, a] == 0).all() for a, k in has_gt)
+    assert set(result.stats.tolist()) <= {0.0, -1.0} and result.stats[0] == 0
+
+
 def test_detections_are_not_modified_and_inputs_may_be_paths_or_coco(tmp_path):
     gt, dt = random_box_set(3)
     dt_before = copy.deepcopy(dt)

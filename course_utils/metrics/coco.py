@@ -365,6 +365,8 @@ def _mask_iou_pairs(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_group: np.nda
         (P,) IoU.
     """
     iou = np.zeros(len(pair_dt))
+    if len(pair_dt) == 0:
+        return iou
     bounds = np.flatnonzero(np.r_[True, pair_group[1:] != pair_group[:-1], True])  # (B + 1,)
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):  # segm only: a C call per group
         dts = np.unique(pair_dt[start:end])  # (D_b,)
