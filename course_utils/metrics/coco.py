@@ -641,10 +641,13 @@ def _accumulate(out: _Outcomes, num_thresholds: int, max_dets: tuple[int, ...],
         a_m, d_m, k_m, segment_m = a[keep], d[keep], k[keep], segment[keep]  # (N_m,)
         is_tp_m = is_tp[keep]  # (N_m,)
         pos = cut_position[merge_position[d_m]]  # (N_m,)
-        tp_count = _segment_cumsum(is_tp_m, segment_m, S)  # (N_m,)
-        fp_count = (in_area_so_far[a_m, pos] - in_area_before[a_m, k_m]
-                    - _segment_cumsum(out.in_area[a_m, d_m], segment_m, S)
-                    + _segment_cumsum(is_fp[keep], segment_m, S))  # (N_m,)
+        tp_count = _segment_cumsum(is_tp_m, segment_m, S)  # (N_m,) TPs so far in the curve
+        # FPs so far: the curve's detections in the area range so far ...
+        in_range = in_area_so_far[a_m, pos] - in_area_before[a_m, k_m]  # (N_m,)
+        # ... minus those of them that took a GT, plus the GT-id-0 exception
+        took_gt = _segment_cumsum(out.in_area[a_m, d_m], segment_m, S)  # (N_m,)
+        exception = _segment_cumsum(is_fp[keep], segment_m, S)  # (N_m,)
+        fp_count = in_range - took_gt + exception  # (N_m,)
         tp_count = tp_count[is_tp_m].astype(float)  # (N_tp,)
         fp_count = fp_count[is_tp_m].astype(float)  # (N_tp,)
         tp_precision = tp_count / (fp_count + tp_count + np.spacing(1))  # (N_tp,) as pycocotools
