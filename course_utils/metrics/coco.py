@@ -104,6 +104,7 @@ class _Detections:
 
 
 def _describe(kind: str, index: int, record) -> str:
+    """'detection 3 ({...})': how error messages name a record (long records shortened)."""
     text = repr(record)
     return f"{kind} {index} ({text[:160] + '...' if len(text) > 160 else text})"
 
@@ -181,6 +182,17 @@ def _to_rle(segmentation, height: int, width: int) -> dict:
 
 
 def _rles(records: list, image_pos: np.ndarray, images: list, kind: str) -> list:
+    """Compressed RLE of every record's ``segmentation``; polygons need the image's size.
+
+    Args:
+        records: N annotation or result dicts.
+        image_pos: (N,) position of each record's image in ``images``.
+        images: image records with ``height`` and ``width``.
+        kind: how to name a record in errors.
+
+    Returns:
+        N RLE dicts.
+    """
     segmentations = _column(records, "segmentation", kind)
     rles = []
     for i, (segm, pos) in enumerate(zip(segmentations, image_pos, strict=True)):
@@ -194,6 +206,7 @@ def _rles(records: list, image_pos: np.ndarray, images: list, kind: str) -> list
 
 
 def _load_json(source):
+    """A json path -> its content; a COCO object -> its ``dataset`` dict; anything else as is."""
     if isinstance(source, (str, os.PathLike)):
         with open(source) as f:
             return json.load(f)
@@ -764,6 +777,7 @@ class COCOEvalResult:
 
 
 def _check_iou_type(iou_type: str) -> None:
+    """ValueError unless ``iou_type`` is "bbox" or "segm"."""
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
 
