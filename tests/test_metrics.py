@@ -271,6 +271,16 @@ def test_mostly_crowd_ground_truth():
     assert any(a["iscrowd"] for a in gt["annotations"])
 
 
+def test_an_ignore_key_is_overridden_by_iscrowd_like_pycocotools():
+    gt, dt = random_box_set(12)
+    for n, ann in enumerate(gt["annotations"]):
+        ann["ignore"] = int(n % 3 == 0)  # pycocotools sets ignore := iscrowd
+    with_key, _ = assert_same_as_pycocotools(gt, dt)
+    for ann in gt["annotations"]:
+        del ann["ignore"]
+    assert np.array_equal(with_key.precision, coco_eval(gt, dt).precision)
+
+
 def test_more_than_100_detections_per_image_and_category_with_ties():
     rng = np.random.default_rng(0)
     gt = {"images": [{"id": 1, "width": 500, "height": 500}, {"id": 2, "width": 9, "height": 9}],
