@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # thread pool keeps 2-core machines responsive when something else is running.
 RUN := PATH="$(abspath $(BIN)):$$PATH" OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: lab test test-quick lint bench clean-venv
+.PHONY: lab test test-quick lint bench clean-venv release grade
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (nbgrader 0.9.6 requires it); found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
@@ -41,5 +41,29 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) $(BIN)/python $$b || exit 1; done
 
+# nbgrader (docs/instructor.md): `make release` regenerates labs/ from solutions/ (LABS="01_localisation ..."
+# for some only); `make grade LAB=01_localisation [SUBMISSIONS=dir] [ZIP="canvas.zip ..."]` collects,
+# autogrades, writes feedback/ and grades/<lab>.csv. COURSE_ROOT is where submitted/ and gradebook.db live.
+COURSE_ROOT ?= .
+LAB ?=
+LABS ?=
+SUBMISSIONS ?=
+ZIP ?=
+INSTRUCTOR := $(RUN) $(BIN)/python -m course_utils.instructor --root $(COURSE_ROOT)
+
+release: $(STAMP)
+	$(INSTRUCTOR) release $(LABS)
+
+grade: $(STAMP)
+	@test -n "$(LAB)" || { echo "usage: make grade LAB=01_localisation [SUBMISSIONS=dir] [ZIP=file.zip]"; exit 2; }
+	$(INSTRUCTOR) grade $(LAB) $(if $(SUBMISSIONS),--submissions $(SUBMISSIONS)) $(if $(ZIP),--zip $(ZIP))
+
 clean-venv:
 	rm -rf $(VENV)
+
+# Real datasets for full mode: make data NAME=oxford_pets  (ARGS="--root DIR --images 200" ...).
+# Without NAME it lists the datasets with their sizes and licences.
+.PHONY: data
+data: $(STAMP)
+	@if [ -z "$(NAME)" ]; then $(BIN)/python -m data_scripts.download --help; exit 2; fi
+	$(RUN) $(BIN)/python -m data_scripts.download $(NAME) $(ARGS)

@@ -88,7 +88,7 @@ def make_dicts(arrays: dict) -> tuple[dict, list[dict]]:
     return {"images": images, "annotations": annotations, "categories": categories}, detections
 
 
-def run_pycocotools(gt: dict, dt: list) -> np.ndarray:
+def run_pycocotools(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -100,10 +100,10 @@ def run_pycocotools(gt: dict, dt: list) -> np.ndarray:
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return np.asarray(evaluator.stats)
+    return np.asarray(evaluator.stats), evaluator.eval["precision"]
 
 
-def run_faster_coco_eval(gt: dict, dt: list) -> np.ndarray:
+def run_faster_coco_eval(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
     from faster_coco_eval import COCO, COCOeval_faster
 
     with contextlib.redirect_stdout(io.StringIO()):
@@ -112,11 +112,12 @@ def run_faster_coco_eval(gt: dict, dt: list) -> np.ndarray:
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return np.asarray(evaluator.stats)[:12]
+    return np.asarray(evaluator.stats)[:12], evaluator.eval["precision"]
 
 
-def run_course_utils(gt: dict, dt: list) -> np.ndarray:
-    return coco_eval(gt, dt, "bbox").stats
+def run_course_utils(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
+    result = coco_eval(gt, dt, "bbox")
+    return result.stats, result.precision
 
 
 EVALUATORS = {
@@ -130,7 +131,7 @@ def bench(num_images: int, repeats: int, skip: set[str]) -> None:
     arrays = make_arrays(num_images)
     print(f"== {num_images} images, {len(arrays['gt_image'])} GT, {len(arrays['dt_image'])} "
           f"detections, {NUM_CATEGORIES} categories; median of {repeats}")
-    times, stats = {}, {}
+    times, results = {}, {}
     for name, run in EVALUATORS.items():
         if name in skip:
             continue
@@ -138,14 +139,18 @@ def bench(num_images: int, repeats: int, skip: set[str]) -> None:
         for _ in range(repeats):
             gt, dt = make_dicts(arrays)  # fresh dicts, not timed
             start = time.perf_counter()
-            stats[name] = run(gt, dt)
+            results[name] = run(gt, dt)  # (stats, precision)
             runs.append(time.perf_counter() - start)
         times[name] = statistics.median(runs)
-        print(f"  {name:<17} {times[name]:8.3f} s   AP={stats[name][0]:.4f}")
-    if "pycocotools" in stats:
-        for name in stats:
-            same = np.array_equal(stats[name], stats["pycocotools"])
-            print(f"  {name:<17} stats identical to pycocotools: {same}")
+        print(f"  {name:<17} {times[name]:8.3f} s   AP={results[name][0][0]:.4f}")
+    if "pycocotools" in results:
+        reference = results["pycocotools"]
+        for name in results:
+            if name != "pycocotools":
+                same = [np.array_equal(mine, theirs)
+                        for mine, theirs in zip(results[name], reference, strict=True)]
+                print(f"  {name:<17} identical to pycocotools: stats {same[0]}, "
+                      f"precision {same[1]}")
     for name in times:
         if name != "coco_eval":
             print(f"  ratio {name} / coco_eval = {times[name] / times['coco_eval']:.2f}")

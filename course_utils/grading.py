@@ -7,12 +7,15 @@ plus a hint at the usual mistake:
     check_close(box_iou(a, b), torchvision.ops.box_iou(a, b), name="box_iou(a, b)",
                 inputs={"a": a, "b": b}, hint="IoU is intersection / union, not / area of a")
 
-Nothing here imports nbgrader: test cells run in the student's kernel.
+Nothing here imports nbgrader: test cells run in the student's kernel. :func:`check_submission`
+is the students' pre-submission self-check (file name, graded cells, nbgrader metadata).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,3 +153,126 @@ def check_grad_flows(output: torch.Tensor, params: Mapping[str, torch.Tensor] | 
         if p.grad is None or not torch.isfinite(p.grad).all():
             _fail(name, f"parameter {pname!r} got no finite gradient", inputs=None, hint=hint,
                   show_values=False)
+
+
+# --- pre-submission self-check ------------------------------------------------------------------
+
+def _read_notebook(path: Path) -> dict:
+    """A notebook as plain JSON (no nbformat/nbgrader needed in the student's kernel)."""
+    with open(path, encoding="utf-8") as f:
+        nb = json.load(f)
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise ValueError("not a Jupyter notebook (no list of cells)")
+    return nb
+
+
+def _grade_ids(nb: dict) -> list[str]:
+    """The nbgrader ``grade_id`` of every cell that has one, in notebook order."""
+    ids = []
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if isinstance(meta, dict) and meta.get("grade_id"):
+            ids.append(meta["grade_id"])
+    return ids
+
+
+def _find_release(path: Path) -> Path | None:
+    """The notebook ``path`` should match: ``labs/<lab>/<lab>.ipynb`` (or the solutions source).
+
+    The lab is guessed from the file name, then from the folder name (a renamed copy usually stays
+    in its lab's folder); the ``labs/`` and ``solutions/`` trees are looked for in the folders
+    above ``path`` and next to this package. A candidate that is ``path`` itself (the student edits
+    the release in place) is skipped in favour of the solutions source, which has the same cells.
+    """
+    lab_names = [path.stem, path.parent.name]
+    package_root = Path(__file__).resolve().parents[1]
+    roots = [*path.resolve().parents, package_root]
+    for lab in lab_names:
+        for root in roots:
+            for tree in ("labs", "solutions"):
+                candidate = root / tree / lab / f"{lab}.ipynb"
+                if candidate.is_file() and candidate.resolve() != path.resolve():
+                    return candidate
+    return None
+
+
+def check_submission(path: str | Path, release: str | Path | None = None, *, verbose: bool = True) -> list[str]:
+    """Check a notebook before you submit it: right file name, every graded cell there exactly once.
+
+    nbgrader grades a notebook by its file name and by the hidden metadata of its graded cells
+    (``grade_id``). This warns when the file was renamed (``Copy of ...``, ``... (1).ipynb``), when
+    a graded cell was deleted or duplicated, or when the metadata was stripped (some editors and
+    "download as" paths drop it).
+
+    Args:
+        path: the notebook you will submit.
+        release: the notebook handed out (default: found from ``path``'s lab name, see above).
+        verbose: print the problems (or an all-clear) as well as returning them.
+
+    Returns:
+        the problems found, as sentences; ``[]`` when the notebook is fine.
+    """
+    path = Path(path)
+    problems = _submission_problems(path, Path(release) if release is not None else _find_release(path))
+    if verbose:
+        if problems:
+            print(f"{len(problems)} problem(s) with {path.name}:")
+            for i, problem in enumerate(problems, 1):
+                print(f"  {i}. {problem}")
+        else:
+            print(f"{path.name} looks ready to submit: file name and graded cells match the release.")
+    return problems
+
+
+def _submission_problems(path: Path, release: Path | None) -> list[str]:
+    """The list behind :func:`check_submission`."""
+    if not path.is_file():
+        return [f"{path} does not exist"]
+    try:
+        nb = _read_notebook(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        return [f"{path.name} cannot be read as a notebook ({err}); re-download it from Jupyter as .ipynb"]
+    if release is None:
+        return [f"cannot find the released notebook to compare {path.name} with; "
+                f"call check_submission(path, release='labs/<lab>/<lab>.ipynb')"]
+    reference = _read_notebook(release)
+    problems = []
+    expected_name = f"{release.parent.name}.ipynb" if release.parent.name == release.stem else release.name
+    if path.name != expected_name:
+        problems.append(f"the file is called {path.name!r} but nbgrader looks for {expected_name!r}: "
+                        f"rename it to {expected_name!r} before submitting, or it will not be graded")
+    expected, found = _grade_ids(reference), _grade_ids(nb)
+    if expected and not found:
+        problems.append("the notebook has no nbgrader metadata at all (it was stripped, e.g. by saving "
+                        "through a tool that drops cell metadata): copy your answers into a fresh copy "
+                        "of the released notebook and submit that")
+        return problems
+    for grade_id in expected:
+        if grade_id not in found:
+            problems.append(f"graded cell {grade_id!r} is missing (deleted, or its metadata was lost): "
+                            f"copy it back from the released notebook")
+    for grade_id in sorted(set(found)):
+        count = found.count(grade_id)
+        if count > 1:
+            problems.append(f"graded cell {grade_id!r} appears {count} times (copied or duplicated): "
+                            f"keep only one, with your answer in it")
+        if grade_id not in expected:
+            problems.append(f"cell {grade_id!r} is not in the released notebook: was it pasted from "
+                            f"another lab? remove it")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m course_utils.grading NOTEBOOK [--release RELEASE]``: exit 1 when there are problems."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m course_utils.grading",
+                                     description=check_submission.__doc__.split("\n")[0])
+    parser.add_argument("notebook")
+    parser.add_argument("--release", help="the released notebook (default: found from the lab's name)")
+    args = parser.parse_args(argv)
+    return 1 if check_submission(args.notebook, release=args.release) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

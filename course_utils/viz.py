@@ -6,6 +6,7 @@ so the functions compose in subplots and run headless (Agg) in tests.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -174,6 +175,40 @@ def plot_history(history, keys: Sequence[str] | None = None, *, ax: Axes | None 
     return ax
 
 
+def figure_to_png(fig, dpi: int = 80) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it (for ``ipywidgets.Image``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def slider_figure(draw, sliders: Mapping):
+    """A figure redrawn whenever a slider moves: ``draw(**values)`` returns a matplotlib Figure.
+
+    The figure is shown as a PNG in an ``ipywidgets.Image`` rather than captured by an ``Output``
+    widget, so it works the same in JupyterLab, Colab and headless runs (nbclient, nbgrader).
+
+    Args:
+        draw: called with one keyword argument per slider (its current value); returns a Figure.
+        sliders: name -> ipywidgets slider (any widget with a ``value``).
+
+    Returns:
+        ``VBox([HBox(sliders), Image])``.
+    """
+    import ipywidgets as widgets
+
+    image = widgets.Image(format="png")
+
+    def update(_=None):
+        image.value = figure_to_png(draw(**{name: s.value for name, s in sliders.items()}))
+
+    for s in sliders.values():
+        s.observe(update, names="value")
+    update()
+    return widgets.VBox([widgets.HBox(list(sliders.values())), image])
+
+
 def iou_explorer(gt_box, iou_fn, *, image=None, image_size: int = 64, start=None):
     """An ipywidgets explorer: move and resize a predicted box, watch its IoU with ``gt_box``.
 
@@ -186,7 +221,8 @@ def iou_explorer(gt_box, iou_fn, *, image=None, image_size: int = 64, start=None
 
     Returns:
         the widget (a ``VBox`` of sliders, the IoU read-out and the plot); ``.children`` holds the
-        four sliders (x1, y1, w, h) first, then the IoU label.
+        four sliders (x1, y1, w, h) first, then the IoU label and the picture (a PNG image, not an
+        ``Output`` widget: see :func:`slider_figure`).
     """
     import ipywidgets as widgets
 
@@ -200,23 +236,20 @@ def iou_explorer(gt_box, iou_fn, *, image=None, image_size: int = 64, start=None
     sw = widgets.FloatSlider(value=x2 - x1, min=0, max=size[1], description="width", **slider)
     sh = widgets.FloatSlider(value=y2 - y1, min=0, max=size[0], description="height", **slider)
     label = widgets.HTML()
-    out = widgets.Output()
+    picture = widgets.Image(format="png")
 
     def update(_=None):
         pred = torch.tensor([sx.value, sy.value, sx.value + sw.value, sy.value + sh.value])
         value = float(iou_fn(pred, gt))
         label.value = f"<b>IoU = {value:.3f}</b>"
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(3.5, 3.5))
-            ax.imshow(to_hwc(image) if image is not None else np.ones((*size, 3)))
-            draw_boxes(None, gt[None], colour="#009E73", ax=ax)
-            draw_boxes(None, pred[None], colour="#D55E00", linestyle="--", ax=ax,
-                       title=f"ground truth (green) vs prediction: IoU {value:.3f}")
-            plt.show()
-            plt.close(fig)
+        fig, ax = plt.subplots(figsize=(3.5, 3.5))
+        ax.imshow(to_hwc(image) if image is not None else np.ones((*size, 3)))
+        draw_boxes(None, gt[None], colour="#009E73", ax=ax)
+        draw_boxes(None, pred[None], colour="#D55E00", linestyle="--", ax=ax,
+                   title=f"ground truth (green) vs prediction: IoU {value:.3f}")
+        picture.value = figure_to_png(fig)
 
     for s in (sx, sy, sw, sh):
         s.observe(update, names="value")
     update()
-    return widgets.VBox([sx, sy, sw, sh, label, out])
+    return widgets.VBox([sx, sy, sw, sh, label, picture])

@@ -23,6 +23,8 @@ def free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
+@pytest.mark.skipif(not (ROOT / ".venv" / ".installed").exists(),
+                    reason="needs the Makefile's .venv (make test builds it); without it `make lab` would install one")
 def test_make_lab_serves_jupyterlab(tmp_path):
     port, token = free_port(), secrets.token_hex(8)
     args = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={token}"

@@ -163,6 +163,24 @@ def test_precision_recall_curve_threshold_and_category_checks():
         precision_recall_curve(gt, dt, 7)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_precision_recall_curve_gives_pycocotools_precision_at_recall_levels(seed):
+    gt, dt = random_box_set(seed, crowd=0.2)
+    expected = pycocotools_eval(gt, dt).eval["precision"]  # (T, R, K, A, M)
+    category_ids = sorted(c["id"] for c in gt["categories"])
+    recall_levels = np.linspace(0, 1, 101)
+    for k, category_id in enumerate(category_ids):
+        curve = precision_recall_curve(gt, dt, category_id, iou_threshold=0.75)
+        if curve.num_gt == 0:
+            assert (expected[5, :, k, 0, 2] == -1).all()
+            continue
+        first = np.searchsorted(curve.recall, recall_levels, side="left")  # (R,)
+        reached = first < len(curve.recall)  # (R,)
+        at_levels = np.zeros(101)
+        at_levels[reached] = curve.interpolated[first[reached]]
+        assert np.array_equal(at_levels, expected[5, :, k, 0, 2])  # IoU 0.75, all, 100
+
+
 def test_empty_detection_list_means_nothing_detected():
     # pycocotools crashes here (loadRes reads anns[0]); we return zeros where there is GT
     gt, _ = hand_set()
@@ -175,6 +193,15 @@ def test_empty_detection_list_means_nothing_detected():
     assert (result.recall[:, 0, [0, 3], :] == 0).all()
     expected = [0, 0, 0, -1, -1, 0, 0, 0, 0, -1, -1, 0]
     assert result.stats.tolist() == expected
+
+
+def test_empty_detection_list_segm():
+    gt, _ = random_mask_set(1)
+    result = coco_eval(gt, [], "segm")
+    has_gt = [(a, k) for a in range(4) for k in range(2)
+              if (result.recall[0, k, a, 2] > -1)]
+    assert has_gt and all((result.precision[:, :, k, a] == 0).all() for a, k in has_gt)
+    assert set(result.stats.tolist()) <= {0.0, -1.0} and result.stats[0] == 0
 
 
 def test_detections_are_not_modified_and_inputs_may_be_paths_or_coco(tmp_path):
@@ -190,16 +217,29 @@ def test_detections_are_not_modified_and_inputs_may_be_paths_or_coco(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         coco_object = COCO(str(tmp_path / "gt.json"))
     assert np.array_equal(coco_eval(coco_object, dt).stats, result.stats)
+    with contextlib.redirect_stdout(io.StringIO()):
+        results_object = coco_object.loadRes(copy.deepcopy(dt))
+    assert np.array_equal(coco_eval(coco_object, results_object).precision, result.precision)
 
 
 def test_named_and_summary():
     gt, dt = hand_set()
     result = coco_eval(gt, dt)
     assert list(result.named) == list(STAT_NAMES)
+    assert result.named["AP"] == result.stats[0] and result.named["ARl"] == result.stats[11]
     text = result.summary()
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.835" in text
     assert "Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=  1 ] = 0.500" in text
     assert "thing" in text
+
+
+def test_summary_lines_are_pycocotools_lines():
+    gt, dt = random_box_set(2)
+    evaluator = pycocotools_eval(gt, dt)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        evaluator.summarize()
+    assert coco_eval(gt, dt).summary().splitlines()[:12] == printed.getvalue().splitlines()
 
 
 # --------------------------------------------------------------------------- COCO: exactness
@@ -229,6 +269,16 @@ def test_mostly_crowd_ground_truth():
     gt, dt = random_box_set(11, crowd=0.6)
     result, _ = assert_same_as_pycocotools(gt, dt)
     assert any(a["iscrowd"] for a in gt["annotations"])
+
+
+def test_an_ignore_key_is_overridden_by_iscrowd_like_pycocotools():
+    gt, dt = random_box_set(12)
+    for n, ann in enumerate(gt["annotations"]):
+        ann["ignore"] = int(n % 3 == 0)  # pycocotools sets ignore := iscrowd
+    with_key, _ = assert_same_as_pycocotools(gt, dt)
+    for ann in gt["annotations"]:
+        del ann["ignore"]
+    assert np.array_equal(with_key.precision, coco_eval(gt, dt).precision)
 
 
 def test_more_than_100_detections_per_image_and_category_with_ties():
@@ -442,6 +492,55 @@ def test_voc_ap_edge_cases():
         voc_ap(np.array([1.0]), np.array([1.0]), "101_points")
     with pytest.raises(ValueError, match="same shape"):
         voc_ap(np.array([1.0, 1.0]), np.array([1.0]))
+
+
+def reference_voc_ap(gt: dict, dt: list, category_id, iou_threshold=0.5):
+    """The VOC devkit's voc_eval loop, one detection at a time (continuous IoU, stable sort)."""
+    boxes = {}
+    for ann in gt["annotations"]:
+        if ann["category_id"] == category_id:
+            boxes.setdefault(ann["image_id"], []).append(ann)
+    taken = {image: [False] * len(anns) for image, anns in boxes.items()}
+    num_gt = sum(not a.get("difficult", 0) for anns in boxes.values() for a in anns)
+    mine = [d for d in dt if d["category_id"] == category_id]
+    mine = [mine[i] for i in np.argsort([-d["score"] for d in mine], kind="stable")]
+    tp, fp = np.zeros(len(mine)), np.zeros(len(mine))
+    for i, det in enumerate(mine):
+        x, y, w, h = det["bbox"]
+        best, best_j = -np.inf, -1
+        for j, ann in enumerate(boxes.get(det["image_id"], [])):
+            gx, gy, gw, gh = ann["bbox"]
+            iw = min(x + w, gx + gw) - max(x, gx)
+            ih = min(y + h, gy + gh) - max(y, gy)
+            iou = iw * ih / (w * h + gw * gh - iw * ih) if iw > 0 and ih > 0 else 0.0
+            if iou > best:
+                best, best_j = iou, j
+        if best > iou_threshold:
+            ann = boxes[det["image_id"]][best_j]
+            if ann.get("difficult", 0):
+                continue
+            if not taken[det["image_id"]][best_j]:
+                tp[i], taken[det["image_id"]][best_j] = 1, True
+            else:
+                fp[i] = 1
+        else:
+            fp[i] = 1
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    if num_gt == 0:
+        return float("nan")
+    return voc_ap(tp / num_gt, tp / np.maximum(tp + fp, np.finfo(np.float64).eps))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_voc_eval_matches_a_per_detection_loop(seed):
+    gt, dt = random_box_set(seed, crowd=0.0)
+    rng = np.random.default_rng(seed)
+    for ann in gt["annotations"]:
+        ann["difficult"] = int(rng.random() < 0.15)
+    result = voc_eval(gt, dt)
+    for category in gt["categories"]:
+        expected = reference_voc_ap(gt, dt, category["id"])
+        assert result.ap[category["id"]] == pytest.approx(expected, abs=1e-12, nan_ok=True)
 
 
 def test_voc_eval_hand_worked():

@@ -100,3 +100,24 @@ def test_iou_explorer_recomputes_with_the_given_function():
     assert f"IoU = {200 / 600:.3f}" in label.value
     sw.value = 0.0
     assert "IoU = 0.000" in label.value
+
+
+def test_slider_figure_redraws_on_change():
+    import ipywidgets as widgets
+
+    calls = []
+
+    def draw(a):
+        calls.append(a)
+        fig, ax = plt.subplots()
+        ax.plot([0, a])
+        return fig
+
+    slider = widgets.FloatSlider(value=1.0, min=0, max=5)
+    box = viz.slider_figure(draw, {"a": slider})
+    image = box.children[1]
+    first = image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and calls == [1.0]
+    slider.value = 3.0
+    assert calls == [1.0, 3.0] and image.value != first
+    assert plt.get_fignums() == []  # rendered figures are closed, not left for the inline backend

@@ -1,6 +1,7 @@
-"""Datasets: the synthetic shapes (offline default) and COCO export."""
+"""Datasets: the synthetic shapes (offline default), real datasets for full mode, COCO export."""
 
 from .coco import detections_to_coco, encode_mask, shapes_to_coco
+from .real import IGNORE_INDEX, VOC_CLASSES, COCOSubset, OxfordPets, PennFudan, VOCDetection2007
 from .shapes import (
     PRESETS,
     SHAPE_CLASSES,
@@ -12,6 +13,12 @@ from .shapes import (
 )
 
 __all__ = [
+    "COCOSubset",
+    "IGNORE_INDEX",
+    "OxfordPets",
+    "PennFudan",
+    "VOCDetection2007",
+    "VOC_CLASSES",
     "PRESETS",
     "SHAPE_CLASSES",
     "ShapesConfig",

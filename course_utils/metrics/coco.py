@@ -104,6 +104,7 @@ class _Detections:
 
 
 def _describe(kind: str, index: int, record) -> str:
+    """'detection 3 ({...})': how error messages name a record (long records shortened)."""
     text = repr(record)
     return f"{kind} {index} ({text[:160] + '...' if len(text) > 160 else text})"
 
@@ -181,6 +182,17 @@ def _to_rle(segmentation, height: int, width: int) -> dict:
 
 
 def _rles(records: list, image_pos: np.ndarray, images: list, kind: str) -> list:
+    """Compressed RLE of every record's ``segmentation``; polygons need the image's size.
+
+    Args:
+        records: N annotation or result dicts.
+        image_pos: (N,) position of each record's image in ``images``.
+        images: image records with ``height`` and ``width``.
+        kind: how to name a record in errors.
+
+    Returns:
+        N RLE dicts.
+    """
     segmentations = _column(records, "segmentation", kind)
     rles = []
     for i, (segm, pos) in enumerate(zip(segmentations, image_pos, strict=True)):
@@ -194,6 +206,7 @@ def _rles(records: list, image_pos: np.ndarray, images: list, kind: str) -> list
 
 
 def _load_json(source):
+    """A json path -> its content; a COCO object -> its ``dataset`` dict; anything else as is."""
     if isinstance(source, (str, os.PathLike)):
         with open(source) as f:
             return json.load(f)
@@ -245,6 +258,8 @@ def _detections(dt, image_ids: np.ndarray, category_ids: np.ndarray, images: lis
                 iou_type: str) -> _Detections:
     """Read COCO result dicts into a table; drops detections of categories absent from the GT."""
     dts = _load_json(dt)
+    if isinstance(dts, dict) and "annotations" in dts:  # a COCO object from loadRes
+        dts = dts["annotations"]
     if not isinstance(dts, list):
         raise ValueError(f"dt must be a list of result dicts or a json path, got {type(dts)}")
     image = _positions(_column(dts, "image_id", "detection"), image_ids, dts, "detection",
@@ -363,6 +378,8 @@ def _mask_iou_pairs(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_group: np.nda
         (P,) IoU.
     """
     iou = np.zeros(len(pair_dt))
+    if len(pair_dt) == 0:
+        return iou
     bounds = np.flatnonzero(np.r_[True, pair_group[1:] != pair_group[:-1], True])  # (B + 1,)
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):  # segm only: a C call per group
         dts = np.unique(pair_dt[start:end])  # (D_b,)
@@ -637,10 +654,13 @@ def _accumulate(out: _Outcomes, num_thresholds: int, max_dets: tuple[int, ...],
         a_m, d_m, k_m, segment_m = a[keep], d[keep], k[keep], segment[keep]  # (N_m,)
         is_tp_m = is_tp[keep]  # (N_m,)
         pos = cut_position[merge_position[d_m]]  # (N_m,)
-        tp_count = _segment_cumsum(is_tp_m, segment_m, S)  # (N_m,)
-        fp_count = (in_area_so_far[a_m, pos] - in_area_before[a_m, k_m]
-                    - _segment_cumsum(out.in_area[a_m, d_m], segment_m, S)
-                    + _segment_cumsum(is_fp[keep], segment_m, S))  # (N_m,)
+        tp_count = _segment_cumsum(is_tp_m, segment_m, S)  # (N_m,) TPs so far in the curve
+        # FPs so far: the curve's detections in the area range so far ...
+        in_range = in_area_so_far[a_m, pos] - in_area_before[a_m, k_m]  # (N_m,)
+        # ... minus those of them that took a GT, plus the GT-id-0 exception
+        took_gt = _segment_cumsum(out.in_area[a_m, d_m], segment_m, S)  # (N_m,)
+        exception = _segment_cumsum(is_fp[keep], segment_m, S)  # (N_m,)
+        fp_count = in_range - took_gt + exception  # (N_m,)
         tp_count = tp_count[is_tp_m].astype(float)  # (N_tp,)
         fp_count = fp_count[is_tp_m].astype(float)  # (N_tp,)
         tp_precision = tp_count / (fp_count + tp_count + np.spacing(1))  # (N_tp,) as pycocotools
@@ -757,6 +777,7 @@ class COCOEvalResult:
 
 
 def _check_iou_type(iou_type: str) -> None:
+    """ValueError unless ``iou_type`` is "bbox" or "segm"."""
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
 
@@ -768,7 +789,8 @@ def coco_eval(gt, dt, iou_type: str = "bbox") -> COCOEvalResult:
         gt: COCO ground truth: a dict (``images``, ``annotations``, ``categories``), a json path,
             or a pycocotools ``COCO`` object.
         dt: detections: a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``
-            dicts (``"segmentation"`` RLE for segm), or a json path. Not modified.
+            dicts (``"segmentation"`` RLE for segm), a json path, or the ``COCO`` object of
+            ``loadRes``. Not modified.
         iou_type: "bbox" (box IoU) or "segm" (mask IoU of RLEs, by ``pycocotools.mask``).
 
     Returns:
