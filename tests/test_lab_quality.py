@@ -22,6 +22,11 @@ FLOORS = {
         "seconds": 180,
         "min_figures": 6,
     },
+    "02_yolo": {
+        "floors": {"02_yolo/mAP50": 0.9, "02_yolo/mAP": 0.5},
+        "seconds": 180,
+        "min_figures": 5,
+    },
 }
 
 
@@ -31,6 +36,9 @@ def lesson_checks(lab: str, results: dict) -> None:
         pooled, spatial = results["01_localisation/frozen_pooled_iou"], results["01_localisation/frozen_spatial_iou"]
         assert spatial > pooled + 0.15, f"spatial head should localise clearly better: {spatial:.3f} vs {pooled:.3f}"
         assert results["01_localisation/mean_iou"] > spatial, "fine-tuning should improve on the frozen backbone"
+    if lab == "02_yolo":
+        easy, crowded = results["02_yolo/mAP50"], results["02_yolo/crowded_mAP50"]
+        assert crowded < easy - 0.3, f"the grid's failure mode should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:

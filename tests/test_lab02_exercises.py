@@ -1,0 +1,250 @@
+"""Lab 02's graded tests accept the solution and reject plausible wrong answers (visible + hidden).
+
+Each wrong answer replaces the solution's function after the solution cells ran; the exercise's
+test cell must then raise (nbgrader scores a test cell that raises anything 0).
+"""
+
+import pytest
+
+from tests.notebook_cells import load_cells, run_cells
+
+LAB = "02_yolo"
+CELLS = load_cells(LAB)
+SOLUTIONS = ["setup", "ex1-encode-decode", "ex2-loss", "ex3-nms", "ex4-ap"]
+
+
+@pytest.fixture(scope="module")
+def solved():
+    return run_cells(CELLS, SOLUTIONS)
+
+
+@pytest.mark.parametrize("test_cell", ["test-encode-decode", "test-loss", "test-nms", "test-ap"])
+def test_solution_passes(solved, test_cell):
+    run_cells(CELLS, [test_cell], dict(solved))
+
+
+ENCODE = '''
+_ref_encode = encode_yolo_targets
+def encode_yolo_targets(boxes, labels, S, num_classes, image_size):
+    target = torch.zeros(S, S, 5 + num_classes)
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2; cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    w = boxes[:, 2] - boxes[:, 0]; h = boxes[:, 3] - boxes[:, 1]
+    for k in {ORDER}:
+        col = {COL}; row = {ROW}
+        target[row, col] = 0
+        target[row, col, 0] = {X}; target[row, col, 1] = cy[k] / image_size * S - row
+        target[row, col, 2] = {W}; target[row, col, 3] = h[k] / image_size
+        target[row, col, 4] = 1
+        target[row, col, 5 + int(labels[k]) {LABEL}] = 1
+    return target
+'''
+RIGHT = dict(ORDER="torch.argsort(w * h).tolist()", COL="min(int(cx[k] / image_size * S), S - 1)",
+             ROW="min(int(cy[k] / image_size * S), S - 1)", X="cx[k] / image_size * S - col", W="w[k] / image_size",
+             LABEL="- 1")
+
+
+def mutate(cell: str, old: str, new: str) -> str:
+    """The solution cell with one change: a wrong answer a student could write."""
+    assert old in CELLS[cell], f"{old!r} not in cell {cell}: update this mutant"
+    return CELLS[cell].replace(old, new)
+
+
+def encode_variant(**changes):
+    return ENCODE.format(**{**RIGHT, **changes})
+
+
+LOSS = '''
+_ref_loss = yolo_loss
+def yolo_loss(pred, target, B, lambda_coord=5.0, lambda_noobj=0.5):
+    terms = _ref_loss(pred, target, B, lambda_coord, lambda_noobj)
+{CHANGE}
+    return terms
+'''
+
+WRONG = {
+    "test-encode-decode": {
+        "first object wins in a shared cell": encode_variant(ORDER="range(len(boxes))"),
+        "last listed object wins in a shared cell": encode_variant(ORDER="reversed(range(len(boxes)))"),
+        "row and column swapped": encode_variant(COL="min(int(cy[k] / image_size * S), S - 1)",
+                                                 ROW="min(int(cx[k] / image_size * S), S - 1)"),
+        "no clamp on the last cell": encode_variant(COL="int(cx[k] / image_size * S)",
+                                                    ROW="int(cy[k] / image_size * S)"),
+        "offset relative to the image, not the cell": encode_variant(X="cx[k] / image_size"),
+        "width relative to the cell": encode_variant(W="w[k] / image_size * S"),
+        "labels used as 0-based": encode_variant(LABEL="- 0 - (int(labels[k]) == num_classes) * num_classes"),
+        "decode: col and row swapped": '''
+_ref_decode = decode_yolo_output
+def decode_yolo_output(output, B, image_size, score_threshold):
+    return _ref_decode(output.transpose(0, 1), B, image_size, score_threshold)
+''',
+        "decode: score is the class probability only": '''
+def decode_yolo_output(output, B, image_size, score_threshold):
+    S = output.shape[0]
+    preds = output[..., :5 * B].reshape(S, S, B, 5); probs = output[..., 5 * B:]
+    rows = torch.arange(S, dtype=output.dtype).view(S, 1, 1); cols = torch.arange(S, dtype=output.dtype).view(1, S, 1)
+    cx = (preds[..., 0] + cols) / S * image_size; cy = (preds[..., 1] + rows) / S * image_size
+    w, h = preds[..., 2] * image_size, preds[..., 3] * image_size
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).reshape(-1, 4)
+    p, c = probs.max(-1)
+    scores = p[..., None].expand(S, S, B).reshape(-1)
+    labels = (c[..., None].expand(S, S, B) + 1).reshape(-1)
+    keep = scores > score_threshold
+    return boxes[keep], scores[keep], labels[keep]
+''',
+        "decode: >= threshold": '''
+_ref_decode = decode_yolo_output
+def decode_yolo_output(output, B, image_size, score_threshold):
+    return _ref_decode(output, B, image_size, score_threshold - 1e-6)
+''',
+        "decode: labels 0-based": '''
+_ref_decode = decode_yolo_output
+def decode_yolo_output(output, B, image_size, score_threshold):
+    b, s, l = _ref_decode(output, B, image_size, score_threshold)
+    return b, s, l - 1
+''',
+    },
+    "test-loss": {
+        "no lambda_coord on the size term": LOSS.format(CHANGE="    terms['size'] = terms['size'] / lambda_coord"),
+        "sum over the batch instead of mean": LOSS.format(
+            CHANGE="    terms = {k: v * pred.shape[0] for k, v in terms.items()}"),
+        "noobj without lambda_noobj": LOSS.format(CHANGE="    terms['noobj'] = terms['noobj'] / lambda_noobj"),
+        "noobj only in empty cells": '''
+_ref_loss = yolo_loss
+def yolo_loss(pred, target, B, lambda_coord=5.0, lambda_noobj=0.5):
+    terms = _ref_loss(pred, target, B, lambda_coord, lambda_noobj)
+    conf = pred[..., 4:5 * B:5]
+    empty = target[..., 4] == 0
+    terms["noobj"] = lambda_noobj * (conf ** 2)[empty].sum() / pred.shape[0]
+    return terms
+''',
+        "responsible predictor is always the first": '''
+_ref_loss = yolo_loss
+def yolo_loss(pred, target, B, lambda_coord=5.0, lambda_noobj=0.5):
+    # shift the other predictors far away so the first one is always the best match
+    p = pred.clone()
+    for j in range(1, B):
+        p[..., 5 * j:5 * j + 4] = torch.tensor([0.0, 0.0, 1e-4, 1e-4])
+    terms = _ref_loss(p, target, B, lambda_coord, lambda_noobj)
+    return terms
+''',
+        "confidence target 1 instead of the IoU": mutate("ex2-loss", "((ious.detach() - boxes[..., 4]) ** 2)",
+                                                         "((1 - boxes[..., 4]) ** 2)"),
+        "IoU target not detached": mutate("ex2-loss", "ious.detach()", "ious"),
+        "w and h without square roots": mutate("ex2-loss", "boxes[..., 2].sqrt() - t[..., 2].sqrt()",
+                                                        "boxes[..., 2] - t[..., 2]"),
+        "responsible predictor by lowest IoU": mutate("ex2-loss", "ious.argmax(-1)", "ious.argmin(-1)"),
+        "class term over all cells": '''
+_ref_loss = yolo_loss
+def yolo_loss(pred, target, B, lambda_coord=5.0, lambda_noobj=0.5):
+    terms = _ref_loss(pred, target, B, lambda_coord, lambda_noobj)
+    terms["cls"] = ((target[..., 5:] - pred[..., 5 * B:]) ** 2).sum() / pred.shape[0]
+    return terms
+''',
+    },
+    "test-nms": {
+        "keeps boxes in input order": '''
+_ref_nms = nms
+def nms(boxes, scores, iou_threshold):
+    return _ref_nms(boxes, scores, iou_threshold).sort().values
+''',
+        ">= instead of >": '''
+def nms(boxes, scores, iou_threshold):
+    order = torch.argsort(scores, descending=True)
+    ious = ops.box_iou(boxes, boxes)
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    keep = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= ious[i] >= iou_threshold
+    return torch.tensor(keep, dtype=torch.int64)
+''',
+        "no score sort": '''
+def nms(boxes, scores, iou_threshold):
+    ious = ops.box_iou(boxes, boxes)
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    keep = []
+    for i in range(len(boxes)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= ious[i] > iou_threshold
+    return torch.tensor(keep, dtype=torch.int64)
+''',
+        "suppressed boxes still suppress others": '''
+def nms(boxes, scores, iou_threshold):
+    order = torch.argsort(scores, descending=True)
+    ious = ops.box_iou(boxes, boxes)
+    keep = []
+    for i in order.tolist():
+        if all(ious[i, j] <= iou_threshold for j in order.tolist()[:order.tolist().index(i)]):
+            keep.append(i)
+    return torch.tensor(keep, dtype=torch.int64)
+''',
+        "float indices": '''
+_ref_nms = nms
+def nms(boxes, scores, iou_threshold):
+    return _ref_nms(boxes, scores, iou_threshold).float()
+''',
+    },
+    "test-ap": {
+        "no interpolation (raw precision)": '''
+def average_precision(scores, is_true_positive, num_ground_truth):
+    if num_ground_truth == 0 or len(scores) == 0:
+        return 0.0
+    order = torch.argsort(scores, descending=True, stable=True)
+    tp = is_true_positive[order].double().cumsum(0)
+    precision = tp / torch.arange(1, len(tp) + 1)
+    recall = tp / num_ground_truth
+    previous = torch.cat([torch.zeros(1, dtype=torch.float64), recall[:-1]])
+    return float(((recall - previous) * precision).sum())
+''',
+        "11-point interpolation": '''
+def average_precision(scores, is_true_positive, num_ground_truth):
+    if num_ground_truth == 0 or len(scores) == 0:
+        return 0.0
+    order = torch.argsort(scores, descending=True, stable=True)
+    tp = is_true_positive[order].double().cumsum(0)
+    return voc_ap((tp / num_ground_truth).numpy(), (tp / torch.arange(1, len(tp) + 1)).numpy(), method="11_points")
+''',
+        "recall over detections, not ground truth": '''
+def average_precision(scores, is_true_positive, num_ground_truth):
+    if num_ground_truth == 0 or len(scores) == 0:
+        return 0.0
+    order = torch.argsort(scores, descending=True, stable=True)
+    tp = is_true_positive[order].double().cumsum(0)
+    return voc_ap((tp / max(int(is_true_positive.sum()), 1)).numpy(), (tp / torch.arange(1, len(tp) + 1)).numpy())
+''',
+        "unstable sort on ties": '''
+def average_precision(scores, is_true_positive, num_ground_truth):
+    if num_ground_truth == 0 or len(scores) == 0:
+        return 0.0
+    order = torch.argsort(scores + 1e-9 * torch.arange(len(scores)), descending=True)
+    tp = is_true_positive[order].double().cumsum(0)
+    return voc_ap((tp / num_ground_truth).numpy(), (tp / torch.arange(1, len(tp) + 1)).numpy())
+''',
+        "no sort by score": '''
+def average_precision(scores, is_true_positive, num_ground_truth):
+    if num_ground_truth == 0 or len(scores) == 0:
+        return 0.0
+    tp = is_true_positive.double().cumsum(0)
+    return voc_ap((tp / num_ground_truth).numpy(), (tp / torch.arange(1, len(tp) + 1)).numpy())
+''',
+        "crashes without ground truth": '''
+def average_precision(scores, is_true_positive, num_ground_truth):
+    order = torch.argsort(scores, descending=True, stable=True)
+    tp = is_true_positive[order].double().cumsum(0)
+    return voc_ap((tp / num_ground_truth).numpy(), (tp / torch.arange(1, len(tp) + 1)).numpy())
+''',
+    },
+}
+
+CASES = [(cell, name, code) for cell, wrongs in WRONG.items() for name, code in wrongs.items()]
+
+
+@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=[f"{c}: {n}" for c, n, _ in CASES])
+def test_wrong_answer_fails(solved, test_cell, wrong, code):
+    namespace = run_cells(CELLS, [], dict(solved), extra=code)
+    with pytest.raises(Exception):  # noqa: B017 - any exception scores the cell 0
+        run_cells(CELLS, [test_cell], namespace)
