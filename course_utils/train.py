@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .config import get_device, get_mode, seed_everything
 
 SMOKE_STEPS = 3
+MAX_STEPS_ENV = "COURSE_MAX_STEPS"  # optional cap on every fit, in any mode (tests run full mode on tiny data)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -133,7 +134,8 @@ def fit(
         model: the network; moved to ``device``.
         train_loader: yields ``(inputs, targets)`` batches; restarted when exhausted.
         optimizer: over ``model``'s parameters.
-        steps: number of optimisation steps; capped at :data:`SMOKE_STEPS` in smoke mode.
+        steps: number of optimisation steps; capped at :data:`SMOKE_STEPS` in smoke mode, and at
+            ``$COURSE_MAX_STEPS`` when that is set (in any mode).
         loss_fn: ``loss_fn(model(inputs), targets)`` -> a scalar tensor or a dict of them. None
             for models that return their loss dict from ``model(inputs, targets)``.
         scheduler: stepped after every optimisation step (e.g. ``OneCycleLR``).
@@ -156,6 +158,7 @@ def fit(
         raise ValueError(f"log_every must be >= 1, got {log_every!r}")
     if get_mode() == "smoke":
         steps = min(steps, SMOKE_STEPS)
+    steps = min(steps, _step_cap())
     if seed is not None:
         seed_everything(seed)
     device = torch.device(device) if device is not None else get_device()
@@ -197,6 +200,15 @@ def fit(
             history.log(start + step, prefix="val_", **_run_eval(eval_fn, model))
     bar.close()
     return history
+
+
+def _step_cap() -> int:
+    raw = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if not raw:
+        return 2**62
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{MAX_STEPS_ENV}={raw!r} must be a positive integer")
+    return int(raw)
 
 
 def _run_eval(eval_fn: Callable, model: nn.Module) -> dict[str, float]:

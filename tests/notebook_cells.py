@@ -25,3 +25,19 @@ def run_cells(cells: dict[str, str], ids: list[str], namespace: dict | None = No
     if extra:
         exec(compile(extra, "<extra>", "exec"), ns)
     return ns
+
+
+def wrong_answer_cases(wrong: dict[str, dict[str, str]]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(test cell, name, code) triples and their pytest ids, from {test cell: {name: wrong code}}."""
+    cases = [(cell, name, code) for cell, wrongs in wrong.items() for name, code in wrongs.items()]
+    return cases, [f"{cell}: {name}" for cell, name, _ in cases]
+
+
+def assert_rejected(cells: dict[str, str], solved: dict, test_cell: str, wrong_code: str) -> None:
+    """The test cell must raise once ``wrong_code`` replaced the solution (nbgrader then scores it 0)."""
+    namespace = run_cells(cells, [], dict(solved), extra=wrong_code)
+    try:
+        run_cells(cells, [test_cell], namespace)
+    except Exception:  # noqa: BLE001 - any exception scores the cell 0
+        return
+    raise AssertionError(f"{test_cell} accepted a wrong answer")

@@ -7,7 +7,7 @@ itself must pass, so a broken test cell cannot pass this test by raising.
 
 import pytest
 
-from tests.notebook_cells import load_cells, run_cells
+from tests.notebook_cells import assert_rejected, load_cells, run_cells, wrong_answer_cases
 
 LAB = "01_localisation"
 CELLS = load_cells(LAB)
@@ -232,11 +232,9 @@ def localisation_loss(logits, box_pred, labels, box_target, box_weight=5.0):
     },
 }
 
-CASES = [(cell, name, code) for cell, wrongs in WRONG.items() for name, code in wrongs.items()]
+CASES, IDS = wrong_answer_cases(WRONG)
 
 
-@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=[f"{c}: {n}" for c, n, _ in CASES])
+@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
 def test_wrong_answer_fails(solved, test_cell, wrong, code):
-    namespace = run_cells(CELLS, [], dict(solved), extra=code)
-    with pytest.raises(Exception):  # noqa: B017 - any exception scores the cell 0
-        run_cells(CELLS, [test_cell], namespace)
+    assert_rejected(CELLS, solved, test_cell, code)

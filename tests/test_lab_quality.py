@@ -25,7 +25,7 @@ FLOORS = {
     "02_yolo": {
         "floors": {"02_yolo/mAP50": 0.9, "02_yolo/mAP": 0.5},
         "seconds": 180,
-        "min_figures": 5,
+        "min_figures": 4,  # + the detections slider figure, an Image widget
     },
 }
 
@@ -38,7 +38,7 @@ def lesson_checks(lab: str, results: dict) -> None:
         assert results["01_localisation/mean_iou"] > spatial, "fine-tuning should improve on the frozen backbone"
     if lab == "02_yolo":
         easy, crowded = results["02_yolo/mAP50"], results["02_yolo/crowded_mAP50"]
-        assert crowded < easy - 0.3, f"the grid's failure mode should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
+        assert crowded < easy - 0.3, f"the grid's failure should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:

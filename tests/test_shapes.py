@@ -1,5 +1,7 @@
 """The synthetic shapes set: determinism, target format, occlusion, presets, COCO export."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -211,3 +213,37 @@ def test_single_object_tensors():
         assert torch.equal(boxes[i], t["boxes"][0].as_subclass(torch.Tensor))
     with pytest.raises(ValueError, match="one-object"):
         single_object_tensors(ShapesDataset(3, min_objects=2, max_objects=2))
+
+
+class ItemsOnly:
+    """A dataset seen only through __len__ / __getitem__ (like the real datasets)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        return self.inner[i]
+
+
+def test_single_object_tensors_on_any_dataset():
+    ds = ShapesDataset(5, image_size=40, preset="single", seed=8)
+    direct, generic = single_object_tensors(ds), single_object_tensors(ItemsOnly(ds))
+    for a, b in zip(direct, generic):
+        assert torch.equal(a, b)
+    mixed = ItemsOnly([ds[0], ShapesDataset(1, image_size=48, preset="single")[0]])
+    with pytest.raises(ValueError, match="differ in size"):
+        single_object_tensors(mixed)
+
+
+def test_dataset_root(monkeypatch, tmp_path):
+    from course_utils.data import dataset_root
+
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
+    assert dataset_root("oxford_pets") == tmp_path / "oxford_pets"
+    monkeypatch.delenv("COURSE_DATA")
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo / "labs")
+    assert dataset_root("voc2007") == repo / "data" / "voc2007"

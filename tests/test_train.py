@@ -65,6 +65,16 @@ def test_smoke_mode_caps_steps(monkeypatch):
     assert history["step"] == [SMOKE_STEPS]
 
 
+def test_max_steps_env_caps_any_mode(monkeypatch):
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_MAX_STEPS", "7")
+    _, history = train_once(steps=500)
+    assert history["step"] == [7]
+    monkeypatch.setenv("COURSE_MAX_STEPS", "0")
+    with pytest.raises(ValueError, match="COURSE_MAX_STEPS"):
+        train_once(steps=5)
+
+
 def test_eval_fn_runs_in_eval_mode_and_is_logged(monkeypatch):
     monkeypatch.setenv("COURSE_MODE", "fast")
     model = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Linear(8, 1))

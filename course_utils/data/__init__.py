@@ -1,7 +1,7 @@
 """Datasets: the synthetic shapes (offline default), real datasets for full mode, COCO export."""
 
 from .coco import detections_to_coco, encode_mask, shapes_to_coco
-from .real import IGNORE_INDEX, VOC_CLASSES, COCOSubset, OxfordPets, PennFudan, VOCDetection2007
+from .real import IGNORE_INDEX, VOC_CLASSES, COCOSubset, OxfordPets, PennFudan, VOCDetection2007, dataset_root
 from .shapes import (
     PRESETS,
     SHAPE_CLASSES,
@@ -24,6 +24,7 @@ __all__ = [
     "ShapesConfig",
     "ShapesDataset",
     "collate_detection",
+    "dataset_root",
     "detections_to_coco",
     "encode_mask",
     "generate_scene",

@@ -65,6 +65,18 @@ class _Record:
     coco_annotations: list[dict] | None = None  # COCO's own annotations, exported unchanged
 
 
+def dataset_root(name: str) -> Path:
+    """Where ``make data NAME=name`` puts a dataset: ``$COURSE_DATA/<name>`` if set, else
+    ``data/<name>`` in the course checkout holding the current folder (a lab notebook runs in
+    ``labs/NN_topic/``), else ``./data/<name>``."""
+    if os.environ.get("COURSE_DATA"):
+        return Path(os.environ["COURSE_DATA"]) / name
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "data_scripts").is_dir():
+            return folder / "data" / name
+    return Path("data") / name
+
+
 def _missing(path: Path, name: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{path} not found: is the {name} dataset downloaded? Run `python -m data_scripts.download {name} "

@@ -329,8 +329,13 @@ def collate_detection(batch):
     return list(images), list(targets)
 
 
-def single_object_tensors(dataset: ShapesDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack a one-object-per-image set (e.g. ``preset="single"``) for localisation as regression.
+def single_object_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack a one-object-per-image set for localisation as regression.
+
+    Args:
+        dataset: a :class:`ShapesDataset` (e.g. ``preset="single"``) or any dataset of
+            ``(image, target)`` in the same format whose images share one size (e.g.
+            ``OxfordPets`` with a ``v2.Resize`` transform).
 
     Returns:
         images (N, 3, H, W) float32, class indices (N,) int64 in 0..C-1 (``label - 1``, ready for
@@ -338,11 +343,16 @@ def single_object_tensors(dataset: ShapesDataset) -> tuple[torch.Tensor, torch.T
     """
     images, classes, boxes = [], [], []
     for i in range(len(dataset)):
-        image, boxes_i, labels_i, _, _ = dataset.scene(i)
+        if isinstance(dataset, ShapesDataset):  # straight from the generator: no tensor wrapping
+            image, boxes_i, labels_i, _, _ = dataset.scene(i)
+        else:
+            image, target = dataset[i]
+            boxes_i, labels_i = target["boxes"], target["labels"]
         if len(labels_i) != 1:
             raise ValueError(f"image {i} has {len(labels_i)} objects; use a one-object set (preset='single')")
-        images.append(image)
-        classes.append(labels_i[0] - 1)
-        boxes.append(boxes_i[0])
-    return (torch.from_numpy(np.stack(images)), torch.tensor(classes, dtype=torch.int64),
-            torch.from_numpy(np.stack(boxes)))
+        images.append(torch.as_tensor(image).as_subclass(torch.Tensor))
+        classes.append(int(labels_i[0]) - 1)
+        boxes.append(torch.as_tensor(boxes_i[0]).as_subclass(torch.Tensor).float())
+    if len({tuple(im.shape) for im in images}) > 1:
+        raise ValueError("images differ in size: resize them first (e.g. transforms=v2.Resize((H, W)))")
+    return torch.stack(images), torch.tensor(classes, dtype=torch.int64), torch.stack(boxes)
