@@ -38,6 +38,8 @@ def lesson_checks(lab: str, results: dict) -> None:
         assert results["01_localisation/mean_iou"] > spatial, "fine-tuning should improve on the frozen backbone"
     if lab == "02_yolo":
         easy, crowded = results["02_yolo/mAP50"], results["02_yolo/crowded_mAP50"]
+        gap = results["02_yolo/your_ap_vs_voc_eval"]
+        assert gap < 1e-9, f"average_precision on the lab's detections differs from metrics.voc_eval by {gap}"
         assert crowded < easy - 0.3, f"the grid's failure should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
 
 
