@@ -27,6 +27,15 @@ def run_cells(cells: dict[str, str], ids: list[str], namespace: dict | None = No
     return ns
 
 
+def mutate(cells: dict[str, str], cell: str, *changes: tuple[str, str]) -> str:
+    """The source of solution ``cell`` with each (old, new) replaced: a wrong answer a student could write."""
+    source = cells[cell]
+    for old, new in changes:
+        assert old in source, f"{old!r} not in cell {cell}: update this wrong answer"
+        source = source.replace(old, new)
+    return source
+
+
 def wrong_answer_cases(wrong: dict[str, dict[str, str]]) -> tuple[list[tuple[str, str, str]], list[str]]:
     """(test cell, name, code) triples and their pytest ids, from {test cell: {name: wrong code}}."""
     cases = [(cell, name, code) for cell, wrongs in wrong.items() for name, code in wrongs.items()]

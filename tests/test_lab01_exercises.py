@@ -7,7 +7,7 @@ itself must pass, so a broken test cell cannot pass this test by raising.
 
 import pytest
 
-from tests.notebook_cells import assert_rejected, load_cells, run_cells, wrong_answer_cases
+from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
 
 LAB = "01_localisation"
 CELLS = load_cells(LAB)
@@ -142,53 +142,15 @@ class LocalisationNet(nn.Module):
         f = self.backbone(x)
         return self.class_head(f), self.box_head(f)
 """,
-        "no sigmoid on boxes": """
-class LocalisationNet(nn.Module):
-    def __init__(self, backbone, feat_channels, num_classes, grid=4, hidden=128):
-        super().__init__()
-        self.backbone, self.pool = backbone, nn.AdaptiveAvgPool2d(grid)
-        d = feat_channels * grid * grid
-        self.class_head = nn.Sequential(nn.Flatten(), nn.Linear(d, num_classes))
-        self.box_head = nn.Sequential(nn.Flatten(), nn.Linear(d, 4))
-    def forward(self, x):
-        f = self.pool(self.backbone(x))
-        return self.class_head(f), self.box_head(f)
-""",
-        "softmax on the class output": """
-class LocalisationNet(nn.Module):
-    def __init__(self, backbone, feat_channels, num_classes, grid=4, hidden=128):
-        super().__init__()
-        self.backbone, self.pool = backbone, nn.AdaptiveAvgPool2d(grid)
-        d = feat_channels * grid * grid
-        self.class_head = nn.Sequential(nn.Flatten(), nn.Linear(d, num_classes), nn.Softmax(dim=1))
-        self.box_head = nn.Sequential(nn.Flatten(), nn.Linear(d, 4), nn.Sigmoid())
-    def forward(self, x):
-        f = self.pool(self.backbone(x))
-        return self.class_head(f), self.box_head(f)
-""",
-        "always global pooling": """
-class LocalisationNet(nn.Module):
-    def __init__(self, backbone, feat_channels, num_classes, grid=4, hidden=128):
-        super().__init__()
-        self.backbone, self.pool = backbone, nn.AdaptiveAvgPool2d(1)
-        self.class_head = nn.Sequential(nn.Flatten(), nn.Linear(feat_channels, num_classes))
-        self.box_head = nn.Sequential(nn.Flatten(), nn.Linear(feat_channels, 4), nn.Sigmoid())
-    def forward(self, x):
-        f = self.pool(self.backbone(x))
-        return self.class_head(f), self.box_head(f)
-""",
-        "box head detached from the backbone": """
-class LocalisationNet(nn.Module):
-    def __init__(self, backbone, feat_channels, num_classes, grid=4, hidden=128):
-        super().__init__()
-        self.backbone, self.pool = backbone, nn.AdaptiveAvgPool2d(grid)
-        d = feat_channels * grid * grid
-        self.class_head = nn.Sequential(nn.Flatten(), nn.Linear(d, num_classes))
-        self.box_head = nn.Sequential(nn.Flatten(), nn.Linear(d, 4), nn.Sigmoid())
-    def forward(self, x):
-        f = self.pool(self.backbone(x))
-        return self.class_head(f), self.box_head(f.detach())
-""",
+        "no sigmoid on boxes": mutate(
+            CELLS, "ex3-model", (", nn.Linear(hidden, 4), nn.Sigmoid())", ", nn.Linear(hidden, 4))")),
+        "softmax on the class output": mutate(
+            CELLS, "ex3-model",
+            ("nn.Linear(hidden, num_classes))", "nn.Linear(hidden, num_classes), nn.Softmax(dim=1))")),
+        "always global pooling": mutate(CELLS, "ex3-model", ("nn.AdaptiveAvgPool2d(grid)", "nn.AdaptiveAvgPool2d(1)"),
+                                        ("feat_channels * grid * grid", "feat_channels")),
+        "box head detached from the backbone": mutate(
+            CELLS, "ex3-model", ("self.box_head(features)", "self.box_head(features.detach())")),
     },
     "test-loss": {
         "mean over all box coordinates (F.l1_loss default)": """

@@ -6,7 +6,7 @@ test cell must then raise (nbgrader scores a test cell that raises anything 0).
 
 import pytest
 
-from tests.notebook_cells import assert_rejected, load_cells, run_cells, wrong_answer_cases
+from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
 
 LAB = "02_yolo"
 CELLS = load_cells(LAB)
@@ -41,12 +41,6 @@ def encode_yolo_targets(boxes, labels, S, num_classes, image_size):
 RIGHT = dict(ORDER="torch.argsort(w * h).tolist()", COL="min(int(cx[k] / image_size * S), S - 1)",
              ROW="min(int(cy[k] / image_size * S), S - 1)", X="cx[k] / image_size * S - col", W="w[k] / image_size",
              LABEL="- 1")
-
-
-def mutate(cell: str, old: str, new: str) -> str:
-    """The solution cell with one change: a wrong answer a student could write."""
-    assert old in CELLS[cell], f"{old!r} not in cell {cell}: update this mutant"
-    return CELLS[cell].replace(old, new)
 
 
 def encode_variant(**changes):
@@ -127,12 +121,12 @@ def yolo_loss(pred, target, B, lambda_coord=5.0, lambda_noobj=0.5):
     terms = _ref_loss(p, target, B, lambda_coord, lambda_noobj)
     return terms
 ''',
-        "confidence target 1 instead of the IoU": mutate("ex2-loss", "((ious.detach() - boxes[..., 4]) ** 2)",
-                                                         "((1 - boxes[..., 4]) ** 2)"),
-        "IoU target not detached": mutate("ex2-loss", "ious.detach()", "ious"),
-        "w and h without square roots": mutate("ex2-loss", "boxes[..., 2].sqrt() - t[..., 2].sqrt()",
-                                                        "boxes[..., 2] - t[..., 2]"),
-        "responsible predictor by lowest IoU": mutate("ex2-loss", "ious.argmax(-1)", "ious.argmin(-1)"),
+        "confidence target 1 instead of the IoU": mutate(
+            CELLS, "ex2-loss", ("((ious.detach() - boxes[..., 4]) ** 2)", "((1 - boxes[..., 4]) ** 2)")),
+        "IoU target not detached": mutate(CELLS, "ex2-loss", ("ious.detach()", "ious")),
+        "w and h without square roots": mutate(
+            CELLS, "ex2-loss", ("boxes[..., 2].sqrt() - t[..., 2].sqrt()", "boxes[..., 2] - t[..., 2]")),
+        "responsible predictor by lowest IoU": mutate(CELLS, "ex2-loss", ("ious.argmax(-1)", "ious.argmin(-1)")),
         "class term over all cells": '''
 _ref_loss = yolo_loss
 def yolo_loss(pred, target, B, lambda_coord=5.0, lambda_noobj=0.5):
