@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # thread pool keeps 2-core machines responsive when something else is running.
 RUN := PATH="$(abspath $(BIN)):$$PATH" OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: lab test test-quick lint bench clean-venv release grade
+.PHONY: lab test test-quick lint bench clean-venv notebooks release grade
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (nbgrader 0.9.6 requires it); found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
@@ -50,6 +50,11 @@ LABS ?=
 SUBMISSIONS ?=
 ZIP ?=
 INSTRUCTOR := $(RUN) $(BIN)/python -m course_utils.instructor --root $(COURSE_ROOT)
+
+# solutions/NN/NN.ipynb are written by notebook_src/NN.py (reviewable Python); then `make release`.
+notebooks: $(STAMP)
+	@for src in notebook_src/[0-9]*.py; do lab=$$(basename $$src .py); \
+		$(BIN)/python $$src solutions/$$lab/$$lab.ipynb || exit 1; done
 
 release: $(STAMP)
 	$(INSTRUCTOR) release $(LABS)
