@@ -1,8 +1,8 @@
 """The source of solutions/01_localisation/01_localisation.ipynb: `python notebook_src/01_localisation.py solutions/01_localisation/01_localisation.ipynb` (or `make notebooks`)."""
 
-from nbsource import code, md, readonly, solution, tests, write  # noqa: F401
+from nbsource import code, colab_badge, colab_install, md, readonly, solution, tests, write  # noqa: F401
 
-md("intro", r"""
+md("intro", colab_badge("01_localisation") + r"""
 # Lab 01 — Localisation as regression
 
 *CNNs part II — beyond image classification.*
@@ -30,6 +30,10 @@ answer (some checks are hidden and run when your lab is graded).
 
 readonly("setup", r"""
 # Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
+
+""" + colab_install() + r"""
 try:
     import course_utils  # noqa: F401
 except ImportError as err:

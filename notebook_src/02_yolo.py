@@ -1,8 +1,8 @@
 """The source of solutions/02_yolo/02_yolo.ipynb: `python notebook_src/02_yolo.py solutions/02_yolo/02_yolo.ipynb` (or `make notebooks`)."""
 
-from nbsource import code, md, readonly, solution, tests, write  # noqa: F401
+from nbsource import code, colab_badge, colab_install, md, readonly, solution, tests, write  # noqa: F401
 
-md("intro", r"""
+md("intro", colab_badge("02_yolo") + r"""
 # Lab 02 — YOLO: one-stage detection on a grid
 
 *CNNs part II — beyond image classification.*
@@ -29,6 +29,10 @@ the grid's failure mode.
 
 readonly("setup", r"""
 # Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
+
+""" + colab_install() + r"""
 try:
     import course_utils  # noqa: F401
 except ImportError as err:

@@ -5,13 +5,52 @@ source) with these functions; cell ids are fixed strings, so rebuilding gives id
 ``make notebooks`` rebuilds them all; a test checks the committed solutions match their sources.
 """
 
+import os
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 CELLS: list = []
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def course_release() -> tuple[str | None, str]:
+    """(repository URL or None, version) of this course: ``$COURSE_REPOSITORY`` or pyproject's
+    ``[project.urls] Repository``, and pyproject's ``version`` (released as tag ``v<version>``)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    url = os.environ.get("COURSE_REPOSITORY") or project.get("urls", {}).get("Repository")
+    return (url.rstrip("/").removesuffix(".git") if url else None), project["version"]
+
+
+def colab_badge(lab: str) -> str:
+    """Markdown for an "Open in Colab" badge of ``labs/<lab>/<lab>.ipynb`` at this release ("" if the
+    repository is not on GitHub or not set)."""
+    url, version = course_release()
+    match = re.fullmatch(r"https://github\.com/([^/]+/[^/]+)", url or "")
+    if not match:
+        return ""
+    target = f"https://colab.research.google.com/github/{match.group(1)}/blob/v{version}/labs/{lab}/{lab}.ipynb"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})\n\n"
+
+
+def colab_install() -> str:
+    """Setup-cell lines that install the course package at this release, on Colab only."""
+    url, version = course_release()
+    if url is None:
+        return (
+            'if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is None:\n'
+            '    raise ImportError("This copy of the course names no repository to install from on Colab "\n'
+            '                      "(pyproject.toml: [project.urls] Repository). Ask your instructor for the "\n'
+            '                      "package, or run the lab locally with `make lab`.")\n'
+        )
+    return (
+        'if "google.colab" in sys.modules:  # Colab only: install the course package of this release\n'
+        f'    %pip install -q "course-utils @ git+{url}@v{version}"\n'
+    )
 
 
 def _nbgrader(cell, nbg: dict):
