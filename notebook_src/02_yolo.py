@@ -440,7 +440,7 @@ def collate(batch):
     return torch.stack(images), torch.stack(grids)
 
 
-STEPS = by_mode(smoke=3, fast=350, full=6000)
+STEPS = by_mode(smoke=3, fast=300, full=6000)
 model = TinyYOLO(S, B, NUM_CLASSES)
 optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=max(STEPS, 3), pct_start=0.15)
