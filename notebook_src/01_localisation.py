@@ -1,6 +1,6 @@
 """The source of solutions/01_localisation/01_localisation.ipynb: `python notebook_src/01_localisation.py solutions/01_localisation/01_localisation.ipynb` (or `make notebooks`)."""
 
-from nbsource import code, colab_badge, colab_install, md, readonly, solution, tests, write  # noqa: F401
+from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
 
 md("intro", colab_badge("01_localisation") + r"""
 # Lab 01 — Localisation as regression
@@ -28,20 +28,7 @@ Run the cells in order. Cells marked *YOUR CODE HERE* are yours; the cells after
 answer (some checks are hidden and run when your lab is graded).
 """)
 
-readonly("setup", r"""
-# Setup: imports, run mode, device and seed. Run this cell first.
-import importlib.util
-import sys
-
-""" + colab_install() + r"""
-try:
-    import course_utils  # noqa: F401
-except ImportError as err:
-    raise ImportError(
-        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
-        "or `pip install -e .` in the environment of this kernel."
-    ) from err
-
+setup_cell(r"""
 import copy
 
 import matplotlib.pyplot as plt
@@ -59,9 +46,6 @@ from course_utils.data import OxfordPets, ShapesDataset, dataset_root, single_ob
 from course_utils.models import load_backbone
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
 from course_utils.train import fit, predict
-
-SETUP = setup(seed=0)
-MODE, DEVICE = SETUP.mode, SETUP.device
 """)
 
 md("data-md", r"""

@@ -1,6 +1,6 @@
 """The source of solutions/02_yolo/02_yolo.ipynb: `python notebook_src/02_yolo.py solutions/02_yolo/02_yolo.ipynb` (or `make notebooks`)."""
 
-from nbsource import code, colab_badge, colab_install, md, readonly, solution, tests, write  # noqa: F401
+from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
 
 md("intro", colab_badge("02_yolo") + r"""
 # Lab 02 — YOLO: one-stage detection on a grid
@@ -27,20 +27,7 @@ precision (exercise 4); train a small YOLO on synthetic shapes, evaluate it with
 the grid's failure mode.
 """)
 
-readonly("setup", r"""
-# Setup: imports, run mode, device and seed. Run this cell first.
-import importlib.util
-import sys
-
-""" + colab_install() + r"""
-try:
-    import course_utils  # noqa: F401
-except ImportError as err:
-    raise ImportError(
-        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
-        "or `pip install -e .` in the environment of this kernel."
-    ) from err
-
+setup_cell(r"""
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
@@ -58,9 +45,6 @@ from course_utils.data import ShapesDataset, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
 from course_utils.metrics import coco_eval, precision_recall_curve, voc_ap, voc_eval
 from course_utils.train import fit
-
-SETUP = setup(seed=0)
-MODE, DEVICE = SETUP.mode, SETUP.device
 """)
 
 md("data-md", r"""

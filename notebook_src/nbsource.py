@@ -88,6 +88,25 @@ def tests(cid: str, text: str, points: int) -> None:
     code(cid, text, grade=True, grade_id=cid, locked=True, points=points, solution=False)
 
 
+def setup_cell(imports: str) -> None:
+    """The locked first code cell of every lab: the Colab-only install, a clear error when
+    ``course_utils`` is missing, the lab's ``imports``, then ``setup()`` (banner, seed, mode, device)."""
+    readonly("setup", (
+        "# Setup: imports, run mode, device and seed. Run this cell first.\n"
+        "import importlib.util\nimport sys\n\n"
+        + colab_install()
+        + "\ntry:\n"
+        "    import course_utils  # noqa: F401\n"
+        "except ImportError as err:\n"
+        "    raise ImportError(\n"
+        '        "course_utils is not installed in this kernel. From the course folder run `make lab`, "\n'
+        '        "or `pip install -e .` in the environment of this kernel."\n'
+        "    ) from err\n\n"
+        + imports.strip("\n")
+        + "\n\nSETUP = setup(seed=0)\nMODE, DEVICE = SETUP.mode, SETUP.device\n"
+    ))
+
+
 def write() -> None:
     """Write the cells to the path given on the command line."""
     nb = new_notebook(cells=CELLS)
