@@ -141,31 +141,8 @@ _ref_nms = nms
 def nms(boxes, scores, iou_threshold):
     return _ref_nms(boxes, scores, iou_threshold).sort().values
 ''',
-        ">= instead of >": '''
-def nms(boxes, scores, iou_threshold):
-    order = torch.argsort(scores, descending=True)
-    ious = ops.box_iou(boxes, boxes)
-    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
-    keep = []
-    for i in order.tolist():
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= ious[i] >= iou_threshold
-    return torch.tensor(keep, dtype=torch.int64)
-''',
-        "no score sort": '''
-def nms(boxes, scores, iou_threshold):
-    ious = ops.box_iou(boxes, boxes)
-    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
-    keep = []
-    for i in range(len(boxes)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= ious[i] > iou_threshold
-    return torch.tensor(keep, dtype=torch.int64)
-''',
+        ">= instead of >": mutate(CELLS, "ex3-nms", ("ious[i] > iou_threshold", "ious[i] >= iou_threshold")),
+        "no score sort": mutate(CELLS, "ex3-nms", ("for i in order.tolist():", "for i in range(len(boxes)):")),
         "suppressed boxes still suppress others": '''
 def nms(boxes, scores, iou_threshold):
     order = torch.argsort(scores, descending=True)
