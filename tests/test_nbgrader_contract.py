@@ -2,8 +2,8 @@
 
 Everything goes through nbgrader's Python API (``NbGraderAPI``) on a temporary course root with
 its own sqlite gradebook, via ``course_utils.instructor``. A batch of fake students is autograded
-once per lab (solution, untouched release, tampered tests, deleted tests; an endless loop for the fixture) and
-the tests read the gradebook and the autograded notebooks.
+once per lab (solution, untouched release, edited and deleted test cells; for the fixture lab also
+an endless loop) and the tests read the gradebook and the autograded notebooks.
 """
 
 import copy
@@ -135,6 +135,22 @@ def deleted_tests(course):
     return nb
 
 
+def tampered_and_deleted_tests(course):
+    """The untouched release with test cells alternately replaced by ``pass`` and deleted (real labs:
+    one submission for both cases saves a notebook run per lab)."""
+    nb = read_nb(course.release)
+    kept, k = [], 0
+    for cell in nb.cells:
+        if is_test_cell(cell):
+            k += 1
+            if k % 2 == 0:
+                continue
+            cell.source = "pass"
+        kept.append(cell)
+    nb.cells = kept
+    return nb
+
+
 def endless_loop(course):
     """The solution notebook whose first answer loops forever."""
     nb = read_nb(course.source)
@@ -145,15 +161,15 @@ def endless_loop(course):
 
 @pytest.fixture(scope="module")
 def batch(course):
-    """Students autograded in one batch; for the fixture lab an endless loop is graded first."""
-    looper = {"s1_looper": endless_loop(course)} if course.src_root == FIXTURE else {}
-    students = {
-        **looper,
-        "s2_tamperer": tampered_tests(course),
-        "s3_deleter": deleted_tests(course),
-        "s4_solution": read_nb(course.source),
-        "s5_untouched": read_nb(course.release),
-    }
+    """Students autograded in one batch. The fixture lab's batch has one student per case, an endless
+    loop graded first; a real lab's batch has the solution, the untouched release, and one release
+    whose test cells were alternately edited and deleted."""
+    if course.src_root == FIXTURE:
+        cases = {"s1_looper": endless_loop(course), "s2_tamperer": tampered_tests(course),
+                 "s3_deleter": deleted_tests(course)}
+    else:
+        cases = {"s23_tamper_delete": tampered_and_deleted_tests(course)}
+    students = {**cases, "s4_solution": read_nb(course.source), "s5_untouched": read_nb(course.release)}
     paths = {name: submit(course, name, nb) for name, nb in students.items()}
     hashes = {name: sha256(p) for name, p in paths.items()}
     api = instructor.make_api(course.root, FIXTURE_TIMEOUT if course.src_root == FIXTURE else None)
@@ -238,20 +254,28 @@ def test_untouched_release_autogrades_to_zero(batch):
 
 @pytest.mark.slow
 def test_edited_test_cells_are_restored_with_their_hidden_tests(course, batch):
-    assert batch.results["s2_tamperer"]["success"]
-    assert batch.rows["s2_tamperer"]["code_score"] == 0, "the `pass` test cells were graded instead of the originals"
+    student = "s2_tamperer" if "s2_tamperer" in batch.rows else "s23_tamper_delete"
+    assert batch.results[student]["success"], batch.results[student].get("error")
+    assert batch.rows[student]["code_score"] == 0, "the `pass` test cells were graded instead of the originals"
     expected = [c.source for c in read_nb(course.source).cells if is_test_cell(c)]
-    assert [c.source for c in autograded(course, "s2_tamperer").cells if is_test_cell(c)] == expected
+    # cells deleted by the student come back with a line saying so in front of the original source
+    restored = [re.sub(r"\A# This cell \(id:[^)]*\) was missing from the submission\..*\n\n", "", c.source)
+                for c in autograded(course, student).cells if is_test_cell(c)]
+    assert restored == expected
 
 
 @pytest.mark.slow
 def test_deleted_test_cells_are_added_back_and_graded(course, batch):
-    assert batch.results["s3_deleter"]["success"], batch.results["s3_deleter"].get("error")
-    row = batch.rows["s3_deleter"]
-    assert row["code_score"] == row["max_code_score"] > 0
+    student = "s3_deleter" if "s3_deleter" in batch.rows else "s23_tamper_delete"
+    assert batch.results[student]["success"], batch.results[student].get("error")
+    row = batch.rows[student]
+    if student == "s3_deleter":  # the solution without its test cells: the re-added tests pass
+        assert row["code_score"] == row["max_code_score"] > 0
     test_ids = [nbgrader_meta(c)["grade_id"] for c in read_nb(course.source).cells if is_test_cell(c)]
-    regraded = [nbgrader_meta(c)["grade_id"] for c in autograded(course, "s3_deleter").cells if is_test_cell(c)]
+    regraded = [nbgrader_meta(c)["grade_id"] for c in autograded(course, student).cells if is_test_cell(c)]
     assert regraded == test_ids
+    # every test cell, re-added or not, has its grade in the gradebook
+    assert all(cell_score(batch.api, course, student, grade_id) is not None for grade_id in test_ids)
 
 
 @pytest.mark.slow
@@ -273,15 +297,16 @@ def test_endless_loop_is_stopped_by_the_timeout_and_scores_zero(course, batch):
 @pytest.mark.slow
 def test_every_student_of_the_batch_is_graded(course, batch):
     assert all(row["graded"] for row in batch.rows.values())
-    expected = ["s2_tamperer", "s3_deleter", "s4_solution", "s5_untouched"]
-    assert sorted(batch.rows) == (["s1_looper"] if course.src_root == FIXTURE else []) + expected
+    cases = ["s1_looper", "s2_tamperer", "s3_deleter"] if course.src_root == FIXTURE else ["s23_tamper_delete"]
+    assert sorted(batch.rows) == cases + ["s4_solution", "s5_untouched"]
 
 
 @pytest.mark.slow
 def test_regrading_with_force_keeps_the_submitted_files(course, batch):
-    autograded_nb = course.root / "autograded" / "s4_solution" / course.lab / f"{course.lab}.ipynb"
+    # the untouched release: its answers raise at once, so regrading it costs little time
+    autograded_nb = course.root / "autograded" / "s5_untouched" / course.lab / f"{course.lab}.ipynb"
     autograded_nb.write_text("{}")  # force must rebuild this from the submission
-    result = batch.api.autograde(course.lab, "s4_solution", force=True)
+    result = batch.api.autograde(course.lab, "s5_untouched", force=True)
     assert result["success"], result.get("error")
     assert {name: sha256(p) for name, p in batch.paths.items()} == batch.hashes
     assert read_nb(autograded_nb).cells
