@@ -300,8 +300,10 @@ check_close(roi_align(fmap[:1], one, (7, 7), 1 / 8, -1, True), ops.roi_align(fma
 
 md("roi-demo-md", r"""
 The difference shows on a map with a sharp edge. Below, one channel whose left half is 0 and
-right half 1 (a 16×16 map, stride 8), and a box whose left edge sits exactly on the step. RoIAlign
-keeps the step where it is; RoI pooling moves it by a quantisation step.
+right half 1 (a 16×16 map, stride 8: the step is at 64 px), and a region from $x = 61$ to 117 px,
+so the step lies 3 px inside its left edge. RoI pooling rounds the left edge from cell 7.6 to
+cell 8, onto the step: every bin is 1 and the edge is gone. RoIAlign keeps the region where it
+is: its first column of bins is partly bright (0.625), the edge is still there.
 """)
 
 readonly("roi-demo", r"""
@@ -703,8 +705,8 @@ if MODE != "full":
 md("show-md", r"""
 ## 9. Proposals, detections and masks
 
-Left: the RPN's proposals for an image (the 30 best shown, of the 100 the model keeps at test
-time) — many boxes, class-agnostic, several per object. Middle: the final detections after the box
+Left: the RPN's proposals for an image (the 30 best of the hundreds the model keeps at test
+time) — class-agnostic, several per object. Middle: the final detections after the box
 head's classification, refinement and per-class NMS. Right: their masks, binarised. Move the
 slider to change the score threshold of the detections.
 """)

@@ -36,7 +36,8 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
         assert "classes ['cat', 'dog']" in text, "full mode must read the (fake) Oxford-IIIT Pet set"
         assert "[course_utils.models]" in text, "offline, the fallback backbone must say so"
     if lab == "04_rcnn":
-        assert "1 training images, 1 test images, classes ['person']" in text, "full mode must read the (fake) PennFudan"
+        assert "1 training images, 1 test images, classes ['person']" in text, \
+            "full mode must read the (fake) PennFudan set"
         assert "COCO-pretrained Mask R-CNN: False" in text and "[course_utils.models]" in text, \
             "offline, maskrcnn_resnet50_fpn must fall back to random weights and say so"
         assert "masks" in text and "max difference" in text, "the full-mode model must be evaluated for masks"
