@@ -94,7 +94,7 @@ else:
 NUM_CLASSES = len(CLASS_NAMES)
 print(f"{len(train_set)} training images, {len(test_set)} test images, classes {CLASS_NAMES}")
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
-for i, ax in enumerate(axes):
+for i, ax in enumerate(axes[:len(train_set)]):
     image, target = train_set[i]
     viz.draw_masks(image, target["masks"], ax=ax)  # one colour per instance
     viz.draw_boxes(None, target["boxes"], target["labels"], class_names=CLASS_NAMES, ax=ax)
