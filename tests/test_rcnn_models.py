@@ -57,3 +57,24 @@ def test_pretrained_falls_back_offline_with_a_notice(monkeypatch, capsys):
     assert model.roi_heads.box_predictor.cls_score.out_features == 3
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 3
     assert model.transform.min_size == (200,) and model.transform.max_size == 300
+
+
+def test_load_pretrained_detection_model_fetches_only_its_own_weights(monkeypatch):
+    """maskrcnn_resnet50_fpn's builder defaults to ImageNet backbone weights; the COCO state dict replaces
+    them, so load_pretrained must not download them first (offline that download would crash)."""
+    import torchvision
+
+    from course_utils.models import backbones
+
+    state = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    urls = []
+
+    def fake_download(url, **kwargs):
+        urls.append(url)
+        return state
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    model = backbones.load_pretrained("maskrcnn_resnet50_fpn", progress=False)
+    want = torchvision.models.detection.MaskRCNN_ResNet50_FPN_Weights.DEFAULT.url
+    assert urls == [want], urls
+    assert isinstance(model, MaskRCNN)
