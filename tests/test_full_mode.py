@@ -11,10 +11,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.fake_datasets import make_oxford_pets
+from tests.fake_datasets import make_oxford_pets, make_pennfudan
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": []}
+FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": [], "04_rcnn": [make_pennfudan]}
 
 
 @pytest.mark.slow
@@ -35,3 +35,9 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
     if lab == "01_localisation":
         assert "classes ['cat', 'dog']" in text, "full mode must read the (fake) Oxford-IIIT Pet set"
         assert "[course_utils.models]" in text, "offline, the fallback backbone must say so"
+    if lab == "04_rcnn":
+        assert "1 training images, 1 test images, classes ['person']" in text, \
+            "full mode must read the (fake) PennFudan set"
+        assert "COCO-pretrained Mask R-CNN: False" in text and "[course_utils.models]" in text, \
+            "offline, maskrcnn_resnet50_fpn must fall back to random weights and say so"
+        assert "masks" in text and "max difference" in text, "the full-mode model must be evaluated for masks"

@@ -27,6 +27,11 @@ FLOORS = {
         "seconds": 180,
         "min_figures": 4,  # + the detections slider figure, an Image widget
     },
+    "04_rcnn": {
+        "floors": {"04_rcnn/box_mAP50": 0.85, "04_rcnn/mask_mAP50": 0.8},
+        "seconds": 240,
+        "min_figures": 4,  # + the proposals/detections/masks slider figure, an Image widget
+    },
 }
 
 
@@ -41,6 +46,12 @@ def lesson_checks(lab: str, results: dict) -> None:
         gap = results["02_yolo/your_ap_vs_voc_eval"]
         assert gap < 1e-9, f"average_precision on the lab's detections differs from metrics.voc_eval by {gap}"
         assert crowded < easy - 0.3, f"the grid's failure should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
+    if lab == "04_rcnn":
+        gap = results["04_rcnn/paste_vs_model"]
+        assert gap < 1e-5, f"paste_masks on the model's 28x28 masks differs from the model's own masks by {gap}"
+        assert results["04_rcnn/faster_same_boxes"] == 1.0, "the box branch loaded into FasterRCNN gave other boxes"
+        assert results["04_rcnn/mean_best_mask_iou"] > 0.7, "mask_iou of the trained model's masks should be high"
+        assert results["04_rcnn/mask_mAP"] > 0.5 and results["04_rcnn/box_mAP"] > 0.5, results
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:

@@ -16,6 +16,7 @@ is always printed; nothing falls back silently.
 from __future__ import annotations
 
 import http.client
+import inspect
 import os
 import urllib.error
 from pathlib import Path
@@ -97,6 +98,8 @@ def load_pretrained(name: str, weights: str = "DEFAULT", *, progress: bool = Tru
             f"hand: download that URL and save it as {cached_weights_path(w.url)}"
         ) from err
     kwargs = {"num_classes": len(w.meta["categories"])} if "categories" in w.meta else {}
+    if "weights_backbone" in inspect.signature(torchvision.models.get_model_builder(name)).parameters:
+        kwargs["weights_backbone"] = None  # detection models: the full state dict replaces the backbone's anyway
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     model.load_state_dict(state)
     return model

@@ -1,0 +1,146 @@
+"""Lab 04's graded tests accept the solution and reject plausible wrong answers (visible + hidden).
+
+Each wrong answer replaces the solution's functions after the solution cells ran (most are the
+solution's own source with one mistake, via ``mutate``); the exercise's test cell must then raise
+(nbgrader scores a test cell that raises anything 0).
+"""
+
+import pytest
+
+from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
+
+LAB = "04_rcnn"
+CELLS = load_cells(LAB)
+SOLUTIONS = ["setup", "ex1-roi", "ex2-proposals", "ex3-masks"]
+
+
+@pytest.fixture(scope="module")
+def solved():
+    return run_cells(CELLS, SOLUTIONS)
+
+
+@pytest.mark.parametrize("test_cell", ["test-roi", "test-proposals", "test-masks"])
+def test_solution_passes(solved, test_cell):
+    run_cells(CELLS, [test_cell], dict(solved))
+
+
+def roi(*changes):
+    return mutate(CELLS, "ex1-roi", *changes)
+
+
+def proposals(*changes):
+    return mutate(CELLS, "ex2-proposals", *changes)
+
+
+def masks(*changes):
+    return mutate(CELLS, "ex3-masks", *changes)
+
+
+C_ROUND = "math.copysign(math.floor(abs(v * spatial_scale) + 0.5), v)"
+ALIGN_CORNERS = ("x1, y1 = x1 * spatial_scale - offset, y1 * spatial_scale - offset",
+                 "roi_w, roi_h = x2 * spatial_scale - offset - x1, y2 * spatial_scale - offset - y1")
+
+WRONG = {
+    "test-roi": {
+        "aligned=True without the -0.5 offset": roi(("offset = 0.5 if aligned else 0.0", "offset = 0.0")),
+        "RoIAlign rounds the scaled corners": roi(
+            (ALIGN_CORNERS[0], "x1, y1 = round(x1 * spatial_scale) - offset, round(y1 * spatial_scale) - offset"),
+            (ALIGN_CORNERS[1], "roi_w, roi_h = round(x2 * spatial_scale) - offset - x1, "
+                               "round(y2 * spatial_scale) - offset - y1")),
+        "RoIAlign ignores spatial_scale": '''
+_ref_align = roi_align
+def roi_align(features, boxes, output_size, spatial_scale, sampling_ratio=-1, aligned=False):
+    return _ref_align(features, boxes, output_size, 1.0, sampling_ratio, aligned)
+''',
+        "RoIAlign: adaptive sampling fixed at 2 points": roi(
+            ("else math.ceil(roi_h / oh)", "else 2"), ("else math.ceil(roi_w / ow)", "else 2")),
+        "RoIAlign: no minimum size 1 when aligned=False": roi(
+            ("if not aligned:\n            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)", "pass")),
+        "RoIAlign: mean over the samples inside the map only": roi(
+            ("out[k] = samples.mean(dim=-1)", "out[k] = samples.sum(-1) / (samples != 0).sum(-1).clamp(min=1)")),
+        "RoIAlign: x and y swapped": roi(
+            ("bilinear_sample(features[int(b)], yy, xx)", "bilinear_sample(features[int(b)], xx, yy)")),
+        "RoIAlign: batch index ignored": roi(
+            ("bilinear_sample(features[int(b)], yy, xx)", "bilinear_sample(features[0], yy, xx)")),
+        "bilinear: points outside the map not zeroed": roi(("return values * ~outside", "return values")),
+        "RoI pooling without rounding": roi((C_ROUND, "v * spatial_scale")),
+        "RoI pooling with Python's round (halves to even)": roi((C_ROUND, "round(v * spatial_scale)")),
+        "RoI pooling: no +1 in the region size": roi(
+            ("max(y2 - y1 + 1, 1) / oh", "max(y2 - y1, 1) / oh"), ("max(x2 - x1 + 1, 1) / ow", "max(x2 - x1, 1) / ow")),
+        "RoI pooling: bin ends rounded down": roi(
+            ("math.ceil((p + 1) * bin_h)", "math.floor((p + 1) * bin_h)"),
+            ("math.ceil((q + 1) * bin_w)", "math.floor((q + 1) * bin_w)")),
+        "RoI pooling: average instead of max": roi(
+            (".amax(dim=(1, 2))", ".mean(dim=(1, 2))")),
+        "RoI pooling: batch index ignored": roi(
+            ("features[int(b), :, top:bottom, left:right]", "features[0, :, top:bottom, left:right]")),
+    },
+    "test-proposals": {
+        "no clamp of dw, dh": proposals(
+            ("deltas[:, 2].clamp(max=BOX_CLIP), deltas[:, 3].clamp(max=BOX_CLIP)", "deltas[:, 2], deltas[:, 3]")),
+        "dy scaled by the anchor width": proposals(("deltas[:, 1] * heights", "deltas[:, 1] * widths")),
+        "clip the anchors before decoding, not the boxes": proposals(
+            ("boxes = decode_deltas(deltas, anchors)",
+             "boxes = decode_deltas(deltas, ops.clip_boxes_to_image(anchors, image_size))"),
+            ("boxes = ops.clip_boxes_to_image(boxes, image_size)", "pass")),
+        "min_size as an area": proposals(
+            ("keep = ops.remove_small_boxes(boxes, min_size)",
+             "keep = torch.where(ops.box_area(boxes) >= min_size)[0]")),
+        "small boxes removed before clipping": proposals(
+            ("boxes = ops.clip_boxes_to_image(boxes, image_size)\n    keep = ops.remove_small_boxes(boxes, min_size)",
+             "keep = ops.remove_small_boxes(boxes, min_size)\n    boxes = ops.clip_boxes_to_image(boxes, image_size)")),
+        "NMS before top-k": '''
+def select_proposals(objectness, deltas, anchors, image_size, pre_nms_top_n, post_nms_top_n, nms_threshold, min_size):
+    boxes = ops.clip_boxes_to_image(decode_deltas(deltas, anchors), image_size)
+    scores = torch.sigmoid(objectness)
+    keep = ops.remove_small_boxes(boxes, min_size)
+    boxes, scores = boxes[keep], scores[keep]
+    keep = ops.nms(boxes, scores, nms_threshold)[:pre_nms_top_n][:post_nms_top_n]
+    return boxes[keep], scores[keep]
+''',
+        "top-k of the lowest objectness": proposals(
+            ("objectness.topk(min(pre_nms_top_n, len(objectness)))",
+             "objectness.topk(min(pre_nms_top_n, len(objectness)), largest=False)")),
+        "proposals returned in anchor order": '''
+_ref_select = select_proposals
+def select_proposals(*args, **kwargs):
+    boxes, scores = _ref_select(*args, **kwargs)
+    order = torch.argsort(boxes[:, 0])
+    return boxes[order], scores[order]
+''',
+        "scores left as logits": proposals(("torch.sigmoid(objectness[top])", "objectness[top]")),
+        "post_nms_top_n ignored": proposals(("ops.nms(boxes, scores, nms_threshold)[:post_nms_top_n]",
+                                             "ops.nms(boxes, scores, nms_threshold)")),
+        "crashes with fewer anchors than pre_nms_top_n": proposals(
+            ("objectness.topk(min(pre_nms_top_n, len(objectness)))", "objectness.topk(pre_nms_top_n)")),
+    },
+    "test-masks": {
+        "binarise with >=": masks(("return masks > threshold", "return masks >= threshold")),
+        "binarise ignores its threshold": masks(("return masks > threshold", "return masks > 0.5")),
+        "no padding and no box expansion": masks(
+            ("padded = F.pad(masks, (1, 1, 1, 1))", "padded = masks"), ("scale = (M + 2) / M", "scale = 1.0")),
+        "padding without growing the box": masks(("scale = (M + 2) / M", "scale = 1.0")),
+        "box size off by one": masks(("w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)",
+                                      "w, h = max(x2 - x1, 1), max(y2 - y1, 1)")),
+        "corners rounded instead of truncated": masks((".to(torch.int64)  # truncates", ".round().to(torch.int64)")),
+        "resize with align_corners=True": masks(('align_corners=False', 'align_corners=True')),
+        "union without subtracting the intersection": masks(
+            ("a.sum(1)[:, None] + b.sum(1)[None, :] - inter", "a.sum(1)[:, None] + b.sum(1)[None, :]")),
+        "NaN for empty masks": masks(
+            ("torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))", "inter / union")),
+        "IoU matrix transposed": '''
+_ref_iou = mask_iou
+def mask_iou(masks_a, masks_b):
+    return _ref_iou(masks_b, masks_a)
+''',
+        "intersection over the first mask only": masks(
+            ("a.sum(1)[:, None] + b.sum(1)[None, :] - inter", "a.sum(1)[:, None] + 0 * inter")),
+    },
+}
+
+CASES, IDS = wrong_answer_cases(WRONG)
+
+
+@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
+def test_wrong_answer_fails(solved, test_cell, wrong, code):
+    assert_rejected(CELLS, solved, test_cell, code)
