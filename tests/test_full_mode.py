@@ -11,10 +11,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.fake_datasets import make_oxford_pets
+from tests.fake_datasets import make_coco_val2017, make_oxford_pets
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": []}
+FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": [], "06_detr": [make_coco_val2017]}
 
 
 @pytest.mark.slow
@@ -35,3 +35,7 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
     if lab == "01_localisation":
         assert "classes ['cat', 'dog']" in text, "full mode must read the (fake) Oxford-IIIT Pet set"
         assert "[course_utils.models]" in text, "offline, the fallback backbone must say so"
+    if lab == "06_detr":
+        assert "COCO val2017 subset: 3 images" in text, "full mode must read the (fake) COCO val2017 subset"
+        assert "[course_utils.models] offline?" in text and "would run the pretrained DETR-R50" in text, \
+            "offline, the DETR-R50 cell must say what it could not fetch and what it would do"

@@ -27,6 +27,11 @@ FLOORS = {
         "seconds": 180,
         "min_figures": 4,  # + the detections slider figure, an Image widget
     },
+    "06_detr": {
+        "floors": {"06_detr/mAP50": 0.7},
+        "seconds": 240,
+        "min_figures": 6,
+    },
 }
 
 
@@ -41,6 +46,10 @@ def lesson_checks(lab: str, results: dict) -> None:
         gap = results["02_yolo/your_ap_vs_voc_eval"]
         assert gap < 1e-9, f"average_precision on the lab's detections differs from metrics.voc_eval by {gap}"
         assert crowded < easy - 0.3, f"the grid's failure should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
+    if lab == "06_detr":
+        assert results["06_detr/mAP"] > 0.2, f"DETR's boxes should be precise too: mAP {results['06_detr/mAP']:.3f}"
+        spread = results["06_detr/query_centre_spread"]
+        assert spread < 0.8, f"each query should specialise in a region: centre spread ratio {spread:.2f}"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
