@@ -171,3 +171,49 @@ CASES, IDS = wrong_answer_cases(WRONG)
 @pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
 def test_wrong_answer_fails(solved, test_cell, wrong, code):
     assert_rejected(CELLS, solved, test_cell, code)
+
+
+def test_course_utils_detr_agrees_with_the_solution(solved):
+    """The reference matcher and loss in course_utils.models.detr (used by later labs) = the solution's."""
+    import torch
+
+    from course_utils.models import detr
+
+    g = torch.Generator().manual_seed(0)
+    counts = [0, 3, 5]
+    logits = torch.randn(3, 6, 4, generator=g)
+    boxes = torch.cat([0.2 + 0.6 * torch.rand(3, 6, 2, generator=g), 0.05 + 0.3 * torch.rand(3, 6, 2, generator=g)], -1)
+    targets = [{"labels": torch.randint(0, 3, (n,), generator=g),
+                "boxes": torch.cat([0.2 + 0.6 * torch.rand(n, 2, generator=g),
+                                    0.1 + 0.2 * torch.rand(n, 2, generator=g)], -1)}
+               for n in counts]
+    ours = detr.hungarian_match(logits, boxes, targets, cost_class=2.0)
+    theirs = solved["hungarian_match"](logits, boxes, targets, cost_class=2.0)
+    for (a, b), (c, d) in zip(ours, theirs):
+        assert torch.equal(a, c) and torch.equal(b, d)
+    got = detr.set_loss(logits, boxes, targets, ours, 3, 0.1)
+    want = solved["set_criterion"](logits, boxes, targets, ours, 3, 0.1)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key])
+
+
+def test_small_detr_shapes_and_postprocess():
+    import torch
+
+    from course_utils.models.detr import build_small_detr, detr_loss, detr_targets, postprocess
+
+    model = build_small_detr(3, 9)
+    out = model(torch.rand(2, 3, 64, 64))
+    assert out["pred_logits"].shape == (2, 9, 4) and out["pred_boxes"].shape == (2, 9, 4)
+    assert len(out["aux_outputs"]) == 2
+    assert model.cross_attention().shape == (3, 2, 9, 8, 8)
+    torch.testing.assert_close(model.cross_attention().sum((-1, -2)), torch.ones(3, 2, 9))
+    targets = detr_targets([{"boxes": torch.tensor([[0.0, 16.0, 32.0, 64.0]]), "labels": torch.tensor([2])},
+                            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}], (64, 64))
+    torch.testing.assert_close(targets[0]["boxes"], torch.tensor([[0.25, 0.625, 0.5, 0.75]]))
+    assert targets[0]["labels"].tolist() == [1]
+    losses = detr_loss(out, targets, 3)
+    sum(losses.values()).backward()
+    dets = postprocess(out, (64, 64))
+    assert len(dets) == 2 and dets[0]["boxes"].shape == (9, 4) and dets[0]["labels"].min() >= 1
+    assert (dets[0]["boxes"] <= 64 + 1e-4).all() and (dets[0]["scores"] <= 1).all()

@@ -12,11 +12,13 @@ A conv backbone turns the image into an ``h x w`` feature map; a transformer enc
 and a normalised ``(cx, cy, w, h)`` box. Training matches predictions to ground truth one-to-one
 (Hungarian algorithm), so there are no anchors and no NMS.
 
-Two accelerants keep the DETR idea and make it train in minutes on small synthetic data:
+Three accelerants keep the DETR idea and make it train in minutes on small synthetic data:
 
-* every query owns a learned **reference point**; the box head predicts the centre as an offset
-  from it in logit space (as in Deformable / Conditional DETR), so each query starts in its own
-  region of the image instead of all at the centre;
+* every query owns a learned **reference point**; its positional query is an MLP of the point's sine
+  encoding and the box head predicts the centre as an offset from it in logit space (DAB-DETR); each
+  decoder layer starts from the previous layer's boxes (iterative refinement, Deformable DETR);
+* a **Gaussian spatial prior** around the reference point, as wide as the current box, is added to
+  the cross-attention logits (SMCA, Gao et al., ICCV 2021; ``spatial_prior=False`` turns it off);
 * **auxiliary losses**: the prediction heads (shared) are applied after every decoder layer, and
   each layer's output is matched and penalised on its own.
 
