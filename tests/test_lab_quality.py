@@ -50,6 +50,8 @@ def lesson_checks(lab: str, results: dict) -> None:
         assert results["06_detr/mAP"] > 0.2, f"DETR's boxes should be precise too: mAP {results['06_detr/mAP']:.3f}"
         spread = results["06_detr/query_centre_spread"]
         assert spread < 0.8, f"each query should specialise in a region: centre spread ratio {spread:.2f}"
+        gain = results["06_detr/last_layer_nms_gain"]
+        assert gain < 0.02, f"DETR's last decoder layer should not need NMS: NMS changes its AP50 by {gain:+.3f}"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
