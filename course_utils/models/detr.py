@@ -1,6 +1,6 @@
 """A small DETR (Carion et al., *End-to-End Object Detection with Transformers*, ECCV 2020) for CPU.
 
-    model = build_small_detr(num_classes=3, num_queries=10)
+    model = build_small_detr(num_classes=3, num_queries=9)
     out = model(images)              # {"pred_logits": (B, Q, C + 1), "pred_boxes": (B, Q, 4), "aux_outputs": [...]}
     indices = hungarian_match(out["pred_logits"], out["pred_boxes"], targets)
     losses = set_criterion(out, targets, num_classes=3)
@@ -130,13 +130,16 @@ class SmallDETR(nn.Module):
         backbone: a module (B, 3, H, W) -> (B, C, h, w) with attribute ``out_channels``
             (default: :func:`conv_backbone`, stride 8).
         d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout: the transformer.
+        spatial_prior: add the Gaussian prior around each query's reference point to the decoder's
+            cross-attention logits (SMCA); the reference points start on a grid (a square number of
+            queries covers the image evenly).
 
     ``forward(images (B, 3, H, W))`` returns ``{"pred_logits": (B, Q, C + 1), "pred_boxes": (B, Q, 4)
     normalised cxcywh, "aux_outputs": [the same for each earlier decoder layer]}``. After a forward
     pass ``model.cross_attention()`` gives each decoder layer's cross-attention (L, B, Q, h, w).
     """
 
-    def __init__(self, num_classes: int, num_queries: int = 10, *, backbone: nn.Module | None = None,
+    def __init__(self, num_classes: int, num_queries: int = 9, *, backbone: nn.Module | None = None,
                  d_model: int = 64, nhead: int = 4, num_encoder_layers: int = 2, num_decoder_layers: int = 3,
                  dim_feedforward: int = 128, dropout: float = 0.0, spatial_prior: bool = True):
         super().__init__()
@@ -219,7 +222,7 @@ class SmallDETR(nn.Module):
         return maps.unflatten(-1, self.feature_size)
 
 
-def build_small_detr(num_classes: int, num_queries: int = 10, *, widths: tuple[int, ...] = (32, 64, 128),
+def build_small_detr(num_classes: int, num_queries: int = 9, *, widths: tuple[int, ...] = (32, 64, 128),
                      d_model: int = 64, nhead: int = 4, num_encoder_layers: int = 2, num_decoder_layers: int = 3,
                      dim_feedforward: int = 128, spatial_prior: bool = True) -> SmallDETR:
     """The course's small DETR with a from-scratch backbone of stride ``2 ** len(widths)``."""
