@@ -11,10 +11,16 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.fake_datasets import make_oxford_pets, make_pennfudan
+from tests.fake_datasets import make_coco_val2017, make_oxford_pets, make_pennfudan
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": [], "04_rcnn": [make_pennfudan]}
+# the fake datasets each lab's full mode reads
+FAKE_DATA = {
+    "01_localisation": [make_oxford_pets],
+    "02_yolo": [],
+    "04_rcnn": [make_pennfudan],
+    "06_detr": [make_coco_val2017],
+}
 
 
 @pytest.mark.slow
@@ -41,3 +47,7 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
         assert "COCO-pretrained Mask R-CNN: False" in text and "[course_utils.models]" in text, \
             "offline, maskrcnn_resnet50_fpn must fall back to random weights and say so"
         assert "masks" in text and "max difference" in text, "the full-mode model must be evaluated for masks"
+    if lab == "06_detr":
+        assert "COCO val2017 subset: 3 images" in text, "full mode must read the (fake) COCO val2017 subset"
+        assert "[course_utils.models] offline?" in text and "would run the pretrained DETR-R50" in text, \
+            "offline, the DETR-R50 cell must say what it could not fetch and what it would do"

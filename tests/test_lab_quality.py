@@ -32,6 +32,11 @@ FLOORS = {
         "seconds": 240,
         "min_figures": 4,  # + the proposals/detections/masks slider figure, an Image widget
     },
+    "06_detr": {
+        "floors": {"06_detr/mAP50": 0.7},
+        "seconds": 240,
+        "min_figures": 6,
+    },
 }
 
 
@@ -52,6 +57,12 @@ def lesson_checks(lab: str, results: dict) -> None:
         assert results["04_rcnn/faster_same_boxes"] == 1.0, "the box branch loaded into FasterRCNN gave other boxes"
         assert results["04_rcnn/mean_best_mask_iou"] > 0.7, "mask_iou of the trained model's masks should be high"
         assert results["04_rcnn/mask_mAP"] > 0.5 and results["04_rcnn/box_mAP"] > 0.5, results
+    if lab == "06_detr":
+        assert results["06_detr/mAP"] > 0.2, f"DETR's boxes should be precise too: mAP {results['06_detr/mAP']:.3f}"
+        spread = results["06_detr/query_centre_spread"]
+        assert spread < 0.8, f"each query should specialise in a region: centre spread ratio {spread:.2f}"
+        gain = results["06_detr/last_layer_nms_gain"]
+        assert gain < 0.02, f"DETR's last decoder layer should not need NMS: NMS changes its AP50 by {gain:+.3f}"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
