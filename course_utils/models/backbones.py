@@ -89,17 +89,32 @@ def load_pretrained(name: str, weights: str = "DEFAULT", *, progress: bool = Tru
         RuntimeError: the downloaded file's hash does not match its name (torch hub's check).
     """
     w = _weights(name, weights)
+    state = pretrained_state_dict(name, weights, progress=progress)
+    kwargs = {"num_classes": len(w.meta["categories"])} if "categories" in w.meta else {}
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    model.load_state_dict(state)
+    return model
+
+
+def pretrained_state_dict(name: str, weights: str = "DEFAULT", *, progress: bool = True) -> dict:
+    """The state dict of torchvision's pretrained ``weights`` for model ``name``, downloaded once into
+    torch hub's cache, sha256-checked and read with ``torch.load(weights_only=True)``.
+
+    For models whose builder needs more than ``get_model(name, weights=None)`` to match the
+    weights (detection models: frozen BatchNorm, no backbone download), build the model yourself
+    and load this.
+
+    Raises:
+        WeightsUnavailable: the file could not be downloaded (see :func:`load_pretrained`).
+    """
+    w = _weights(name, weights)
     try:
-        state = torch.hub.load_state_dict_from_url(w.url, progress=progress, check_hash=True, weights_only=True)
+        return torch.hub.load_state_dict_from_url(w.url, progress=progress, check_hash=True, weights_only=True)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         raise WeightsUnavailable(
             f"could not download the {name} weights from {w.url} ({getattr(err, 'reason', err)}). To fetch by "
             f"hand: download that URL and save it as {cached_weights_path(w.url)}"
         ) from err
-    kwargs = {"num_classes": len(w.meta["categories"])} if "categories" in w.meta else {}
-    model = torchvision.models.get_model(name, weights=None, **kwargs)
-    model.load_state_dict(state)
-    return model
 
 
 def _feature_extractor(model: nn.Module) -> nn.Module:
