@@ -11,10 +11,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.fake_datasets import make_oxford_pets
+from tests.fake_datasets import make_coco_val2017, make_oxford_pets, make_pennfudan
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": []}
+FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": [], "03_retinanet": [make_coco_val2017, make_pennfudan]}
 
 
 @pytest.mark.slow
@@ -35,3 +35,7 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
     if lab == "01_localisation":
         assert "classes ['cat', 'dog']" in text, "full mode must read the (fake) Oxford-IIIT Pet set"
         assert "[course_utils.models]" in text, "offline, the fallback backbone must say so"
+    if lab == "03_retinanet":
+        assert "[course_utils.models]" in text, "offline, the COCO RetinaNet must fall back with a notice"
+        assert "pretrained=False: COCO val2017, 3 images" in text, "full mode must evaluate on the (fake) COCO subset"
+        assert "Penn-Fudan test set of 1 image(s)" in text, "full mode must fine-tune on the (fake) Penn-Fudan"

@@ -27,6 +27,11 @@ FLOORS = {
         "seconds": 180,
         "min_figures": 4,  # + the detections slider figure, an Image widget
     },
+    "03_retinanet": {
+        "floors": {"03_retinanet/mAP50": 0.8, "03_retinanet/mAP": 0.45},
+        "seconds": 180,
+        "min_figures": 6,  # + the anchors explorer, an Image widget
+    },
 }
 
 
@@ -41,6 +46,13 @@ def lesson_checks(lab: str, results: dict) -> None:
         gap = results["02_yolo/your_ap_vs_voc_eval"]
         assert gap < 1e-9, f"average_precision on the lab's detections differs from metrics.voc_eval by {gap}"
         assert crowded < easy - 0.3, f"the grid's failure should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
+    if lab == "03_retinanet":
+        ce, fl = results["03_retinanet/easy_negative_share_ce"], results["03_retinanet/easy_negative_share_fl"]
+        assert ce > 0.3 and fl < ce / 5, f"the focal loss should silence the easy negatives: CE {ce:.1%}, FL {fl:.1%}"
+        p3_small, p5_small = results["03_retinanet/P3_APs"], results["03_retinanet/P5_APs"]
+        p5_medium = results["03_retinanet/P5_APm"]
+        assert p3_small > p5_small + 0.2, f"P3 should find small objects: APs {p3_small:.3f} vs P5 {p5_small:.3f}"
+        assert p5_medium > p5_small + 0.1, f"P5 should find medium objects: APm {p5_medium:.3f}, APs {p5_small:.3f}"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:

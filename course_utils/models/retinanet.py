@@ -150,7 +150,8 @@ def load_pretrained_retinanet(*, progress: bool = True, fallback_image_size: int
     Args:
         progress: show a download progress bar.
         fallback_image_size: ``image_size`` of the fallback model.
-        **retinanet_kwargs: passed to ``RetinaNet`` (e.g. ``score_thresh``, ``min_size``).
+        **retinanet_kwargs: passed to ``RetinaNet`` (e.g. ``score_thresh``, ``min_size``; the fallback
+            ignores ``min_size`` and ``max_size`` and uses ``fallback_image_size``).
     """
     weights = RetinaNet_ResNet50_FPN_Weights.COCO_V1
     try:
@@ -158,7 +159,8 @@ def load_pretrained_retinanet(*, progress: bool = True, fallback_image_size: int
     except WeightsUnavailable as err:
         print(f"{NOTICE} offline? {err}\n{NOTICE} falling back to a small RetinaNet trained from scratch "
               "(it knows nothing about COCO: expect no useful detections before training)")
-        model = build_retinanet(len(weights.meta["categories"]), fallback_image_size, **retinanet_kwargs)
+        kwargs = {k: v for k, v in retinanet_kwargs.items() if k not in ("min_size", "max_size")}
+        model = build_retinanet(len(weights.meta["categories"]), fallback_image_size, **kwargs)
         model.pretrained = False
         return model
     backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d,
