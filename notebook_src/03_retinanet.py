@@ -459,9 +459,11 @@ def draw_anchors(level=3, anchor_scale=ANCHOR_SCALE, ratios="0.5, 1, 2"):
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9, 4.4))
     centre = (grid // 2) * grid + grid // 2
     viz.show_sample(explorer_image, explorer_target, class_names=CLASS_NAMES, masks=False, ax=ax0)
-    for k, box in enumerate(anchors[centre * per_position:(centre + 1) * per_position]):
-        viz.draw_boxes(None, box[None], colour=viz.PALETTE[4 + k // (per_position // len(ratios))], ax=ax0)
-    ax0.set_xlim(-IMAGE_SIZE * 0.6, IMAGE_SIZE * 1.6); ax0.set_ylim(IMAGE_SIZE * 1.6, -IMAGE_SIZE * 0.6)
+    shown = anchors[centre * per_position:(centre + 1) * per_position]  # (A, 4)
+    for k, box in enumerate(shown):
+        viz.draw_boxes(None, box[None], colour=viz.class_colour(4 + k // (per_position // len(ratios))), ax=ax0)
+    lo, hi = min(0.0, float(shown[:, :2].min())) - 4, max(float(IMAGE_SIZE), float(shown[:, 2:].max())) + 4
+    ax0.set_xlim(lo, hi); ax0.set_ylim(hi, lo)
     ax0.set_title(f"P{level}: stride {stride}, {grid}x{grid} positions, {per_position} anchors each", fontsize=9)
     matches = match_anchors(explorer_gt, anchors)
     strong = ops.box_iou(explorer_gt, anchors).max(0).values >= 0.5
@@ -598,7 +600,7 @@ for gamma in (0.0, 0.5, 1.0, 2.0, 5.0):
 ax0.axvspan(0.6, 1.0, color="0.9"); ax0.text(0.62, 4.2, "well classified", fontsize=8)
 ax0.set_xlabel("probability of the ground-truth class $p_t$"); ax0.set_ylabel("loss"); ax0.set_ylim(0, 5)
 ax0.legend(fontsize=8); ax0.set_title("focal loss vs cross-entropy (Lin et al., Fig. 1)", fontsize=9)
-ax1.set_yscale("log"); ax1.set_xlabel("$p_t$"); ax1.set_ylabel("FL / CE = $(1 - p_t)^\\gamma$"); ax1.grid(alpha=0.3)
+ax1.set_yscale("log"); ax1.set_ylim(1e-6, 2); ax1.set_xlabel("$p_t$"); ax1.set_ylabel("FL / CE = $(1 - p_t)^\\gamma$"); ax1.grid(alpha=0.3)
 ax1.set_title("how much of its cross-entropy an example keeps", fontsize=9)
 fig.tight_layout()
 """)
