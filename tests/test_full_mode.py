@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAKE_DATA = {
     "01_localisation": [make_oxford_pets],
     "02_yolo": [],
+    "03_retinanet": [make_coco_val2017, make_pennfudan],
     "04_rcnn": [make_pennfudan],
     "06_detr": [make_coco_val2017],
 }
@@ -51,3 +52,7 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
         assert "COCO val2017 subset: 3 images" in text, "full mode must read the (fake) COCO val2017 subset"
         assert "[course_utils.models] offline?" in text and "would run the pretrained DETR-R50" in text, \
             "offline, the DETR-R50 cell must say what it could not fetch and what it would do"
+    if lab == "03_retinanet":
+        assert "[course_utils.models]" in text, "offline, the COCO RetinaNet must fall back with a notice"
+        assert "pretrained=False: COCO val2017, 3 images" in text, "full mode must evaluate on the (fake) COCO subset"
+        assert "Penn-Fudan test set of 1 image(s)" in text, "full mode must fine-tune on the (fake) Penn-Fudan"

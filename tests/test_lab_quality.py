@@ -37,6 +37,11 @@ FLOORS = {
         "seconds": 240,
         "min_figures": 6,
     },
+    "03_retinanet": {
+        "floors": {"03_retinanet/mAP50": 0.8, "03_retinanet/mAP": 0.45},
+        "seconds": 180,
+        "min_figures": 6,  # + the anchors explorer, an Image widget
+    },
 }
 
 
@@ -63,6 +68,13 @@ def lesson_checks(lab: str, results: dict) -> None:
         assert spread < 0.8, f"each query should specialise in a region: centre spread ratio {spread:.2f}"
         gain = results["06_detr/last_layer_nms_gain"]
         assert gain < 0.02, f"DETR's last decoder layer should not need NMS: NMS changes its AP50 by {gain:+.3f}"
+    if lab == "03_retinanet":
+        ce, fl = results["03_retinanet/easy_negative_share_ce"], results["03_retinanet/easy_negative_share_fl"]
+        assert ce > 0.3 and fl < ce / 5, f"the focal loss should silence the easy negatives: CE {ce:.1%}, FL {fl:.1%}"
+        small = {level: results[f"03_retinanet/P{level}_APs"] for level in (3, 4, 5)}
+        medium = {level: results[f"03_retinanet/P{level}_APm"] for level in (3, 4, 5)}
+        assert small[3] > max(small[4], small[5]) + 0.1, f"P3 alone should find the small objects best: {small}"
+        assert medium[4] > medium[3] + 0.3, f"P4 alone should find the medium objects, P3 not: {medium}"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:

@@ -51,7 +51,7 @@ def test_pretrained_falls_back_offline_with_a_notice(monkeypatch, capsys):
     def offline(*args, **kwargs):
         raise rcnn.WeightsUnavailable("no network")
 
-    monkeypatch.setattr(rcnn, "load_pretrained", offline)
+    monkeypatch.setattr(rcnn, "pretrained_state_dict", offline)
     model, pretrained = rcnn.build_pretrained_mask_rcnn(2, min_size=200, max_size=300)
     assert not pretrained and "[course_utils.models]" in capsys.readouterr().out
     assert model.roi_heads.box_predictor.cls_score.out_features == 3
@@ -78,3 +78,24 @@ def test_load_pretrained_detection_model_fetches_only_its_own_weights(monkeypatc
     want = torchvision.models.detection.MaskRCNN_ResNet50_FPN_Weights.DEFAULT.url
     assert urls == [want], urls
     assert isinstance(model, MaskRCNN)
+
+
+def test_pretrained_mask_rcnn_has_frozen_batchnorm_and_loads_torchvisions_layout(monkeypatch):
+    """Fine-tuning COCO weights with batches of 2 needs torchvision's pretrained setting: frozen
+    BatchNorm with eps 0 and the first ResNet stages frozen; the state dict must load strictly."""
+    import torchvision
+    from torchvision.ops import FrozenBatchNorm2d
+
+    reference = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    state = {k: v + 0.5 if v.is_floating_point() else v for k, v in reference.state_dict().items()}
+    monkeypatch.setattr(rcnn, "pretrained_state_dict", lambda *args, **kwargs: state)
+    model, pretrained = rcnn.build_pretrained_mask_rcnn(2)
+    assert pretrained
+    frozen = [m for m in model.backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert frozen and all(m.eps == 0.0 for m in frozen)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    body = model.backbone.body
+    assert not body.conv1.weight.requires_grad and body.layer4[0].conv1.weight.requires_grad
+    loaded = model.state_dict()
+    for key in ("backbone.body.layer1.0.bn1.weight", "rpn.head.conv.0.0.weight", "roi_heads.mask_head.0.0.weight"):
+        assert torch.equal(loaded[key], state[key]), key

@@ -83,6 +83,10 @@ def load_pretrained(name: str, weights: str = "DEFAULT", *, progress: bool = Tru
 
     Returns:
         the model in training mode, with the weights loaded (``torch.load(weights_only=True)``).
+        Detection models come with plain (trainable) BatchNorm here; to fine-tune one, build it as
+        torchvision does for pretrained weights (frozen BatchNorm): see
+        :func:`course_utils.models.load_pretrained_retinanet` and
+        :func:`course_utils.models.build_pretrained_mask_rcnn`.
 
     Raises:
         WeightsUnavailable: the file could not be downloaded; the message names the URL and
@@ -90,19 +94,34 @@ def load_pretrained(name: str, weights: str = "DEFAULT", *, progress: bool = Tru
         RuntimeError: the downloaded file's hash does not match its name (torch hub's check).
     """
     w = _weights(name, weights)
-    try:
-        state = torch.hub.load_state_dict_from_url(w.url, progress=progress, check_hash=True, weights_only=True)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        raise WeightsUnavailable(
-            f"could not download the {name} weights from {w.url} ({getattr(err, 'reason', err)}). To fetch by "
-            f"hand: download that URL and save it as {cached_weights_path(w.url)}"
-        ) from err
+    state = pretrained_state_dict(name, weights, progress=progress)
     kwargs = {"num_classes": len(w.meta["categories"])} if "categories" in w.meta else {}
     if "weights_backbone" in inspect.signature(torchvision.models.get_model_builder(name)).parameters:
         kwargs["weights_backbone"] = None  # detection models: the full state dict replaces the backbone's anyway
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     model.load_state_dict(state)
     return model
+
+
+def pretrained_state_dict(name: str, weights: str = "DEFAULT", *, progress: bool = True) -> dict:
+    """The state dict of torchvision's pretrained ``weights`` for model ``name``, downloaded once into
+    torch hub's cache, sha256-checked and read with ``torch.load(weights_only=True)``.
+
+    For models whose builder needs more than ``get_model(name, weights=None)`` to match the
+    weights (detection models: frozen BatchNorm, no backbone download), build the model yourself
+    and load this.
+
+    Raises:
+        WeightsUnavailable: the file could not be downloaded (see :func:`load_pretrained`).
+    """
+    w = _weights(name, weights)
+    try:
+        return torch.hub.load_state_dict_from_url(w.url, progress=progress, check_hash=True, weights_only=True)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+        raise WeightsUnavailable(
+            f"could not download the {name} weights from {w.url} ({getattr(err, 'reason', err)}). To fetch by "
+            f"hand: download that URL and save it as {cached_weights_path(w.url)}"
+        ) from err
 
 
 def _feature_extractor(model: nn.Module) -> nn.Module:

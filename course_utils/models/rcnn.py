@@ -25,11 +25,12 @@ import torchvision
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
-from .backbones import NOTICE, WeightsUnavailable, load_pretrained
+from .backbones import NOTICE, WeightsUnavailable, pretrained_state_dict
 
 # pixel statistics of the synthetic shapes (roughly mid-grey, spread ~0.25)
 SHAPES_MEAN = (0.5, 0.5, 0.5)
@@ -184,7 +185,16 @@ def build_pretrained_mask_rcnn(num_classes: int, *, weights: str = "DEFAULT", pr
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     try:
-        model = load_pretrained("maskrcnn_resnet50_fpn", weights, progress=progress)
+        state = pretrained_state_dict("maskrcnn_resnet50_fpn", weights, progress=progress)
+        # as torchvision's builder does for pretrained weights: frozen BatchNorm (eps 0, the weights'
+        # training setting), the first two ResNet stages frozen
+        backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d,
+                                       trainable_layers=3)
+        model = MaskRCNN(backbone, num_classes=len(state["roi_heads.box_predictor.cls_score.bias"]))
+        model.load_state_dict(state)
+        for module in model.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.eps = 0.0
         pretrained = True
     except WeightsUnavailable as err:
         print(f"{NOTICE} offline? {err}\n{NOTICE} falling back to maskrcnn_resnet50_fpn with random weights "

@@ -1,0 +1,147 @@
+"""Lab 03's graded tests accept the solution and reject plausible wrong answers (visible + hidden).
+
+Each wrong answer replaces the solution's function after the solution cells ran; the exercise's
+test cell must then raise (nbgrader scores a test cell that raises anything 0). Most are derived
+from the solution's source with ``mutate``, so they follow the solution when it changes.
+"""
+
+import pytest
+
+from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
+
+LAB = "03_retinanet"
+CELLS = load_cells(LAB)
+SOLUTIONS = ["setup", "ex1-anchors", "ex2-matching", "ex2-box-coding", "ex3-focal"]
+TEST_CELLS = ["test-anchors", "test-matching", "test-box-coding", "test-focal"]
+
+
+@pytest.fixture(scope="module")
+def solved():
+    return run_cells(CELLS, SOLUTIONS)
+
+
+@pytest.mark.parametrize("test_cell", TEST_CELLS)
+def test_solution_passes(solved, test_cell):
+    run_cells(CELLS, [test_cell], dict(solved))
+
+
+def anchors(*changes):
+    return mutate(CELLS, "ex1-anchors", *changes)
+
+
+def matching(*changes):
+    return mutate(CELLS, "ex2-matching", *changes)
+
+
+def coding(*changes):
+    return mutate(CELLS, "ex2-box-coding", *changes)
+
+
+def focal(*changes):
+    return mutate(CELLS, "ex3-focal", *changes)
+
+
+WRONG = {
+    "test-anchors": {
+        "centred on the cell centre (half-stride offset)": anchors(
+            ("ys = torch.arange(H, dtype=torch.float32) * stride[0]",
+             "ys = (torch.arange(H, dtype=torch.float32) + 0.5) * stride[0]"),
+            ("xs = torch.arange(W, dtype=torch.float32) * stride[1]",
+             "xs = (torch.arange(W, dtype=torch.float32) + 0.5) * stride[1]")),
+        "aspect ratio as w / h": anchors(("h_ratios = ratios.sqrt()", "h_ratios = 1 / ratios.sqrt()")),
+        "no rounding": anchors(("(torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()",
+                                "torch.stack([-ws, -hs, ws, hs], dim=1) / 2")),
+        "widths rounded before halving": anchors(("(torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()",
+                                                  "torch.stack([-ws, -hs, ws, hs], dim=1).round() / 2")),
+        "x and y swapped in the shifts": anchors(("torch.stack([shift_x, shift_y, shift_x, shift_y], dim=-1)",
+                                                  "torch.stack([shift_y, shift_x, shift_y, shift_x], dim=-1)")),
+        "strides of y and x swapped": anchors(("* stride[0]", "* STRIDE_Y"), ("* stride[1]", "* stride[0]"),
+                                              ("* STRIDE_Y", "* stride[1]")),
+        "positions column by column": anchors(('shift_y, shift_x = torch.meshgrid(ys, xs, indexing="ij")',
+                                               'shift_x, shift_y = torch.meshgrid(xs, ys, indexing="ij")')),
+        "size-major order within a position": anchors(
+            ("ws = (w_ratios[:, None] * sizes[None, :]).reshape(-1)",
+             "ws = (w_ratios[None, :] * sizes[:, None]).reshape(-1)"),
+            ("hs = (h_ratios[:, None] * sizes[None, :]).reshape(-1)",
+             "hs = (h_ratios[None, :] * sizes[:, None]).reshape(-1)")),
+        "anchor-major order (all positions of anchor 0 first)": anchors(
+            ("return (shifts + cell[None]).reshape(-1, 4)",
+             "return (shifts.reshape(1, -1, 4) + cell[:, None]).reshape(-1, 4)")),
+        "float64 anchors": anchors(("return (shifts + cell[None]).reshape(-1, 4)",
+                                    "return (shifts + cell[None]).reshape(-1, 4).double()")),
+    },
+    "test-matching": {
+        "positive only above 0.5 (exclusive)": matching(
+            ("(best_iou >= bg_iou_thresh) & (best_iou < fg_iou_thresh)",
+             "(best_iou >= bg_iou_thresh) & (best_iou <= fg_iou_thresh)")),
+        "background at 0.4 inclusive": matching(("matches[best_iou < bg_iou_thresh] = -1",
+                                                 "matches[best_iou <= bg_iou_thresh] = -1"),
+                                                ("(best_iou >= bg_iou_thresh) & (best_iou < fg_iou_thresh)",
+                                                 "(best_iou > bg_iou_thresh) & (best_iou < fg_iou_thresh)")),
+        "background and ignored codes swapped": matching(("] = -1", "] = -3"), ("] = -2", "] = -1"),
+                                                         ("] = -3", "] = -2")),
+        "ignores allow_low_quality_matches (never)": matching(("if allow_low_quality_matches:", "if False:")),
+        "ignores allow_low_quality_matches (always)": matching(("if allow_low_quality_matches:", "if True:")),
+        "low-quality anchor takes the ground truth it is best for": matching(
+            ("_, anchor_idx = torch.nonzero(iou == best_for_gt, as_tuple=True)",
+             "gt_idx, anchor_idx = torch.nonzero(iou == best_for_gt, as_tuple=True)"),
+            ("matches[anchor_idx] = best_gt[anchor_idx]", "matches[anchor_idx] = gt_idx")),
+        "one best anchor per ground truth (ties dropped)": matching(
+            ("_, anchor_idx = torch.nonzero(iou == best_for_gt, as_tuple=True)",
+             "anchor_idx = iou.argmax(dim=1)")),
+        "crashes without ground truth": matching(("if len(gt_boxes) == 0:", "if False:")),
+        "no ground truth: everything ignored": matching(("torch.full((len(anchors),), -1, dtype=torch.int64)",
+                                                         "torch.full((len(anchors),), -2, dtype=torch.int64)")),
+    },
+    "test-box-coding": {
+        "no log on the size ratios": coding(("ww * torch.log(gw / aw), wh * torch.log(gh / ah)",
+                                             "ww * (gw / aw), wh * (gh / ah)")),
+        "corners instead of centres": coding(("ax, ay = anchors[:, 0] + 0.5 * aw, anchors[:, 1] + 0.5 * ah",
+                                              "ax, ay = anchors[:, 0], anchors[:, 1]"),
+                                             ("gx, gy = gt_boxes[:, 0] + 0.5 * gw, gt_boxes[:, 1] + 0.5 * gh",
+                                              "gx, gy = gt_boxes[:, 0], gt_boxes[:, 1]")),
+        "weights ignored": coding(("wx, wy, ww, wh = weights", "wx, wy, ww, wh = 1.0, 1.0, 1.0, 1.0")),
+        "decode multiplies by the weights": coding(("deltas[:, 0] / wx", "deltas[:, 0] * wx"),
+                                                   ("deltas[:, 1] / wy", "deltas[:, 1] * wy"),
+                                                   ("deltas[:, 2] / ww", "deltas[:, 2] * ww"),
+                                                   ("deltas[:, 3] / wh", "deltas[:, 3] * wh")),
+        "offsets in units of the ground truth's size": coding(("wx * (gx - ax) / aw, wy * (gy - ay) / ah",
+                                                               "wx * (gx - ax) / gw, wy * (gy - ay) / gh")),
+        "no clamp before exp": coding(("(deltas[:, 2] / ww).clamp(max=max_log_scale)", "(deltas[:, 2] / ww)"),
+                                      ("(deltas[:, 3] / wh).clamp(max=max_log_scale)", "(deltas[:, 3] / wh)")),
+        "clamped on both sides": coding(("clamp(max=max_log_scale)", "clamp(-max_log_scale, max_log_scale)")),
+        "clamped before dividing by the weights": coding(
+            ("(deltas[:, 2] / ww).clamp(max=max_log_scale)", "deltas[:, 2].clamp(max=max_log_scale) / ww"),
+            ("(deltas[:, 3] / wh).clamp(max=max_log_scale)", "deltas[:, 3].clamp(max=max_log_scale) / wh")),
+        "decode returns cxcywh": coding(("return torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=1)",
+                                         "return torch.stack([x, y, w, h], dim=1)")),
+        "dx scaled by the anchor height": coding(("deltas[:, 0] / wx * aw + ax", "deltas[:, 0] / wx * ah + ax")),
+    },
+    "test-focal": {
+        "alpha for both classes": focal(("(alpha * targets + (1 - alpha) * (1 - targets))", "alpha")),
+        "alpha and 1 - alpha swapped": focal(("(alpha * targets + (1 - alpha) * (1 - targets))",
+                                              "((1 - alpha) * targets + alpha * (1 - targets))")),
+        "gamma on 1 - p instead of 1 - p_t": focal(("ce * (1 - p_t) ** gamma", "ce * (1 - p) ** gamma")),
+        "gamma on p_t": focal(("ce * (1 - p_t) ** gamma", "ce * p_t ** gamma")),
+        "mean and sum swapped": focal(("return loss.mean()", "return LOSS_SUM"),
+                                      ("return loss.sum()", "return loss.mean()"),
+                                      ("return LOSS_SUM", "return loss.sum()")),
+        "mean over anchors only": focal(("return loss.mean()", "return loss.sum() / loss.shape[0]")),
+        "softmax instead of sigmoid": focal(("p = torch.sigmoid(logits)", "p = torch.softmax(logits, dim=-1)")),
+        "log of the sigmoid (overflows)": focal(
+            ('ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log p_t', "pass"),
+            ("loss = ce * (1 - p_t) ** gamma", "loss = -torch.log(p_t) * (1 - p_t) ** gamma")),
+        "modulating factor detached": focal(("ce * (1 - p_t) ** gamma", "ce * ((1 - p_t) ** gamma).detach()")),
+        "alpha < 0 still weights": focal(("if alpha >= 0:", "if True:")),
+        "alpha = 0 treated as no weighting": focal(("if alpha >= 0:", "if alpha > 0:")),
+        "unknown reduction returns the elementwise loss": focal(
+            ("raise ValueError(f\"reduction must be 'none', 'mean' or 'sum', got {reduction!r}\")", "return loss")),
+    },
+}
+
+CASES, IDS = wrong_answer_cases(WRONG)
+
+
+@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
+def test_wrong_answer_fails(solved, test_cell, wrong, code):
+    assert_rejected(CELLS, solved, test_cell, code)
