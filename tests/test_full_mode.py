@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 from tests.fake_datasets import make_oxford_pets
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": []}
+FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": [], "05_segmentation": [make_oxford_pets]}
 
 
 @pytest.mark.slow
@@ -35,3 +35,7 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
     if lab == "01_localisation":
         assert "classes ['cat', 'dog']" in text, "full mode must read the (fake) Oxford-IIIT Pet set"
         assert "[course_utils.models]" in text, "offline, the fallback backbone must say so"
+    if lab == "05_segmentation":
+        assert "classes ['background', 'cat', 'dog']" in text, "full mode must segment the (fake) Oxford-IIIT Pet"
+        assert "[course_utils.models]" in text, "offline, the fallback backbone of FCN-32s must say so"
+        assert "fcn_resnet50" in text, "the fcn_resnet50 cell must run or say why it cannot"

@@ -27,6 +27,11 @@ FLOORS = {
         "seconds": 180,
         "min_figures": 4,  # + the detections slider figure, an Image widget
     },
+    "05_segmentation": {
+        "floors": {"05_segmentation/unet_mIoU": 0.85, "05_segmentation/hourglass_mIoU": 0.8},
+        "seconds": 180,
+        "min_figures": 8,  # + the U-Net comparison slider, an Image widget
+    },
 }
 
 
@@ -41,6 +46,17 @@ def lesson_checks(lab: str, results: dict) -> None:
         gap = results["02_yolo/your_ap_vs_voc_eval"]
         assert gap < 1e-9, f"average_precision on the lab's detections differs from metrics.voc_eval by {gap}"
         assert crowded < easy - 0.3, f"the grid's failure should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
+    if lab == "05_segmentation":
+        unet, noskip = results["05_segmentation/unet_mIoU"], results["05_segmentation/unet_noskip_mIoU"]
+        assert unet > noskip + 0.05, f"skip connections should help clearly: U-Net {unet:.3f} vs no skips {noskip:.3f}"
+        sharp, blurry = (results[f"05_segmentation/unet{s}_boundary_accuracy"] for s in ("", "_noskip"))
+        assert sharp > blurry + 0.05, f"skips should sharpen the boundaries: {sharp:.3f} vs {blurry:.3f}"
+        stacks = [results[f"05_segmentation/hourglass_stack{s}_mIoU"] for s in (1, 2, 3)]
+        assert all(b >= a - 0.01 for a, b in zip(stacks, stacks[1:])), f"each stack should refine the last: {stacks}"
+        assert results["05_segmentation/convolutionized_mIoU"] < unet - 0.2, "the convolutionized heatmap is coarse"
+        gap = results["05_segmentation/your_miou_vs_reference"]
+        assert gap < 1e-9, f"segmentation_iou on the lab's predictions differs from metrics.mean_iou by {gap}"
+        assert results["05_segmentation/crop_classifier_accuracy"] > 0.9, "the classifier to convolutionize must work"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
