@@ -554,13 +554,13 @@ An FCN upsamples a coarse map in one or a few big steps, so its masks stay blobb
 
 Deep features know **what** (large receptive field, semantics) but have lost **where** (they are
 8× coarser here); early features are sharp but know little. The skips give the decoder both. Here
-the model is `course_utils.models.UNet` (widths 8, 16, 32, 64: three poolings); `skips=False`
+the model is `course_utils.models.UNet` (widths 8, 32, 64, 128: three poolings); `skips=False`
 gives the same network with the concatenations removed. Both are trained with the same steps and
 the per-pixel cross-entropy (`F.cross_entropy` skips `IGNORE_INDEX` pixels by default).
 """)
 
 readonly("unet-train", r"""
-UNET_STEPS = by_mode(smoke=3, fast=350, full=3000)
+UNET_STEPS = by_mode(smoke=3, fast=300, full=3000)
 
 
 def train_segmenter(model, steps=UNET_STEPS, loss_fn=F.cross_entropy, lr=3e-3):
@@ -571,10 +571,10 @@ def train_segmenter(model, steps=UNET_STEPS, loss_fn=F.cross_entropy, lr=3e-3):
 
 
 torch.manual_seed(0)
-unet = UNet(NUM_CLASSES, widths=(8, 16, 32, 64), skips=True)
+unet = UNet(NUM_CLASSES, widths=(8, 32, 64, 128), skips=True)
 unet_history = train_segmenter(unet)
 torch.manual_seed(0)
-unet_noskip = UNet(NUM_CLASSES, widths=(8, 16, 32, 64), skips=False)
+unet_noskip = UNet(NUM_CLASSES, widths=(8, 32, 64, 128), skips=False)
 noskip_history = train_segmenter(unet_noskip)
 fig, ax = plt.subplots(figsize=(5, 3.2))
 ax.plot(unet_history["step"], unet_history["loss"], label="U-Net (skips)")
