@@ -761,7 +761,7 @@ imagenet_mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 imagenet_std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 fcn32 = nn.Sequential(v2.Normalize(imagenet_mean.flatten().tolist(), imagenet_std.flatten().tolist()),
                       FCN32s(backbone, NUM_CLASSES)) if backbone.pretrained else FCN32s(backbone, NUM_CLASSES)
-fcn32_history = train_segmenter(fcn32, steps=by_mode(smoke=3, fast=100, full=2000), lr=1e-3)
+fcn32_history = train_segmenter(fcn32, steps=by_mode(smoke=3, fast=60, full=2000), lr=1e-3)
 fcn32_logits, _ = predict(fcn32, test_loader, device=DEVICE)
 _, fcn32_miou = segmentation_iou(fcn32_logits, test_masks, NUM_CLASSES)
 record("05_segmentation/fcn32s_mIoU", fcn32_miou)
