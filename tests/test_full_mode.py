@@ -20,6 +20,7 @@ FAKE_DATA = {
     "02_yolo": [],
     "03_retinanet": [make_coco_val2017, make_pennfudan],
     "04_rcnn": [make_pennfudan],
+    "05_segmentation": [make_oxford_pets],
     "06_detr": [make_coco_val2017],
 }
 
@@ -56,3 +57,7 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
         assert "[course_utils.models]" in text, "offline, the COCO RetinaNet must fall back with a notice"
         assert "pretrained=False: COCO val2017, 3 images" in text, "full mode must evaluate on the (fake) COCO subset"
         assert "Penn-Fudan test set of 1 image(s)" in text, "full mode must fine-tune on the (fake) Penn-Fudan"
+    if lab == "05_segmentation":
+        assert "classes ['background', 'cat', 'dog']" in text, "full mode must segment the (fake) Oxford-IIIT Pet"
+        assert "[course_utils.models]" in text, "offline, the fallback backbone of FCN-32s must say so"
+        assert "fcn_resnet50" in text, "the fcn_resnet50 cell must run or say why it cannot"

@@ -42,6 +42,11 @@ FLOORS = {
         "seconds": 180,
         "min_figures": 6,  # + the anchors explorer, an Image widget
     },
+    "05_segmentation": {
+        "floors": {"05_segmentation/unet_mIoU": 0.85, "05_segmentation/hourglass_mIoU": 0.8},
+        "seconds": 180,
+        "min_figures": 7,  # + the U-Net comparison slider, an Image widget
+    },
 }
 
 
@@ -75,6 +80,17 @@ def lesson_checks(lab: str, results: dict) -> None:
         medium = {level: results[f"03_retinanet/P{level}_APm"] for level in (3, 4, 5)}
         assert small[3] > max(small[4], small[5]) + 0.1, f"P3 alone should find the small objects best: {small}"
         assert medium[4] > medium[3] + 0.3, f"P4 alone should find the medium objects, P3 not: {medium}"
+    if lab == "05_segmentation":
+        unet, noskip = results["05_segmentation/unet_mIoU"], results["05_segmentation/unet_noskip_mIoU"]
+        assert unet > noskip + 0.05, f"skip connections should help clearly: U-Net {unet:.3f} vs no skips {noskip:.3f}"
+        sharp, blurry = (results[f"05_segmentation/unet{s}_boundary_accuracy"] for s in ("", "_noskip"))
+        assert sharp > blurry + 0.05, f"skips should sharpen the boundaries: {sharp:.3f} vs {blurry:.3f}"
+        stacks = [results[f"05_segmentation/hourglass_stack{s}_mIoU"] for s in (1, 2, 3)]
+        assert all(b >= a - 0.01 for a, b in zip(stacks, stacks[1:])), f"each stack should refine the last: {stacks}"
+        assert results["05_segmentation/convolutionized_mIoU"] < unet - 0.2, "the convolutionized heatmap is coarse"
+        gap = results["05_segmentation/your_miou_vs_reference"]
+        assert gap < 1e-9, f"segmentation_iou on the lab's predictions differs from metrics.mean_iou by {gap}"
+        assert results["05_segmentation/crop_classifier_accuracy"] > 0.9, "the classifier to convolutionize must work"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:

@@ -2,6 +2,7 @@
 
 from .coco import detections_to_coco, encode_mask, shapes_to_coco
 from .real import IGNORE_INDEX, VOC_CLASSES, COCOSubset, OxfordPets, PennFudan, VOCDetection2007, dataset_root
+from .segmentation import object_crops, semantic_tensors
 from .shapes import (
     PRESETS,
     SHAPE_CLASSES,
@@ -28,6 +29,8 @@ __all__ = [
     "detections_to_coco",
     "encode_mask",
     "generate_scene",
+    "object_crops",
+    "semantic_tensors",
     "shapes_to_coco",
     "single_object_tensors",
 ]

@@ -1,6 +1,6 @@
 """Models: backbones (pretrained torchvision weights in full mode, a small from-scratch net otherwise);
 torchvision detectors on small backbones: RetinaNet (``retinanet``), Faster and Mask R-CNN (``rcnn``),
-and their COCO-pretrained versions for full mode."""
+and their COCO-pretrained versions for full mode; segmentation networks (U-Net, stacked hourglass)."""
 
 from .backbones import SmallBackbone, WeightsUnavailable, load_backbone, load_pretrained, pretrained_state_dict
 from .rcnn import RCNNBackbone, build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn
@@ -12,8 +12,12 @@ from .retinanet import (
     only_levels,
     replace_classifier,
 )
+from .segmentation import Hourglass, StackedHourglass, UNet
 
 __all__ = [
+    "Hourglass",
+    "StackedHourglass",
+    "UNet",
     "RCNNBackbone",
     "SmallBackbone",
     "WeightsUnavailable",

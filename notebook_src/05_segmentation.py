@@ -1,0 +1,817 @@
+"""The source of solutions/05_segmentation/05_segmentation.ipynb (`make notebooks`, or
+`python notebook_src/05_segmentation.py solutions/05_segmentation/05_segmentation.ipynb`)."""
+
+from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
+
+md("intro", colab_badge("05_segmentation") + r"""
+# Lab 05 — Semantic segmentation: FCN, transposed convolution, U-Net, stacked hourglass
+
+*CNNs part II — beyond image classification.*
+
+Detection draws a box around each object. **Semantic segmentation** labels every **pixel** with a
+class (here: background, circle, square, triangle). The output is an image of class scores,
+$(K, H, W)$ for $K$ classes, trained with a cross-entropy per pixel.
+
+The path of this lab follows the slides:
+
+1. **Convolutionize** — a classifier's fully connected layers are convolutions in disguise.
+   Rewrite them as convolutions (exercise 1) and the classifier slides over a larger image for
+   free: a coarse class **heatmap** without any pixel labels (Long, Shelhamer, Darrell, *Fully
+   Convolutional Networks for Semantic Segmentation*, CVPR 2015; Sermanet et al., *OverFeat*, 2014).
+2. **Deconvolution** — to go back to full resolution, upsample with a **transposed convolution**.
+   Write it from scratch (exercise 2) and see it as the transpose of the convolution's matrix;
+   initialise it as bilinear interpolation.
+3. **Measure** a segmentation: per-class IoU and mIoU with an ignore label (exercise 3).
+4. **U-Net** (Ronneberger, Fischer, Brox, MICCAI 2015) — an encoder–decoder whose **skip
+   connections** bring the sharp early features to the decoder. Measured against the same
+   network without skips.
+5. **Stacked hourglass** (Newell, Yang, Deng, ECCV 2016) — U-Net-like blocks in sequence, a loss at
+   every stack (exercise 4), each stack refining the previous one.
+""")
+
+setup_cell(r"""
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.transforms import v2
+
+from course_utils import viz
+from course_utils.config import by_mode, record, setup
+from course_utils.data import IGNORE_INDEX, OxfordPets, ShapesDataset, dataset_root, object_crops, semantic_tensors
+from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
+from course_utils.metrics import confusion_matrix
+from course_utils.metrics import mean_iou as reference_mean_iou
+from course_utils.metrics import per_class_iou as reference_per_class_iou
+from course_utils.models import StackedHourglass, UNet, load_backbone
+from course_utils.train import fit, predict
+""")
+
+md("data-md", r"""
+## 1. The data: a class for every pixel
+
+Offline, the synthetic shapes again (64×64 pixels, 1 to 4 objects): each image comes with a
+`semantic_mask`, the class index of every pixel — 0 for the background, 1..3 for the shapes. In
+`full` mode the same code runs on the Oxford-IIIT Pet **trimaps** (background / cat / dog at
+128×128); their uncertain border ring is marked `IGNORE_INDEX` (−100, the default `ignore_index` of
+`F.cross_entropy`): those pixels count neither in the loss nor in the metrics, like the "void"
+borders of Pascal VOC.
+""")
+
+readonly("data", r"""
+IMAGE_SIZE = by_mode(smoke=64, fast=64, full=128)
+if MODE == "full":
+    # Oxford-IIIT Pet trimaps (downloaded once, about 800 MB, sha256-verified; the same as
+    # `make data NAME=oxford_pets`); a fifth of the trainval list is held out for testing.
+    pets_root = dataset_root("oxford_pets")
+    if not (pets_root / "annotations" / "list.txt").is_file():
+        from data_scripts.download import fetch_dataset
+
+        pets_root = fetch_dataset("oxford_pets", pets_root.parent)
+    pets = OxfordPets(pets_root, "trainval", labels="species", trimap=True, border="ignore",
+                      transforms=v2.Resize((IMAGE_SIZE, IMAGE_SIZE), antialias=True))
+    CLASS_NAMES = ["background", *pets.class_names]
+    images, masks = semantic_tensors(pets)  # (N, 3, H, W), (N, H, W)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    n_test = max(1, len(order) // 5)
+    test_images, test_masks = images[order[:n_test]], masks[order[:n_test]]
+    train_images, train_masks = images[order[n_test:]], masks[order[n_test:]]
+else:
+    train_set = ShapesDataset(by_mode(smoke=32, fast=1200, full=0), IMAGE_SIZE, seed=0)
+    test_set = ShapesDataset(by_mode(smoke=16, fast=200, full=0), IMAGE_SIZE, seed=1)  # unseen
+    train_images, train_masks = semantic_tensors(train_set)  # (N, 3, H, W), (N, H, W)
+    test_images, test_masks = semantic_tensors(test_set)
+    CLASS_NAMES = ["background", *ShapesDataset(1).class_names]
+NUM_CLASSES = len(CLASS_NAMES)  # background included
+train_loader = DataLoader(TensorDataset(train_images, train_masks), batch_size=16, shuffle=True)
+test_loader = DataLoader(TensorDataset(test_images, test_masks), batch_size=100)
+print(f"train {tuple(train_images.shape)}, test {tuple(test_images.shape)}, classes {CLASS_NAMES}")
+counted = test_masks[test_masks != IGNORE_INDEX]
+print("test pixels per class:", {n: f"{(counted == k).float().mean():.1%}" for k, n in enumerate(CLASS_NAMES)})
+
+
+def show_masks(images, columns, titles, n=4):
+    \"\"\"One row per image: the image, then each (N, H, W) class map of ``columns`` overlaid on it.\"\"\"
+    n = min(n, len(images), *(len(maps) for maps in columns))
+    fig, axes = plt.subplots(n, 1 + len(columns), figsize=(2.3 * (1 + len(columns)), 2.3 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(viz.to_hwc(images[i])); axes[i, 0].set_axis_off()
+        for j, maps in enumerate(columns):
+            shown = maps[i].clone(); shown[shown == IGNORE_INDEX] = 0
+            viz.draw_semantic_mask(images[i], shown, num_classes=NUM_CLASSES, alpha=0.6, ax=axes[i, j + 1])
+    for j, title in enumerate(["image", *titles]):
+        axes[0, j].set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+show_masks(test_images, [test_masks], ["ground truth"]);
+""")
+
+md("conv-md", r"""
+## 2. Convolutionize (exercise 1, 2 points)
+
+Take an ordinary classifier: convolutions and pooling produce a feature map $(C, h, w)$, which is
+**flattened** into a vector of $C h w$ numbers and fed to fully connected (Dense) layers. Look at
+one output unit $o$ of the first Dense layer:
+
+$$y_o = b_o + \sum_{c, i, j} W_{o,\,(c, i, j)}\; x_{c, i, j}.$$
+
+That is exactly a **convolution with a kernel of size $h \times w$** evaluated at one position:
+weights $W_{o, c, i, j}$, bias $b_o$. The following Dense layers see a $1 \times 1$ "map", so
+they are $1 \times 1$ convolutions. Rewritten this way the network computes *the same outputs* at
+the training size — but it now accepts **any larger image** and returns a **map** of class scores:
+the classifier evaluated on every window, sharing all computation between overlapping windows.
+
+Flattening a `(C, h, w)` tensor in PyTorch runs over $c$ first, then $i$ (rows), then $j$
+(columns): `x.flatten(1)[:, c * h * w + i * w + j] == x[:, c, i, j]`.
+
+Write `convolutionize(linear, in_shape)`: given an `nn.Linear` that was applied to flattened
+`(C, h, w)` features (`in_shape = (C, h, w)`), return the equivalent `nn.Conv2d` (`C` input
+channels, `linear.out_features` output channels, kernel `(h, w)`, a bias only if `linear` has one)
+holding the same weights. Raise a `ValueError` if `in_shape` does not match `linear.in_features`.
+""")
+
+solution("ex1-convolutionize", r"""
+def convolutionize(linear: nn.Linear, in_shape: tuple[int, int, int]) -> nn.Conv2d:
+    \"\"\"nn.Linear(C*h*w -> D) applied to flattened (C, h, w) features -> the equivalent nn.Conv2d(C, D, (h, w)).\"\"\"
+    ### BEGIN SOLUTION
+    channels, h, w = in_shape
+    if linear.in_features != channels * h * w:
+        raise ValueError(f"in_shape={in_shape} has {channels * h * w} values but the layer expects "
+                         f"{linear.in_features} inputs")
+    conv = nn.Conv2d(channels, linear.out_features, kernel_size=(h, w), bias=linear.bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.reshape(linear.out_features, channels, h, w))  # (D, C, h, w)
+        if linear.bias is not None:
+            conv.bias.copy_(linear.bias)
+    return conv
+    ### END SOLUTION
+""")
+
+tests("test-convolutionize", r"""
+torch.manual_seed(0)
+linear = nn.Linear(2 * 3 * 3, 5)
+conv = convolutionize(linear, (2, 3, 3))
+assert isinstance(conv, nn.Conv2d), f"convolutionize should return an nn.Conv2d, got {type(conv).__name__}"
+x = torch.randn(4, 2, 3, 3)
+with torch.no_grad():
+    out = conv(x)
+    check_shape(out, (4, 5, 1, 1), name="conv(x) at the training size", hint="kernel (h, w) covers the whole map")
+    check_close(out.flatten(1), linear(x.flatten(1)), name="conv(x) vs linear(x.flatten(1))", atol=1e-5,
+                hint="weight (D, C*h*w) -> (D, C, h, w), in the order flatten() uses; keep the bias")
+    big = torch.randn(2, 2, 6, 7)  # a larger input: the Dense layer applied to every 3x3 window
+    windows = F.unfold(big, kernel_size=(3, 3))  # (N, C*3*3, L): each window flattened like flatten() does
+    expected = (linear.weight @ windows + linear.bias[:, None]).reshape(2, 5, 4, 5)
+    check_close(conv(big), expected, name="conv on a larger input (every window)", atol=1e-5)
+print("visible checks passed")
+### BEGIN HIDDEN TESTS
+for (c_, h_, w_), d_, bias_, n_ in [((3, 2, 5), 4, False, 1), ((8, 1, 1), 6, True, 3), ((1, 4, 4), 2, True, 2),
+                                     ((4, 3, 2), 7, True, 5)]:
+    torch.manual_seed(h_ * 10 + w_)
+    lin = nn.Linear(c_ * h_ * w_, d_, bias=bias_)
+    if bias_:
+        nn.init.normal_(lin.bias)
+    before = lin.weight.detach().clone()
+    cv = convolutionize(lin, (c_, h_, w_))
+    assert isinstance(cv, nn.Conv2d), "convolutionize should return an nn.Conv2d"
+    assert (cv.bias is None) == (not bias_), f"the conv needs a bias exactly when the linear layer has one ({bias_})"
+    check_equal(tuple(cv.kernel_size), (h_, w_), name=f"kernel_size for in_shape={(c_, h_, w_)}")
+    with torch.no_grad():
+        xs = torch.randn(n_, c_, h_, w_)
+        check_close(cv(xs).flatten(1), lin(xs.flatten(1)), atol=1e-5,
+                    name=f"convolutionize, in_shape={(c_, h_, w_)}, bias={bias_}",
+                    hint="(C, h, w) flatten order; bias copied")
+        bigger = torch.randn(n_, c_, h_ + 3, w_ + 2)
+        cols = F.unfold(bigger, kernel_size=(h_, w_))
+        ref = lin.weight @ cols + (lin.bias[:, None] if bias_ else 0)
+        check_close(cv(bigger), ref.reshape(n_, d_, 4, 3), atol=1e-5,
+                    name=f"convolutionize on a larger input, in_shape={(c_, h_, w_)}")
+    check_equal(lin.weight.detach(), before, name="the linear layer's weights must not change")
+### END HIDDEN TESTS
+""", points=2)
+
+md("clf-md", r"""
+### A classifier to convolutionize
+
+This section uses the synthetic shapes in every mode. The classifier sees **32×32 crops**: centred
+on an object (its class) or on an empty area (class 0, background), cut from 64×64 training
+images. Three conv–pool stages give a `(32, 4, 4)` feature map; two Dense layers classify it.
+""")
+
+readonly("classifier", r"""
+CROP = 32
+crop_source = ShapesDataset(by_mode(smoke=24, fast=600, full=2000), 64, seed=10)
+SHAPE_NAMES = ["background", *crop_source.class_names]
+crops, crop_labels = object_crops(crop_source, CROP, backgrounds_per_image=1, seed=0)  # (M, 3, 32, 32), (M,)
+print(f"{len(crops)} crops; per class:", {n: int((crop_labels == k).sum()) for k, n in enumerate(SHAPE_NAMES)})
+torch.manual_seed(0)
+classifier = nn.Sequential(
+    nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),   # (B, 16, 16, 16)
+    nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 8, 8)
+    nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 4, 4)
+    nn.Flatten(),                                                                     # (B, 512)
+    nn.Linear(32 * 4 * 4, 64), nn.ReLU(),                                             # (B, 64)
+    nn.Linear(64, 4),                                                                 # (B, 4): background + 3 shapes
+)
+n_val = len(crops) // 5
+fit(classifier, DataLoader(TensorDataset(crops[n_val:], crop_labels[n_val:]), batch_size=64, shuffle=True),
+    torch.optim.Adam(classifier.parameters(), lr=3e-3), by_mode(smoke=3, fast=200, full=600),
+    loss_fn=F.cross_entropy, seed=0, log_every=50)
+classifier.eval()
+with torch.no_grad():
+    crop_accuracy = (classifier(crops[:n_val]).argmax(1) == crop_labels[:n_val]).float().mean().item()
+print(f"crop classification accuracy on held-out crops: {crop_accuracy:.3f}")
+record("05_segmentation/crop_classifier_accuracy", crop_accuracy)
+""")
+
+md("fcn-md", r"""
+Now convolutionize the two Dense layers: the first becomes a 4×4 convolution, the second a 1×1
+convolution. On a 32×32 crop the outputs are identical; on a 64×64 image the same weights give a
+5×5 map. Each output cell $(i, j)$ is the classifier applied to the window of pixels
+$[8i, 8i + 32) \times [8j, 8j + 32)$: the **stride** of the map is the network's total
+downsampling (3 poolings: 8), its **receptive field** the crop size. (Near the edges of a window
+the results differ slightly from classifying the crop alone: inside a large image, the zero
+padding of the crop is replaced by real neighbouring pixels.)
+""")
+
+readonly("fully-conv", r"""
+features = classifier[:12]  # the conv-pool stages: (B, 3, H, W) -> (B, 32, H/8, W/8)
+fully_conv = nn.Sequential(features, convolutionize(classifier[13], (32, 4, 4)), nn.ReLU(),
+                           convolutionize(classifier[15], (64, 1, 1))).eval()
+with torch.no_grad():
+    same = torch.allclose(fully_conv(crops[:64]).flatten(1), classifier(crops[:64]), atol=1e-4)
+    print("identical outputs on 32x32 crops:", same)
+    scene_images = test_images[:8] if MODE != "full" else semantic_tensors(ShapesDataset(8, 64, seed=1))[0]
+    print("a 64x64 image gives a map of shape", tuple(fully_conv(scene_images[:1]).shape))
+
+
+def heatmap_to_pixels(scores: torch.Tensor, window: int = CROP, stride: int = 8) -> torch.Tensor:
+    \"\"\"(B, K, n, m) window scores -> (B, K, (n-1)*stride + window, ...) pixel scores: each cell's value is
+    placed at the centre of its window, interpolated bilinearly in between, repeated beyond the outer centres.\"\"\"
+    up = F.interpolate(scores, scale_factor=stride, mode="bilinear", align_corners=False)  # centres: stride*(i + 1/2)
+    margin = (window - stride) // 2
+    return F.pad(up, (margin, margin, margin, margin), mode="replicate")  # shift centres to stride*i + window/2
+
+
+big_scene = ShapesDataset(1, 128, seed=7, min_objects=5, max_objects=8, size_range=(0.075, 0.2))  # same object sizes
+big_image, big_target = big_scene[0]
+with torch.no_grad():
+    big_scores = fully_conv(big_image[None].as_subclass(torch.Tensor))  # (1, 4, 13, 13)
+    probs = big_scores.softmax(1)[0]
+fig, axes = plt.subplots(1, 5, figsize=(15, 3.3))
+viz.draw_semantic_mask(big_image, big_target["semantic_mask"], ax=axes[0]); axes[0].set_title("128x128 image, truth")
+for k in range(1, 4):
+    axes[k].imshow(probs[k], vmin=0, vmax=1, cmap="magma"); axes[k].set_title(f"p({SHAPE_NAMES[k]}), 13x13 map")
+    axes[k].set_axis_off()
+coarse = heatmap_to_pixels(big_scores).argmax(1)[0]
+viz.draw_semantic_mask(big_image, coarse, ax=axes[4]); axes[4].set_title("argmax, upsampled")
+fig.tight_layout()
+""")
+
+md("fcn-coarse-md", r"""
+No pixel label was used: the classifier only ever saw crops with one class each, and yet it
+finds *where* each class is. But the map is coarse — one value every 8 pixels, from a window of
+32 — so shapes come out as blobs. How good is it as a segmentation? The mIoU (defined in
+exercise 3) of the upsampled heatmap on the test images is printed after exercise 3. FCN (Long et
+al.) therefore **learns the upsampling**, trained on pixel labels: next section.
+""")
+
+md("tconv-md", r"""
+## 3. Transposed convolution (exercise 2, 3 points)
+
+A convolution with stride $s$ shrinks; the **transposed convolution** ("deconvolution" in the FCN
+paper, a misnomer) goes the other way. Its simplest description is a **scatter-add**: every input
+pixel $x[c_{in}, p, q]$ stamps a copy of the kernel, scaled by its value, onto the output at
+position $(s\,p, s\,q)$; overlapping stamps add up:
+
+$$y_{\text{full}}[c_{out},\, s\,p + i,\, s\,q + j] \mathrel{+}= x[c_{in}, p, q]\; W[c_{in}, c_{out}, i, j].$$
+
+The full output has $(H - 1)\,s + k$ rows. Then, to mirror the convolution with the same
+arguments (which pads its input by $p$ on each side), `padding` **removes** $p$ rows and columns
+on each side of the full output, and `output_padding` $\in [0, s)$ adds rows/columns at the
+bottom/right (it resolves the ambiguity of stride: convolutions of inputs of sizes 7 and 8 with
+stride 2 both give 4):
+
+$$H_{out} = (H - 1)\,s - 2p + k + \text{output\_padding}.$$
+
+Note the weight layout of `nn.ConvTranspose2d`: `(C_in, C_out, k_h, k_w)` — the transpose of a
+convolution from `C_out` to `C_in` channels.
+
+Write `conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0)` for `x` of
+shape `(N, C_in, H, W)`, `weight` `(C_in, C_out, k_h, k_w)`, `bias` `(C_out,)` or None, and integer
+`stride`, `padding`, `output_padding` (the same for both dimensions), giving exactly what
+`F.conv_transpose2d` gives (without calling it, `F.conv2d` or `F.fold`). Loop over the kernel
+positions $(i, j)$ (not over pixels); `torch.einsum` or a matrix product handles the channels.
+""")
+
+solution("ex2-conv-transpose", r"""
+def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
+                     padding: int = 0, output_padding: int = 0) -> torch.Tensor:
+    \"\"\"x (N, C_in, H, W), weight (C_in, C_out, kh, kw) -> (N, C_out, H_out, W_out), with
+    H_out = (H - 1) * stride - 2 * padding + kh + output_padding (W_out likewise).\"\"\"
+    ### BEGIN SOLUTION
+    n, _, h, w = x.shape
+    _, c_out, kh, kw = weight.shape
+    full = x.new_zeros(n, c_out, (h - 1) * stride + kh + output_padding, (w - 1) * stride + kw + output_padding)
+    for i in range(kh):
+        for j in range(kw):
+            stamp = torch.einsum("nchw,cd->ndhw", x, weight[:, :, i, j])  # (N, C_out, H, W)
+            full[:, :, i:i + (h - 1) * stride + 1:stride, j:j + (w - 1) * stride + 1:stride] += stamp
+    h_out = (h - 1) * stride - 2 * padding + kh + output_padding
+    w_out = (w - 1) * stride - 2 * padding + kw + output_padding
+    out = full[:, :, padding:padding + h_out, padding:padding + w_out]
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+    ### END SOLUTION
+""")
+
+tests("test-conv-transpose", r"""
+x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, 1, 2, 2)
+ones = torch.ones(1, 1, 2, 2)
+blocks = torch.tensor([[[[1.0, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]]])
+check_close(conv_transpose2d(x, ones, stride=2), blocks,
+            name="stride 2, 2x2 kernel of ones", inputs={"x": x}, hint="each input pixel stamps the kernel at (2p, 2q)")
+check_close(conv_transpose2d(x, ones), torch.tensor([[[[1.0, 3, 2], [4, 10, 6], [3, 7, 4]]]]),
+            name="stride 1, 2x2 kernel of ones", inputs={"x": x}, hint="overlapping stamps add up")
+torch.manual_seed(0)
+x = torch.randn(2, 2, 4, 5)
+weight, bias = torch.randn(2, 3, 3, 3), torch.randn(3)
+check_close(conv_transpose2d(x, weight, bias, stride=2, padding=1, output_padding=1),
+            F.conv_transpose2d(x, weight, bias, stride=2, padding=1, output_padding=1),
+            name="conv_transpose2d(stride=2, padding=1, output_padding=1) vs F.conv_transpose2d", atol=1e-5,
+            hint="H_out = (H - 1) * stride - 2 * padding + k + output_padding")
+print("visible checks passed")
+### BEGIN HIDDEN TESTS
+g = torch.Generator().manual_seed(1)
+cases = []
+for stride_ in (1, 2, 3):
+    for (kh_, kw_) in ((1, 1), (2, 2), (3, 3), (4, 4), (3, 2)):
+        for padding_ in range(0, min(kh_, kw_)):
+            for output_padding_ in range(stride_):
+                cases.append((stride_, kh_, kw_, padding_, output_padding_))
+for idx, (stride_, kh_, kw_, padding_, output_padding_) in enumerate(cases):
+    c_in, c_out = [(1, 1), (2, 3), (3, 2), (4, 4)][idx % 4]
+    n_, h_, w_ = [(1, 1, 1), (2, 3, 4), (1, 5, 2), (3, 4, 4)][idx % 4]
+    xs = torch.randn(n_, c_in, h_, w_, generator=g, dtype=torch.float64)
+    wt = torch.randn(c_in, c_out, kh_, kw_, generator=g, dtype=torch.float64)
+    bs = torch.randn(c_out, generator=g, dtype=torch.float64) if idx % 2 else None
+    try:
+        expected = F.conv_transpose2d(xs, wt, bs, stride=stride_, padding=padding_, output_padding=output_padding_)
+    except RuntimeError:
+        continue  # an output size of 0 or less: not a valid configuration
+    check_close(conv_transpose2d(xs, wt, bs, stride=stride_, padding=padding_, output_padding=output_padding_),
+                expected, atol=1e-9,
+                name=(f"conv_transpose2d(stride={stride_}, padding={padding_}, output_padding={output_padding_}) "
+                      f"with C_in={c_in}, C_out={c_out}, kernel {kh_}x{kw_}, input {h_}x{w_}, bias={bs is not None}"),
+                hint="padding crops the full output on both sides; output_padding adds rows at the bottom/right; "
+                     "weight is (C_in, C_out, kh, kw); no kernel flip in the scatter view")
+### END HIDDEN TESTS
+""", points=3)
+
+md("tconv-matrix-md", r"""
+### The transpose of the convolution matrix
+
+A convolution is linear: on a flattened input $\mathbf{x} \in \mathbb{R}^{C_{in} H W}$ it is a
+(sparse) matrix product $\mathbf{y} = C\,\mathbf{x}$. Column $k$ of $C$ is the convolution of the
+$k$-th basis image. The **transposed** convolution with the same kernel is the product with
+$C^\top$ — hence the name, and why it is also the **gradient** of the convolution with respect to
+its input. Below: $C$ for a 3×3 kernel, stride 2, padding 1 on a 5×5 input, and the check that
+$C^\top \mathbf{y}$ is your `conv_transpose2d` of $\mathbf{y}$.
+""")
+
+readonly("tconv-matrix", r"""
+torch.manual_seed(0)
+kernel = torch.randn(1, 1, 3, 3, dtype=torch.float64)
+basis = torch.eye(25, dtype=torch.float64).reshape(25, 1, 5, 5)  # every one-pixel image
+C = F.conv2d(basis, kernel, stride=2, padding=1).reshape(25, -1).T  # (9, 25): y = C x
+y = torch.randn(1, 1, 3, 3, dtype=torch.float64)
+via_matrix = (C.T @ y.flatten()).reshape(1, 1, 5, 5)
+yours = conv_transpose2d(y, kernel, stride=2, padding=1)
+print("C^T y == conv_transpose2d(y):", torch.allclose(via_matrix, yours))
+fig, axes = plt.subplots(1, 2, figsize=(11, 2.6), gridspec_kw={"width_ratios": [3, 1]})
+axes[0].imshow(C, cmap="coolwarm"); axes[0].set_title("C: 3x3 outputs (rows) x 5x5 inputs (columns)")
+axes[1].imshow(C.T @ C, cmap="coolwarm"); axes[1].set_title("C^T C")
+fig.tight_layout()
+""")
+
+md("bilinear-md", r"""
+### Bilinear initialisation
+
+FCN initialises its upsampling layers to **bilinear interpolation**, then lets training adjust
+them. For a factor $f$, the kernel has size $k = 2f$, stride $f$, padding $f/2$, and is the outer
+product of a 1-D "tent" $t_i = 1 - |i - c| / f$ with centre $c = (k - 1)/2$, applied to each
+channel separately (weight $(C, C, k, k)$, zero between different channels). Away from the
+borders it gives exactly `F.interpolate(..., mode="bilinear", align_corners=False)`; at the
+borders the missing neighbours count as zeros.
+""")
+
+readonly("bilinear", r"""
+def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
+    \"\"\"(channels, channels, 2f, 2f) weight of a transposed convolution that upsamples by ``factor`` bilinearly.\"\"\"
+    k = 2 * factor
+    centre = (k - 1) / 2
+    tent = 1 - (torch.arange(k, dtype=torch.float32) - centre).abs() / factor  # (k,)
+    weight = torch.zeros(channels, channels, k, k)
+    weight[range(channels), range(channels)] = tent[:, None] * tent[None, :]
+    return weight
+
+
+factor = 4
+small = test_images[:1, :, ::8, ::8]  # (1, 3, 8, 8)
+upsampled = conv_transpose2d(small, bilinear_kernel(3, factor), stride=factor, padding=factor // 2)
+reference = F.interpolate(small, scale_factor=factor, mode="bilinear", align_corners=False)
+inner = (slice(None), slice(None), slice(factor, -factor), slice(factor, -factor))
+print(f"{tuple(small.shape)} -> {tuple(upsampled.shape)}; max difference to F.interpolate away from the border: "
+      f"{(upsampled - reference)[inner].abs().max():.2e}")
+fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+for ax, im, title in zip(axes, [small, upsampled, reference], ["8x8 input", "transposed conv, bilinear init",
+                                                                "F.interpolate(bilinear)"]):
+    ax.imshow(viz.to_hwc(im[0].clamp(0, 1))); ax.set_title(title); ax.set_axis_off()
+fig.tight_layout()
+""")
+
+md("ex3-md", r"""
+## 4. Measuring a segmentation: IoU per class and mIoU (exercise 3, 2 points)
+
+For each class $c$, over **all** counted pixels of the evaluated set (not image by image):
+
+$$\mathrm{IoU}_c = \frac{TP_c}{TP_c + FP_c + FN_c}
+= \frac{|\text{pred} = c \,\wedge\, \text{target} = c|}{|\text{pred} = c \,\vee\, \text{target} = c|},
+\qquad \mathrm{mIoU} = \frac{1}{|\mathcal{C}|} \sum_{c \in \mathcal{C}} \mathrm{IoU}_c .$$
+
+The conventions, which decide the number you report:
+
+* the prediction is the **argmax over the class dimension** of the logits `(N, K, H, W)`;
+* pixels whose target is `ignore_index` are **not counted at all** — neither as a miss nor as a
+  false positive for the class predicted there;
+* the **background is a class** like the others and is included in the mean;
+* a class absent from both the predictions and the targets has an undefined IoU ($0/0$): return
+  **NaN** for it and leave it **out of the mean** ($\mathcal{C}$ = classes with a non-empty union).
+  Counting it as 0 would punish a model for a class the test set does not contain. This is what
+  MMSegmentation's `IoUMetric` and Hugging Face's `mean_iou` do (a `nanmean` over classes); Pascal
+  VOC's devkit and Cityscapes' scripts likewise accumulate one confusion matrix over the whole
+  test set and average over classes, where every class occurs;
+* the mean is over **classes**, not pixels (a mean over pixels is the *pixel accuracy*, dominated
+  by the background).
+
+Write `segmentation_iou(logits, target, num_classes, ignore_index=IGNORE_INDEX)` returning
+`(iou, miou)`: `iou` a float64 tensor `(num_classes,)` with NaN for undefined classes, `miou` a
+Python float (NaN if no class is defined).
+""")
+
+solution("ex3-iou", r"""
+def segmentation_iou(logits: torch.Tensor, target: torch.Tensor, num_classes: int,
+                     ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, float]:
+    \"\"\"logits (N, K, H, W), target (N, H, W) -> IoU per class (K,) float64 (NaN if undefined), mIoU.\"\"\"
+    ### BEGIN SOLUTION
+    pred = logits.argmax(dim=1)  # (N, H, W)
+    counted = target != ignore_index
+    pred, target = pred[counted], target[counted]  # (P,) counted pixels
+    iou = torch.full((num_classes,), float("nan"), dtype=torch.float64)
+    for c in range(num_classes):
+        is_pred, is_true = pred == c, target == c
+        union = (is_pred | is_true).sum()
+        if union > 0:
+            iou[c] = (is_pred & is_true).sum().double() / union
+    return iou, float(iou.nanmean())
+    ### END SOLUTION
+""")
+
+tests("test-iou", r"""
+logits = torch.zeros(1, 3, 2, 3)
+logits[0, 1, 0, :2] = 1  # prediction: [[1, 1, 0], [0, 0, 0]]
+target = torch.tensor([[[1, 0, 0], [0, 0, IGNORE_INDEX]]])
+iou, miou = segmentation_iou(logits, target, 3)
+# class 0: TP 3, pred 3 (the ignored pixel does not count), true 4 -> 3/4; class 1: 1/2; class 2: absent -> NaN
+check_close(iou, torch.tensor([0.75, 0.5, float("nan")], dtype=torch.float64), name="per-class IoU",
+            inputs={"pred (argmax)": logits.argmax(1), "target": target},
+            hint="skip ignored pixels entirely; NaN for a class in neither prediction nor target")
+check_close(miou, 0.625, name="mIoU", hint="mean over the classes with a defined IoU, background included")
+torch.manual_seed(0)
+logits = torch.randn(3, 4, 8, 6)
+target = torch.randint(0, 4, (3, 8, 6))
+target[0, :2] = IGNORE_INDEX
+cm = confusion_matrix(logits.argmax(1), target, 4, ignore_index=IGNORE_INDEX)  # the course's reference
+iou, miou = segmentation_iou(logits, target, 4)
+check_close(iou, reference_per_class_iou(cm), name="per-class IoU vs a confusion-matrix reference")
+check_close(miou, reference_mean_iou(cm), name="mIoU vs a confusion-matrix reference")
+print("visible checks passed")
+### BEGIN HIDDEN TESTS
+g = torch.Generator().manual_seed(3)
+for n_, k_, h_, w_, ign in [(2, 5, 7, 9, IGNORE_INDEX), (1, 2, 4, 4, 255), (4, 6, 5, 3, IGNORE_INDEX),
+                            (5, 3, 6, 6, 255)]:
+    lg = torch.randn(n_, k_, h_, w_, generator=g)
+    lg[:, k_ - 1] -= 10  # the last class is never predicted ...
+    tg = torch.randint(0, max(k_ - 2, 1), (n_, h_, w_), generator=g)  # ... nor present: NaN, excluded
+    tg[torch.rand(n_, h_, w_, generator=g) < 0.2] = ign
+    tg[0, 0, 0] = k_ - 2  # a class only in the target
+    cm_ = confusion_matrix(lg.argmax(1), tg, k_, ignore_index=ign)
+    iou_, miou_ = segmentation_iou(lg, tg, k_, ignore_index=ign)
+    check_close(iou_, reference_per_class_iou(cm_), name=f"per-class IoU, {n_} images, {k_} classes, ignore {ign}",
+                hint="one count over all images; ignored pixels skipped; argmax over dim 1")
+    check_close(miou_, reference_mean_iou(cm_), name=f"mIoU, {n_} images, {k_} classes, ignore {ign}")
+    assert isinstance(miou_, float), f"mIoU should be a Python float, got {type(miou_).__name__}"
+# images with very different numbers of counted pixels: one count over the set, not a mean of per-image scores
+lg = torch.randn(2, 3, 6, 6, generator=g)
+tg = torch.randint(0, 3, (2, 6, 6), generator=g)
+tg[1, :5] = IGNORE_INDEX
+cm_ = confusion_matrix(lg.argmax(1), tg, 3, ignore_index=IGNORE_INDEX)
+check_close(segmentation_iou(lg, tg, 3)[1], reference_mean_iou(cm_), name="mIoU over a set of unequal images",
+            hint="accumulate over all pixels of all images, then divide")
+perfect = torch.zeros(1, 3, 2, 2); perfect[0, 0] = 1
+iou_, miou_ = segmentation_iou(perfect, torch.zeros(1, 2, 2, dtype=torch.long), 3)
+check_close(miou_, 1.0, name="mIoU when only the background is present and predicted",
+            hint="classes absent from both are NaN and left out of the mean")
+### END HIDDEN TESTS
+""", points=2)
+
+readonly("coarse-miou", r"""
+with torch.no_grad():
+    coarse_scores = heatmap_to_pixels(fully_conv(scene_images))  # (B, 4, 64, 64)
+scene_masks = test_masks[:8] if MODE != "full" else semantic_tensors(ShapesDataset(8, 64, seed=1))[1]
+_, coarse_miou = segmentation_iou(coarse_scores, scene_masks, 4)
+print(f"convolutionized classifier, upsampled heatmap: mIoU {coarse_miou:.3f} (no pixel labels used)")
+record("05_segmentation/convolutionized_mIoU", coarse_miou)
+""")
+
+md("unet-md", r"""
+## 5. U-Net: an encoder, a decoder, and skips
+
+An FCN upsamples a coarse map in one or a few big steps, so its masks stay blobby. **U-Net**
+(Ronneberger et al., 2015) makes the decoder a mirror of the encoder:
+
+* **encoder**: at each level two 3×3 convolutions, then a 2×2 max-pool (resolution / 2, channels × 2);
+* **decoder**: at each level a **transposed convolution** (kernel 2, stride 2) doubles the
+  resolution, then two 3×3 convolutions;
+* **skip connections**: the encoder's features of the same resolution are **concatenated** to the
+  upsampled ones before those convolutions;
+* a final 1×1 convolution gives the $K$ class logits at every pixel.
+
+Deep features know **what** (large receptive field, semantics) but have lost **where** (they are
+8× coarser here); early features are sharp but know little. The skips give the decoder both. Here
+the model is `course_utils.models.UNet` (widths 8, 32, 64, 128: three poolings); `skips=False`
+gives the same network with the concatenations removed. Both are trained with the same steps and
+the per-pixel cross-entropy (`F.cross_entropy` skips `IGNORE_INDEX` pixels by default).
+""")
+
+readonly("unet-train", r"""
+UNET_STEPS = by_mode(smoke=3, fast=300, full=3000)
+
+
+def train_segmenter(model, steps=UNET_STEPS, loss_fn=F.cross_entropy, lr=3e-3):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 3), pct_start=0.2)
+    return fit(model, train_loader, optimizer, steps, loss_fn=loss_fn, scheduler=scheduler, seed=0, device=DEVICE,
+               log_every=25)
+
+
+torch.manual_seed(0)
+unet = UNet(NUM_CLASSES, widths=(8, 32, 64, 128), skips=True)
+unet_history = train_segmenter(unet)
+torch.manual_seed(0)
+unet_noskip = UNet(NUM_CLASSES, widths=(8, 32, 64, 128), skips=False)
+noskip_history = train_segmenter(unet_noskip)
+fig, ax = plt.subplots(figsize=(5, 3.2))
+ax.plot(unet_history["step"], unet_history["loss"], label="U-Net (skips)")
+ax.plot(noskip_history["step"], noskip_history["loss"], label="without skips")
+ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("cross-entropy"); ax.legend(); ax.grid(alpha=0.3);
+""")
+
+md("unet-eval-md", r"""
+Evaluate both with **your** `segmentation_iou` (checked against the confusion-matrix reference of
+`course_utils.metrics`). To see *where* the skips help, also measure the pixel accuracy in a
+2-pixel band around every class boundary: the pixels where sharpness matters.
+""")
+
+readonly("unet-eval", r"""
+def boundary_band(masks: torch.Tensor, width: int = 2) -> torch.Tensor:
+    \"\"\"(N, H, W) class maps -> (N, H, W) bool: pixels within ``width`` of a change of class.\"\"\"
+    m = masks.float()[:, None]
+    edges = torch.zeros_like(m, dtype=torch.bool)
+    edges[..., 1:, :] |= m[..., 1:, :] != m[..., :-1, :]
+    edges[..., :, 1:] |= m[..., :, 1:] != m[..., :, :-1]
+    return F.max_pool2d(edges.float(), 2 * width + 1, stride=1, padding=width)[:, 0] > 0
+
+
+band = boundary_band(test_masks) & (test_masks != IGNORE_INDEX)
+results, gaps = {}, []
+for name, model in [("U-Net", unet), ("no skips", unet_noskip)]:
+    logits, _ = predict(model, test_loader, device=DEVICE)  # (N, K, H, W)
+    iou, miou = segmentation_iou(logits, test_masks, NUM_CLASSES)
+    cm = confusion_matrix(logits.argmax(1), test_masks, NUM_CLASSES, ignore_index=IGNORE_INDEX)
+    gap = abs(miou - reference_mean_iou(cm))
+    print(f"{name}: your segmentation_iou differs from the confusion-matrix reference by {gap:.1e}")
+    boundary_accuracy = (logits.argmax(1) == test_masks)[band].float().mean().item()
+    results[name] = dict(logits=logits, iou=iou, miou=miou, boundary=boundary_accuracy)
+    gaps.append(gap)
+    print(f"{name:9} mIoU {miou:.3f}  boundary accuracy {boundary_accuracy:.3f}  per class: "
+          + ", ".join(f"{n} {v:.3f}" for n, v in zip(CLASS_NAMES, iou.tolist())))
+record("05_segmentation/your_miou_vs_reference", max(gaps))
+unet_miou = record("05_segmentation/unet_mIoU", results["U-Net"]["miou"])
+noskip_miou = record("05_segmentation/unet_noskip_mIoU", results["no skips"]["miou"])
+record("05_segmentation/unet_boundary_accuracy", results["U-Net"]["boundary"])
+record("05_segmentation/unet_noskip_boundary_accuracy", results["no skips"]["boundary"])
+show_masks(test_images, [test_masks, results["no skips"]["logits"].argmax(1), results["U-Net"]["logits"].argmax(1)],
+           ["ground truth", f"no skips (mIoU {noskip_miou:.2f})", f"U-Net (mIoU {unet_miou:.2f})"]);
+""")
+
+md("unet-why-md", r"""
+Without skips the decoder must rebuild the outlines from 8×8 features: the classes are mostly
+right (the deep features carry the semantics) but corners are rounded and thin parts vanish — the
+boundary accuracy shows it. With skips the decoder copies the precise edges from the first level.
+Move the slider to compare image by image.
+""")
+
+readonly("unet-slider", r"""
+def compare(index=0):
+    fig = show_masks(test_images[index:index + 1], [test_masks[index:index + 1],
+                     results["no skips"]["logits"][index:index + 1].argmax(1),
+                     results["U-Net"]["logits"][index:index + 1].argmax(1)], ["truth", "no skips", "U-Net"], n=1)
+    return fig
+
+
+viz.slider_figure(compare, {"index": widgets.IntSlider(value=0, min=0, max=len(test_images) - 1,
+                                                       description="test image")})
+""")
+
+md("ex4-md", r"""
+## 6. Stacked hourglass and intermediate supervision (exercise 4, 2 points)
+
+An **hourglass** is a U-Net-like block (pool down to 1/8, upsample back, with a skip branch at
+every resolution — added, not concatenated). Newell et al. **stack** several: after each
+hourglass a 1×1 head predicts the output, and the features *and* the prediction are mapped back
+and added to the input of the next hourglass, which can correct the previous guess with the whole
+image in view. Each stack's prediction receives a loss against the **same** target
+(**intermediate supervision**): the early stacks get a direct gradient instead of one diluted
+through the later stacks, and each stack learns to refine.
+
+`StackedHourglass(num_classes, num_stacks, channels, depth)` in `course_utils.models` returns a
+tuple of `num_stacks` logits tensors `(N, K, H, W)`. Write its loss:
+
+$$\mathcal{L} = \sum_{s=1}^{S} \mathrm{CE}(\text{logits}_s, \text{target}),$$
+
+the **sum** over stacks (not the mean) of the per-pixel cross-entropy **averaged over the counted
+pixels** of the batch (pixels with `ignore_index` excluded from both numerator and count — what
+`F.cross_entropy(..., ignore_index=...)` does). Every stack's loss must send its gradient to its
+own output: no `detach`.
+""")
+
+solution("ex4-hourglass-loss", r"""
+def hourglass_loss(outputs, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    \"\"\"outputs: S logits (N, K, H, W); target (N, H, W) -> scalar: sum over stacks of the mean cross-entropy.\"\"\"
+    ### BEGIN SOLUTION
+    return sum(F.cross_entropy(logits, target, ignore_index=ignore_index) for logits in outputs)
+    ### END SOLUTION
+""")
+
+tests("test-hourglass-loss", r"""
+torch.manual_seed(0)
+outs = [torch.randn(2, 3, 4, 5, requires_grad=True) for _ in range(2)]
+target = torch.randint(0, 3, (2, 4, 5))
+target[0, 0] = IGNORE_INDEX
+loss = hourglass_loss(outs, target)
+ref_outs = [o.detach().clone().requires_grad_() for o in outs]
+ref = sum(nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)(o, target) for o in ref_outs)
+check_close(loss, ref.item(), name="hourglass_loss of 2 stacks", hint="sum over stacks of the mean cross-entropy")
+check_grad_flows(loss, {f"stack {k + 1} output": o for k, o in enumerate(outs)}, name="hourglass_loss",
+                 hint="every stack's loss must reach its own output: no detach")
+ref.backward()
+for k, (o, r) in enumerate(zip(outs, ref_outs)):
+    check_close(o.grad, r.grad, name=f"gradient of the loss w.r.t. stack {k + 1}'s logits", atol=1e-6)
+print("visible checks passed")
+### BEGIN HIDDEN TESTS
+g = torch.Generator().manual_seed(4)
+for s_, n_, k_, ign in [(1, 1, 2, IGNORE_INDEX), (3, 3, 4, 255), (4, 2, 5, IGNORE_INDEX)]:
+    outs = tuple(torch.randn(n_, k_, 6, 7, generator=g).requires_grad_() for _ in range(s_))
+    tg = torch.randint(0, k_, (n_, 6, 7), generator=g)
+    tg[torch.rand(n_, 6, 7, generator=g) < 0.3] = ign
+    tg[0, :4] = ign  # images with different numbers of counted pixels
+    ref_outs = [o.detach().clone().requires_grad_() for o in outs]
+    ref = sum(nn.CrossEntropyLoss(ignore_index=ign)(o, tg) for o in ref_outs)
+    loss = hourglass_loss(outs, tg, ignore_index=ign)
+    check_close(loss, ref.item(), name=f"hourglass_loss, {s_} stacks, ignore {ign}",
+                hint="mean over counted pixels of the batch; ignored pixels out of the count; sum over stacks")
+    loss.backward(); ref.backward()
+    for k, (o, r) in enumerate(zip(outs, ref_outs)):
+        check_close(o.grad, r.grad, name=f"gradient w.r.t. stack {k + 1} of {s_}", atol=1e-6)
+### END HIDDEN TESTS
+""", points=2)
+
+readonly("hourglass-train", r"""
+NUM_STACKS = 3
+torch.manual_seed(0)
+hourglass = StackedHourglass(NUM_CLASSES, num_stacks=NUM_STACKS, channels=16, depth=3)
+hourglass_history = train_segmenter(hourglass, steps=by_mode(smoke=3, fast=350, full=3000), loss_fn=hourglass_loss)
+stack_logits, _ = predict(hourglass, test_loader, device=DEVICE)  # tuple of S tensors (N, K, H, W)
+stack_mious = []
+for s, logits in enumerate(stack_logits, start=1):
+    _, miou = segmentation_iou(logits, test_masks, NUM_CLASSES)
+    stack_mious.append(record(f"05_segmentation/hourglass_stack{s}_mIoU", miou))
+    print(f"stack {s}: mIoU {miou:.3f}")
+hourglass_miou = record("05_segmentation/hourglass_mIoU", stack_mious[-1])
+show_masks(test_images, [test_masks, *[logits.argmax(1) for logits in stack_logits]],
+           ["ground truth", *[f"stack {s} (mIoU {m:.2f})" for s, m in enumerate(stack_mious, start=1)]]);
+""")
+
+md("hourglass-md", r"""
+Stack by stack the masks get cleaner: the first stack has seen the image once; the next ones
+start from its guess and fix the pixels that disagree with their larger context. The last stack
+is the network's answer.
+""")
+
+md("full-md", r"""
+## 7. Pretrained networks (`full` mode)
+
+With a GPU (`COURSE_MODE=full`) two more cells run:
+
+* **FCN-32s on a pretrained encoder**: the ImageNet ResNet-18 trunk (stride 32), a 1×1
+  convolution to the class scores, and one transposed convolution with **bilinear initialisation**
+  that upsamples ×32 — the original FCN recipe, fine-tuned on the trimaps;
+* torchvision's **`fcn_resnet50`** trained on a subset of COCO with the 20 Pascal VOC classes,
+  used as is: its `cat` and `dog` outputs segment the pets without any training here.
+
+In `fast` mode the FCN-32s cell runs briefly on the shapes with the small from-scratch backbone
+(stride 32 on 64-pixel images: a 2×2 map, so expect blobs) and the `fcn_resnet50` cell only says
+what it would do.
+""")
+
+readonly("fcn32", r"""
+class FCN32s(nn.Module):
+    \"\"\"(B, 3, H, W) -> (B, K, H, W): backbone (stride 32) -> 1x1 conv -> transposed conv x32, bilinear init.\"\"\"
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.classify = nn.Conv2d(backbone.out_channels, num_classes, kernel_size=1)
+        self.upsample = nn.ConvTranspose2d(num_classes, num_classes, kernel_size=64, stride=32, padding=16, bias=False)
+        with torch.no_grad():
+            self.upsample.weight.copy_(bilinear_kernel(num_classes, 32))
+
+    def forward(self, x):
+        return self.upsample(self.classify(self.backbone(x)))  # (B, K, H/32, W/32) -> (B, K, H, W)
+
+
+backbone = load_backbone("resnet18")  # ImageNet weights in full mode; prints a notice and falls back otherwise
+imagenet_mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+imagenet_std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+fcn32 = nn.Sequential(v2.Normalize(imagenet_mean.flatten().tolist(), imagenet_std.flatten().tolist()),
+                      FCN32s(backbone, NUM_CLASSES)) if backbone.pretrained else FCN32s(backbone, NUM_CLASSES)
+fcn32_history = train_segmenter(fcn32, steps=by_mode(smoke=3, fast=60, full=2000), lr=1e-3)
+fcn32_logits, _ = predict(fcn32, test_loader, device=DEVICE)
+_, fcn32_miou = segmentation_iou(fcn32_logits, test_masks, NUM_CLASSES)
+record("05_segmentation/fcn32s_mIoU", fcn32_miou)
+print(f"FCN-32s ({'pretrained' if backbone.pretrained else 'from scratch'} encoder): mIoU {fcn32_miou:.3f}; "
+      f"U-Net {unet_miou:.3f}")
+""")
+
+readonly("fcn-resnet50", r"""
+if MODE != "full":
+    print("fcn_resnet50 (torchvision, 135 MB of weights) runs in full mode only: skipped.")
+else:
+    from torchvision.models.segmentation import FCN_ResNet50_Weights, fcn_resnet50
+
+    weights = FCN_ResNet50_Weights.DEFAULT
+    try:
+        segmenter = fcn_resnet50(weights=weights).eval().to(DEVICE)  # downloaded once into torch hub's cache
+    except OSError as err:  # URLError and connection errors are OSErrors
+        segmenter = None
+        print(f"[course_utils.models] offline? could not download the fcn_resnet50 weights ({err}); "
+              "skipping its inference. Fetch them once online (they are cached) and rerun this cell.")
+    if segmenter is not None:
+        voc = weights.meta["categories"]  # '__background__', 'aeroplane', ..., 'cat', ..., 'dog', ...
+        to_ours = torch.zeros(len(voc), dtype=torch.long)  # VOC class -> our class (0 background)
+        for ours, name in enumerate(CLASS_NAMES[1:], start=1):
+            to_ours[voc.index(name)] = ours
+        preprocess = weights.transforms()
+        with torch.no_grad():
+            voc_logits = torch.cat([segmenter(preprocess(batch).to(DEVICE))["out"].cpu()
+                                    for batch in test_images[:200].split(8)])
+        voc_pred = to_ours[F.interpolate(voc_logits, size=test_images.shape[-2:], mode="bilinear").argmax(1)]
+        one_hot = F.one_hot(voc_pred, NUM_CLASSES).permute(0, 3, 1, 2).float()  # as "logits" for segmentation_iou
+        _, pretrained_miou = segmentation_iou(one_hot, test_masks[:200], NUM_CLASSES)
+        record("05_segmentation/fcn_resnet50_mIoU", pretrained_miou)
+        print(f"fcn_resnet50 (VOC classes, no training here): mIoU {pretrained_miou:.3f} on {len(voc_pred)} pets")
+        show_masks(test_images, [test_masks[:4], voc_pred[:4]], ["trimap", "fcn_resnet50"]);
+""")
+
+md("outro", r"""
+**What to remember.** Dense layers are convolutions: a classifier slides over images for free and
+localises without pixel labels, coarsely. Transposed convolutions (the transpose of a
+convolution's matrix) learn the upsampling; initialised bilinearly, they start as interpolation.
+U-Net's skips put the sharp early features next to the semantic late ones; a stacked hourglass
+repeats the U-shape, with a loss at every stack, so each one refines the previous prediction.
+Instance segmentation — one mask per object — is Mask R-CNN's job (lab 04).
+
+**References.** J. Long, E. Shelhamer, T. Darrell, *Fully Convolutional Networks for Semantic
+Segmentation*, CVPR 2015. P. Sermanet et al., *OverFeat*, ICLR 2014. V. Dumoulin, F. Visin, *A
+guide to convolution arithmetic for deep learning*, 2016. O. Ronneberger, P. Fischer, T. Brox,
+*U-Net*, MICCAI 2015. A. Newell, K. Yang, J. Deng, *Stacked Hourglass Networks for Human Pose
+Estimation*, ECCV 2016. M. Everingham et al., *The Pascal VOC Challenge*, IJCV 2010.
+""")
+
+write()
