@@ -38,7 +38,8 @@ class Stack(nn.Module):
 
 
 def test_count_flops_matches_hand_count():
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16 * 16, 5))
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8 * 16 * 16, 5))
     model = Stack(net).train()
     conv = 2 * 8 * 3 * 9 * 16 * 16  # 2 FLOPs per multiply-add, per output element
     linear = 2 * 8 * 16 * 16 * 5
@@ -61,7 +62,8 @@ def test_count_flops_sees_transformer_layers():
             return self.layer(torch.stack(list(images)))
 
     flops = count_flops(Tokens(), [torch.rand(10, 16)])
-    # in-proj 3 * 10 * 16 * 16, scores 10 * 10 * 16, weighted sum 10 * 10 * 16, out-proj 10 * 16 * 16, FFN 2 * 10 * 16 * 32
+    # in-proj 3 * 10 * 16 * 16, scores 10 * 10 * 16, weighted sum 10 * 10 * 16, out-proj 10 * 16 * 16,
+    # FFN 2 * 10 * 16 * 32
     macs = 3 * 10 * 16 * 16 + 2 * 10 * 10 * 16 + 10 * 16 * 16 + 2 * 10 * 16 * 32
     assert flops == 2 * macs  # attention included (PyTorch's fused CPU kernel has no formula of its own)
 

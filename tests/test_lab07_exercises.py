@@ -28,8 +28,9 @@ def test_solution_agrees_with_the_reference_on_a_real_model(solved):
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1))
     images = torch.rand(4, 3, 32, 32)
-    ours = solved["measure_throughput"](lambda_model := _Stacking(model), list(images), 4, 2, 9)
-    ref = solved["reference_measure_throughput"](lambda_model, list(images), 4, 2, 9)
+    stacking = _Stacking(model)
+    ours = solved["measure_throughput"](stacking, list(images), 4, 2, 9)
+    ref = solved["reference_measure_throughput"](stacking, list(images), 4, 2, 9)
     assert 0.1 < ours / ref < 10
 
 
@@ -81,8 +82,9 @@ WRONG = {
         "mean instead of median": src(("statistics.median(seconds)", "statistics.mean(seconds)")),
         "total images over total time": src(("batch_size / statistics.median(seconds)",
                                              "batch_size * repeats / sum(seconds)")),
-        "batch loaded inside the timing": src(("start = time.perf_counter()\n                model(batch)",
-                                               "start = time.perf_counter()\n                model(images[:batch_size])")),
+        "batch loaded inside the timing": src(
+            ("start = time.perf_counter()\n                model(batch)",
+             "start = time.perf_counter()\n                model(images[:batch_size])")),
         "all images in one batch": src(("batch = images[:batch_size]", "batch = images")),
         "one clock around all repeats": src(
             ("            for _ in range(repeats):\n", "            start = time.perf_counter()\n"
