@@ -50,9 +50,9 @@ def count_flops(model: nn.Module, images: Sequence[torch.Tensor] | torch.Tensor)
     at ``2 * multiply-adds`` (so MACs = FLOPs / 2) - plus PyTorch's fused CPU attention kernel,
     which the counter does not know (its two matrix products, as for the GPU kernels). What is
     **not** counted: everything else - BatchNorm, activations, pooling, interpolation, softmax, box
-    decoding, NMS (``torchvision::nms``), RoIAlign (``torchvision::roi_align``), anchor generation. For convolutional detectors these are
-    a small part of the arithmetic but not of the time: NMS and RoIAlign are sequential and
-    memory-bound, which is why measured speed and FLOPs disagree.
+    decoding, NMS (``torchvision::nms``), RoIAlign (``torchvision::roi_align``), anchor generation.
+    For convolutional detectors these are a small part of the arithmetic but not of the time: NMS
+    and RoIAlign are sequential and memory-bound, which is why measured speed and FLOPs disagree.
 
     Args:
         model: a detector (called as ``model(images)``); its train/eval mode is restored.
