@@ -350,10 +350,16 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str 
 
 def checkpoint_path(lab: str, name: str) -> Path:
     """Where lab ``lab`` keeps model ``name``: ``<folder of $COURSE_RESULTS>/<lab>/<name>.pt`` when
-    ``COURSE_RESULTS`` is set, else ``results/<lab>/<name>.pt`` under the working directory."""
+    ``COURSE_RESULTS`` is set; else ``results/<lab>/<name>.pt`` in the course folder (the nearest
+    folder above the working directory holding ``nbgrader_config.py``; git ignores its ``results/``),
+    so that weights never land in an assignment folder that students submit; else under the
+    working directory."""
     results = os.environ.get(RESULTS_ENV)
-    base = Path(results).parent if results else Path("results")
-    return base / lab / f"{name}.pt"
+    if results:
+        return Path(results).parent / lab / f"{name}.pt"
+    cwd = Path.cwd()
+    root = next((p for p in (cwd, *cwd.parents) if (p / "nbgrader_config.py").is_file()), None)
+    return (root / "results" if root is not None else Path("results")) / lab / f"{name}.pt"
 
 
 def load_cached(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any]) -> dict | None:

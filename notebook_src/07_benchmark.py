@@ -109,22 +109,24 @@ def make_pretrained_retinanet():
                                                                                                IMAGE_SIZE)
 
 
-BUILDERS = {  # name -> (display name, builder): from scratch in smoke/fast mode, pretrained in full mode
+PRETRAINED = MODE == "full"  # COCO-pretrained two-stage and RetinaNet detectors in full mode
+BUILDERS = {  # name -> (display name, builder)
     "yolo": ("YOLO v1", lambda: build_yolo(NUM_CLASSES, IMAGE_SIZE)),
-    "retinanet": ("RetinaNet", by_mode(smoke=None, fast=None, full=make_pretrained_retinanet)
-                  or (lambda: build_retinanet(NUM_CLASSES + 1, IMAGE_SIZE))),  # + 1: torchvision counts background
-    "faster_rcnn": ("Faster R-CNN", by_mode(smoke=None, fast=None, full=make_pretrained_faster_rcnn)
-                    or (lambda: build_faster_rcnn(NUM_CLASSES, IMAGE_SIZE))),
-    "mask_rcnn": ("Mask R-CNN", by_mode(smoke=None, fast=None, full=make_pretrained_mask_rcnn)
-                  or (lambda: build_mask_rcnn(NUM_CLASSES, IMAGE_SIZE))),
+    "retinanet": ("RetinaNet", make_pretrained_retinanet if PRETRAINED
+                  else lambda: build_retinanet(NUM_CLASSES + 1, IMAGE_SIZE)),  # + 1: torchvision counts background
+    "faster_rcnn": ("Faster R-CNN", make_pretrained_faster_rcnn if PRETRAINED
+                    else lambda: build_faster_rcnn(NUM_CLASSES, IMAGE_SIZE)),
+    "mask_rcnn": ("Mask R-CNN", make_pretrained_mask_rcnn if PRETRAINED
+                  else lambda: build_mask_rcnn(NUM_CLASSES, IMAGE_SIZE)),
     "detr": ("DETR", make_detr),
 }
-# training recipe: optimisation steps (about the same CPU time for each in fast mode), learning rate
+# training recipe: optimisation steps (about the same CPU time for each in fast mode), peak learning rate
+# (lower for fine-tuning the pretrained ones in full mode)
 RECIPES = {
     "yolo": dict(steps=by_mode(smoke=3, fast=450, full=6000), lr=2e-3),
-    "retinanet": dict(steps=by_mode(smoke=3, fast=180, full=3000), lr=1e-3),
-    "faster_rcnn": dict(steps=by_mode(smoke=3, fast=180, full=3000), lr=2e-3),
-    "mask_rcnn": dict(steps=by_mode(smoke=3, fast=100, full=3000), lr=2e-3),
+    "retinanet": dict(steps=by_mode(smoke=3, fast=180, full=3000), lr=by_mode(smoke=1e-3, fast=1e-3, full=1e-4)),
+    "faster_rcnn": dict(steps=by_mode(smoke=3, fast=180, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
+    "mask_rcnn": dict(steps=by_mode(smoke=3, fast=100, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
     "detr": dict(steps=by_mode(smoke=3, fast=180, full=20000), lr=1e-3),
 }
 BATCH_SIZE = by_mode(smoke=4, fast=8, full=8)
@@ -146,7 +148,7 @@ about 19×19). AP and AP50 do not change with the scale; only the size split doe
 
 readonly("data", r"""
 N_TRAIN = by_mode(smoke=16, fast=1200, full=8000)
-N_TEST = by_mode(smoke=8, fast=150, full=500)
+N_TEST = by_mode(smoke=8, fast=150, full=300)
 train_set = ShapesDataset(N_TRAIN, IMAGE_SIZE, preset="hard", seed=0, cache=True)
 test_set = ShapesDataset(N_TEST, IMAGE_SIZE, preset="hard", seed=1, cache=True)
 CLASS_NAMES = train_set.class_names
@@ -164,9 +166,10 @@ md("train-md", r"""
 
 Each detector is trained with AdamW and a one-cycle learning rate, batch size 8, for the number
 of steps in `RECIPES` — chosen so that each gets roughly the same CPU time (a Mask R-CNN step costs
-about four YOLO steps). The weights are saved under `results/07_benchmark/<model>.pt` (next to
-`$COURSE_RESULTS` when set) with the training configuration: run the notebook again and a detector
-whose configuration has not changed is loaded instead of retrained.
+about four YOLO steps). The weights are saved under `results/07_benchmark/<model>.pt` in the course
+folder (next to `$COURSE_RESULTS` when set) with the training configuration: run the notebook again
+and a detector whose configuration has not changed is loaded instead of retrained (delete the file to
+retrain).
 """)
 
 readonly("train", r"""
@@ -214,6 +217,8 @@ for name, model in models.items():
     detections[name] = [{k: o[k] for k in ("boxes", "scores", "labels")} for o in outputs]
     accuracy[name] = coco_ap_row(gt_coco, detections_to_coco(list(range(N_TEST)), detections[name]), IMAGE_SIZE)
     record(f"07_benchmark/{name}/mAP", accuracy[name]["AP"])
+    for key in ("AP50", "APs", "APm", "APl"):
+        record(f"07_benchmark/{name}/{key}", accuracy[name][key])
     print(f"{BUILDERS[name][0]:13} " + "  ".join(f"{k} {v:.3f}" for k, v in accuracy[name].items()))
 """)
 
@@ -358,8 +363,8 @@ now — on a shared or busy CPU they move; run it twice and compare.
 readonly("speed", r"""
 speed = {}
 for name, model in models.items():
-    speed[name] = {f"ips_b{b}": measure_throughput(model, example_images, b, warmup=by_mode(smoke=1, fast=2, full=5),
-                                                   repeats=by_mode(smoke=1, fast=5, full=20), device=DEVICE)
+    speed[name] = {f"ips_b{b}": measure_throughput(model, example_images, b, warmup=by_mode(smoke=1, fast=2, full=3),
+                                                   repeats=by_mode(smoke=1, fast=5, full=10), device=DEVICE)
                    for b in (1, 8)}
     record(f"07_benchmark/{name}/images_per_s", speed[name]["ips_b8"])
     print(f"{BUILDERS[name][0]:13} {speed[name]['ips_b1']:7.1f} images/s at batch 1, "

@@ -191,7 +191,12 @@ def test_checkpoint_path_follows_course_results(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "r" / "results.json"))
     assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "r" / "07_benchmark" / "yolo.pt"
     monkeypatch.delenv("COURSE_RESULTS")
+    monkeypatch.chdir(tmp_path)
     assert str(checkpoint_path("07_benchmark", "yolo")) == "results/07_benchmark/yolo.pt"
+    (tmp_path / "course" / "labs" / "07_benchmark").mkdir(parents=True)
+    (tmp_path / "course" / "nbgrader_config.py").write_text("")
+    monkeypatch.chdir(tmp_path / "course" / "labs" / "07_benchmark")
+    assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "course" / "results" / "07_benchmark" / "yolo.pt"
 
 
 def test_detector_wrapper():

@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 from tests.fake_datasets import make_oxford_pets
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": []}
+FAKE_DATA = {"01_localisation": [make_oxford_pets], "02_yolo": [], "07_benchmark": []}
 
 
 @pytest.mark.slow
@@ -35,3 +35,6 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
     if lab == "01_localisation":
         assert "classes ['cat', 'dog']" in text, "full mode must read the (fake) Oxford-IIIT Pet set"
         assert "[course_utils.models]" in text, "offline, the fallback backbone must say so"
+    if lab == "07_benchmark":
+        assert "[course_utils.models]" in text, "offline, the pretrained detectors' fallback must say so"
+        assert "YOLO v1" in text and "DETR" in text and "images/s at batch 8" in text, "all five detectors timed"

@@ -27,6 +27,13 @@ FLOORS = {
         "seconds": 180,
         "min_figures": 4,  # + the detections slider figure, an Image widget
     },
+    "07_benchmark": {
+        # every detector is trained, evaluated and timed; the lesson checks hold the comparison
+        "floors": {f"07_benchmark/{m}/{k}": 1e-3 for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")
+                   for k in ("mAP", "images_per_s")},
+        "seconds": 300,
+        "min_figures": 3,
+    },
 }
 
 
@@ -41,6 +48,11 @@ def lesson_checks(lab: str, results: dict) -> None:
         gap = results["02_yolo/your_ap_vs_voc_eval"]
         assert gap < 1e-9, f"average_precision on the lab's detections differs from metrics.voc_eval by {gap}"
         assert crowded < easy - 0.3, f"the grid's failure should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
+    if lab == "07_benchmark":
+        ap = {m: results[f"07_benchmark/{m}/mAP"] for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}
+        assert max(ap.values()) < 0.9, f"the hard preset should not saturate any detector: {ap}"
+        small = {m: results[f"07_benchmark/{m}/APs"] for m in ("yolo", "retinanet")}
+        assert small["retinanet"] > small["yolo"] + 0.05, f"RetinaNet's pyramid should beat YOLO v1 on small objects: {small}"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
