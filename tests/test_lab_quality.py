@@ -52,7 +52,8 @@ def lesson_checks(lab: str, results: dict) -> None:
         ap = {m: results[f"07_benchmark/{m}/mAP"] for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}
         assert max(ap.values()) < 0.9, f"the hard preset should not saturate any detector: {ap}"
         small = {m: results[f"07_benchmark/{m}/APs"] for m in ("yolo", "retinanet")}
-        assert small["retinanet"] > small["yolo"] + 0.05, f"RetinaNet's pyramid should beat YOLO v1 on small objects: {small}"
+        assert small["retinanet"] > small["yolo"] + 0.05, \
+            f"RetinaNet's pyramid should beat YOLO v1 on small objects: {small}"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
