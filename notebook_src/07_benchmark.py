@@ -165,8 +165,9 @@ md("train-md", r"""
 ## 3. Training (or reusing) the five detectors
 
 Each detector is trained with AdamW and a one-cycle learning rate, batch size 8, for the number
-of steps in `RECIPES` — chosen so that each gets roughly the same CPU time (a Mask R-CNN step costs
-about four YOLO steps). The weights are saved under `results/07_benchmark/<model>.pt` in the course
+of steps in `RECIPES` — chosen so that each gets roughly the same CPU time, about 40 seconds on two
+idle cores (a Mask R-CNN step costs about six YOLO steps). That is very little: the table compares
+how far each detector gets **in the same short time** as much as the architectures themselves. The weights are saved under `results/07_benchmark/<model>.pt` in the course
 folder (next to `$COURSE_RESULTS` when set) with the training configuration: run the notebook again
 and a detector whose configuration has not changed is loaded instead of retrained (delete the file to
 retrain).
