@@ -104,16 +104,17 @@ def make_pretrained_mask_rcnn():
 
 
 def make_pretrained_retinanet():
-    model = load_pretrained_retinanet()
-    return replace_classifier(model, NUM_CLASSES + 1) if model.pretrained else build_retinanet(NUM_CLASSES + 1,
-                                                                                               IMAGE_SIZE)
+    model = load_pretrained_retinanet(detections_per_img=100)
+    return replace_classifier(model, NUM_CLASSES + 1) if model.pretrained else build_retinanet(
+        NUM_CLASSES + 1, IMAGE_SIZE, anchor_scale=1.5, detections_per_img=100)
 
 
 PRETRAINED = MODE == "full"  # COCO-pretrained two-stage and RetinaNet detectors in full mode
 BUILDERS = {  # name -> (display name, builder)
     "yolo": ("YOLO v1", lambda: build_yolo(NUM_CLASSES, IMAGE_SIZE)),
     "retinanet": ("RetinaNet", make_pretrained_retinanet if PRETRAINED  # + 1: torchvision counts the background;
-                  else lambda: build_retinanet(NUM_CLASSES + 1, IMAGE_SIZE, anchor_scale=1.5)),  # lab 03's anchors
+                  else lambda: build_retinanet(NUM_CLASSES + 1, IMAGE_SIZE, anchor_scale=1.5,  # lab 03's anchors
+                                              detections_per_img=100)),  # COCO scores the best 100
     "faster_rcnn": ("Faster R-CNN", make_pretrained_faster_rcnn if PRETRAINED
                     else lambda: build_faster_rcnn(NUM_CLASSES, IMAGE_SIZE)),
     "mask_rcnn": ("Mask R-CNN", make_pretrained_mask_rcnn if PRETRAINED
@@ -148,7 +149,7 @@ about 19×19). AP and AP50 do not change with the scale; only the size split doe
 
 readonly("data", r"""
 N_TRAIN = by_mode(smoke=16, fast=1200, full=8000)
-N_TEST = by_mode(smoke=8, fast=150, full=300)
+N_TEST = by_mode(smoke=8, fast=150, full=100)
 train_set = ShapesDataset(N_TRAIN, IMAGE_SIZE, preset="hard", seed=0, cache=True)
 test_set = ShapesDataset(N_TEST, IMAGE_SIZE, preset="hard", seed=1, cache=True)
 CLASS_NAMES = train_set.class_names
