@@ -37,4 +37,4 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
         assert "[course_utils.models]" in text, "offline, the fallback backbone must say so"
     if lab == "07_benchmark":
         assert "[course_utils.models]" in text, "offline, the pretrained detectors' fallback must say so"
-        assert "YOLO v1" in text and "DETR" in text and "images/s at batch 8" in text, "all five detectors timed"
+        assert text.count("images/s at batch 1") == 5 and "DETR" in text, "all five detectors must be timed"
