@@ -430,8 +430,9 @@ Answer in the cell below, in a few sentences each, **quoting numbers from your t
 
 1. Which detector is the most accurate, and which the fastest? Is any detector both more accurate
    and faster than another (it *dominates* it)?
-2. Compare YOLO v1 with RetinaNet on **small** objects. Which idea of lab 02 / lab 03 explains
-   the difference?
+2. Compare YOLO v1 with Faster R-CNN, then with RetinaNet, on **small** objects. Which ideas of
+   labs 02–04 explain what you see? Does RetinaNet's pyramid pay off after this short training, and
+   if not, why might that be?
 3. FLOPs and images per second do not rank the detectors the same way. Give one example from
    your table and one reason (section 5 names some).
 4. Mask R-CNN computes everything Faster R-CNN does, plus masks. What does the table say about the
@@ -440,26 +441,31 @@ Answer in the cell below, in a few sentences each, **quoting numbers from your t
 
 md("lessons-answer", r"""
 ### BEGIN SOLUTION
-(Numbers from the instructor's fast-mode run on a 2-core CPU; yours differ.)
+(Numbers from the instructor's fast-mode run on a busy 2-core CPU; yours differ, especially the speeds.)
 
-1. Faster R-CNN is the most accurate (highest mAP, and the best AP75: its second stage refines the
-   boxes on stride-8 features); YOLO v1 is the cheapest per image (fewest parameters and FLOPs) and
-   among the fastest. Mask R-CNN is dominated by Faster R-CNN: it is slower and, trained for the
-   same time, less accurate on boxes. DETR, after the same short training, is far behind on
-   accuracy: set prediction with Hungarian matching converges slowly (the paper trains 500 epochs).
-2. YOLO v1's small-object AP is close to zero: its grid is 8×8 on stride-16 features, each cell
-   holds one object, so crowded small objects share cells and are lost in the targets themselves
-   (lab 02), and the coarse features barely see a 6-pixel shape. RetinaNet predicts from a feature
-   pyramid with small anchors on the stride-8 level P3 (lab 03) and has several anchors per
-   location, so it finds more small objects.
-3. Example: Mask R-CNN has a few times the FLOPs of Faster R-CNN but is many times slower at batch 8;
-   DETR and Faster R-CNN have similar FLOPs but not the same speed. FLOPs count only convolutions
-   and matrix products; NMS, RoIAlign, mask pasting and Python-level post-processing are not
-   counted but take time, and a batch of 1 leaves a multi-core CPU idle.
-4. The mask branch makes training steps about twice as expensive (more steps' worth of time per
-   step, so fewer steps in the same budget) and test time many times slower (a mask head per
-   detection, then pasting each 28×28 mask into the image). It does not help the boxes here; in
-   the paper, multi-task training helps the boxes a little at convergence.
+1. Faster R-CNN is the most accurate (mAP 0.19, and by far the best AP75, 0.19: its second stage
+   refines boxes on stride-8 features); YOLO v1 is the fastest (about 200 images/s at batch 8) and
+   the cheapest (0.4 M parameters, 0.15 GFLOPs) with the second-best mAP (0.14; good AP50, poor
+   AP75: its boxes are coarse). Faster R-CNN dominates RetinaNet, Mask R-CNN and DETR here: more
+   accurate *and* faster. DETR has hardly started learning in its 200 steps (mAP ≈ 0): set
+   prediction with Hungarian matching converges slowly (the paper trains for 500 epochs).
+2. YOLO v1's small-object AP is about 0 (0.003): an 8×8 grid on stride-16 features, one object per
+   cell, so crowded small objects share cells and are lost from the targets themselves (lab 02), and
+   a 6-pixel shape is a fraction of a feature cell. Faster R-CNN finds some (APs 0.03): RoIAlign
+   samples its stride-8 map at each proposal's exact position, and anchors of 16 px fit small
+   objects. RetinaNet's pyramid does not pay off yet (APs 0.00, mAP 0.02): a dense one-stage head
+   trained from scratch with the focal loss needs many more steps than our 200 (lab 03 trains it
+   much longer on easier shapes); the ranking at convergence can differ from the ranking after 40 s.
+3. Mask R-CNN has about 6× the FLOPs of Faster R-CNN but is more than 10× slower at batch 8; DETR
+   has about the FLOPs of Faster R-CNN and a different speed; RetinaNet is 5× slower at batch 1
+   than at batch 8. FLOPs count only convolutions and matrix products; NMS, RoIAlign, pasting masks
+   into the image and Python-level post-processing are not counted but take time, and a batch of 1
+   leaves the cores idle between small operations.
+4. The mask branch makes each training step about twice as expensive as Faster R-CNN's (so fewer
+   steps fit in the same time: 110 against 200) and inference about 10× slower (a mask head per
+   detection, then each 28×28 mask resized and pasted into the image). It does not help the boxes
+   here (mAP 0.03 against 0.19) — in the paper, at convergence, multi-task training helps them a
+   little.
 ### END SOLUTION
 """, grade=True, grade_id="lessons-answer", locked=False, points=3, solution=True)
 
