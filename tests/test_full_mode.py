@@ -22,6 +22,7 @@ FAKE_DATA = {
     "04_rcnn": [make_pennfudan],
     "05_segmentation": [make_oxford_pets],
     "06_detr": [make_coco_val2017],
+    "07_benchmark": [],
 }
 
 
@@ -61,3 +62,6 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
         assert "classes ['background', 'cat', 'dog']" in text, "full mode must segment the (fake) Oxford-IIIT Pet"
         assert "[course_utils.models]" in text, "offline, the fallback backbone of FCN-32s must say so"
         assert "fcn_resnet50" in text, "the fcn_resnet50 cell must run or say why it cannot"
+    if lab == "07_benchmark":
+        assert "[course_utils.models]" in text, "offline, the pretrained detectors' fallback must say so"
+        assert text.count("images/s at batch 1") == 5 and "DETR" in text, "all five detectors must be timed"

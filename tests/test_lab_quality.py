@@ -27,25 +27,34 @@ FLOORS = {
         "seconds": 180,
         "min_figures": 4,  # + the detections slider figure, an Image widget
     },
+    "03_retinanet": {
+        "floors": {"03_retinanet/mAP50": 0.8, "03_retinanet/mAP": 0.45},
+        "seconds": 180,
+        "min_figures": 6,  # + the anchors explorer, an Image widget
+    },
     "04_rcnn": {
         "floors": {"04_rcnn/box_mAP50": 0.85, "04_rcnn/mask_mAP50": 0.8},
         "seconds": 240,
         "min_figures": 4,  # + the proposals/detections/masks slider figure, an Image widget
+    },
+    "05_segmentation": {
+        "floors": {"05_segmentation/unet_mIoU": 0.85, "05_segmentation/hourglass_mIoU": 0.8},
+        "seconds": 180,
+        "min_figures": 7,  # + the U-Net comparison slider, an Image widget
     },
     "06_detr": {
         "floors": {"06_detr/mAP50": 0.7},
         "seconds": 240,
         "min_figures": 6,
     },
-    "03_retinanet": {
-        "floors": {"03_retinanet/mAP50": 0.8, "03_retinanet/mAP": 0.45},
-        "seconds": 180,
-        "min_figures": 6,  # + the anchors explorer, an Image widget
-    },
-    "05_segmentation": {
-        "floors": {"05_segmentation/unet_mIoU": 0.85, "05_segmentation/hourglass_mIoU": 0.8},
-        "seconds": 180,
-        "min_figures": 7,  # + the U-Net comparison slider, an Image widget
+    "07_benchmark": {
+        # every detector is trained, evaluated and timed (DETR barely starts learning in its ~40 s: floor just above 0)
+        "floors": {**{f"07_benchmark/{m}/mAP": 1e-3 for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn")},
+                   "07_benchmark/detr/mAP": 1e-5,
+                   **{f"07_benchmark/{m}/images_per_s": 0.1
+                      for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}},
+        "seconds": 300,
+        "min_figures": 3,
     },
 }
 
@@ -61,18 +70,6 @@ def lesson_checks(lab: str, results: dict) -> None:
         gap = results["02_yolo/your_ap_vs_voc_eval"]
         assert gap < 1e-9, f"average_precision on the lab's detections differs from metrics.voc_eval by {gap}"
         assert crowded < easy - 0.3, f"the grid's failure should show on crowded shapes: {crowded:.3f} vs {easy:.3f}"
-    if lab == "04_rcnn":
-        gap = results["04_rcnn/paste_vs_model"]
-        assert gap < 1e-5, f"paste_masks on the model's 28x28 masks differs from the model's own masks by {gap}"
-        assert results["04_rcnn/faster_same_boxes"] == 1.0, "the box branch loaded into FasterRCNN gave other boxes"
-        assert results["04_rcnn/mean_best_mask_iou"] > 0.7, "mask_iou of the trained model's masks should be high"
-        assert results["04_rcnn/mask_mAP"] > 0.5 and results["04_rcnn/box_mAP"] > 0.5, results
-    if lab == "06_detr":
-        assert results["06_detr/mAP"] > 0.2, f"DETR's boxes should be precise too: mAP {results['06_detr/mAP']:.3f}"
-        spread = results["06_detr/query_centre_spread"]
-        assert spread < 0.8, f"each query should specialise in a region: centre spread ratio {spread:.2f}"
-        gain = results["06_detr/last_layer_nms_gain"]
-        assert gain < 0.02, f"DETR's last decoder layer should not need NMS: NMS changes its AP50 by {gain:+.3f}"
     if lab == "03_retinanet":
         ce, fl = results["03_retinanet/easy_negative_share_ce"], results["03_retinanet/easy_negative_share_fl"]
         assert ce > 0.3 and fl < ce / 5, f"the focal loss should silence the easy negatives: CE {ce:.1%}, FL {fl:.1%}"
@@ -80,6 +77,12 @@ def lesson_checks(lab: str, results: dict) -> None:
         medium = {level: results[f"03_retinanet/P{level}_APm"] for level in (3, 4, 5)}
         assert small[3] > max(small[4], small[5]) + 0.1, f"P3 alone should find the small objects best: {small}"
         assert medium[4] > medium[3] + 0.3, f"P4 alone should find the medium objects, P3 not: {medium}"
+    if lab == "04_rcnn":
+        gap = results["04_rcnn/paste_vs_model"]
+        assert gap < 1e-5, f"paste_masks on the model's 28x28 masks differs from the model's own masks by {gap}"
+        assert results["04_rcnn/faster_same_boxes"] == 1.0, "the box branch loaded into FasterRCNN gave other boxes"
+        assert results["04_rcnn/mean_best_mask_iou"] > 0.7, "mask_iou of the trained model's masks should be high"
+        assert results["04_rcnn/mask_mAP"] > 0.5 and results["04_rcnn/box_mAP"] > 0.5, results
     if lab == "05_segmentation":
         unet, noskip = results["05_segmentation/unet_mIoU"], results["05_segmentation/unet_noskip_mIoU"]
         assert unet > noskip + 0.05, f"skip connections should help clearly: U-Net {unet:.3f} vs no skips {noskip:.3f}"
@@ -91,7 +94,21 @@ def lesson_checks(lab: str, results: dict) -> None:
         gap = results["05_segmentation/your_miou_vs_reference"]
         assert gap < 1e-9, f"segmentation_iou on the lab's predictions differs from metrics.mean_iou by {gap}"
         assert results["05_segmentation/crop_classifier_accuracy"] > 0.9, "the classifier to convolutionize must work"
-
+    if lab == "06_detr":
+        assert results["06_detr/mAP"] > 0.2, f"DETR's boxes should be precise too: mAP {results['06_detr/mAP']:.3f}"
+        spread = results["06_detr/query_centre_spread"]
+        assert spread < 0.8, f"each query should specialise in a region: centre spread ratio {spread:.2f}"
+        gain = results["06_detr/last_layer_nms_gain"]
+        assert gain < 0.02, f"DETR's last decoder layer should not need NMS: NMS changes its AP50 by {gain:+.3f}"
+    if lab == "07_benchmark":
+        name = "07_benchmark/{}/{}".format
+        ap = {m: results[name(m, "mAP")] for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}
+        assert max(ap.values()) < 0.9, f"the hard preset should not saturate any detector: {ap}"
+        assert results[name("faster_rcnn", "APs")] > results[name("yolo", "APs")], \
+            "stride-8 RoIAlign features should find more small objects than YOLO v1's 8x8 grid"
+        assert ap["faster_rcnn"] > ap["detr"] + 0.05, f"DETR converges slowly: in equal time it should trail {ap}"
+        fast, mask = results[name("faster_rcnn", "images_per_s")], results[name("mask_rcnn", "images_per_s")]
+        assert mask < fast / 2, f"the mask branch should cost at test time: {mask:.1f} vs {fast:.1f} images/s"
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
     nb = nbformat.read(path, as_version=4)
