@@ -703,10 +703,11 @@ for s_, n_, k_, ign in [(1, 1, 2, IGNORE_INDEX), (3, 3, 4, 255), (4, 2, 5, IGNOR
 """, points=2)
 
 readonly("hourglass-train", r"""
-NUM_STACKS = 3
+NUM_STACKS = by_mode(smoke=2, fast=2, full=3)
 torch.manual_seed(0)
 hourglass = StackedHourglass(NUM_CLASSES, num_stacks=NUM_STACKS, channels=16, depth=3)
-hourglass_history = train_segmenter(hourglass, steps=by_mode(smoke=3, fast=350, full=3000), loss_fn=hourglass_loss)
+hourglass_history = train_segmenter(hourglass, steps=by_mode(smoke=3, fast=300, full=3000), loss_fn=hourglass_loss,
+                                    lr=5e-3)
 stack_logits, _ = predict(hourglass, test_loader, device=DEVICE)  # tuple of S tensors (N, K, H, W)
 stack_mious = []
 for s, logits in enumerate(stack_logits, start=1):
