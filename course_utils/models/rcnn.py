@@ -24,6 +24,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -192,9 +193,7 @@ def build_pretrained_mask_rcnn(num_classes: int, *, weights: str = "DEFAULT", pr
                                        trainable_layers=3)
         model = MaskRCNN(backbone, num_classes=len(state["roi_heads.box_predictor.cls_score.bias"]))
         model.load_state_dict(state)
-        for module in model.modules():
-            if isinstance(module, FrozenBatchNorm2d):
-                module.eps = 0.0
+        overwrite_eps(model, 0.0)
         pretrained = True
     except WeightsUnavailable as err:
         print(f"{NOTICE} offline? {err}\n{NOTICE} falling back to maskrcnn_resnet50_fpn with random weights "

@@ -20,6 +20,7 @@ from functools import partial
 import torch
 from torch import nn
 from torchvision.models.detection import RetinaNet
+from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
 from torchvision.models.detection.retinanet import RetinaNet_ResNet50_FPN_Weights, RetinaNetHead
@@ -168,9 +169,7 @@ def load_pretrained_retinanet(*, progress: bool = True, fallback_image_size: int
                                    extra_blocks=LastLevelP6P7(256, 256))
     model = RetinaNet(backbone, len(weights.meta["categories"]), **retinanet_kwargs)
     model.load_state_dict(state)
-    for module in model.modules():  # these weights were trained with eps 0 (torchvision's overwrite_eps)
-        if isinstance(module, FrozenBatchNorm2d):
-            module.eps = 0.0
+    overwrite_eps(model, 0.0)  # these weights were trained with eps 0, as torchvision's builder sets
     model.pretrained = True
     return model
 
