@@ -43,7 +43,7 @@ def hg(*changes):
 WEIGHT = "linear.weight.reshape(linear.out_features, channels, h, w)"
 SCATTER = "full[:, :, i:i + (h - 1) * stride + 1:stride, j:j + (w - 1) * stride + 1:stride] += stamp"
 CROP = "out = full[:, :, padding:padding + h_out, padding:padding + w_out]"
-CE = "sum(F.cross_entropy(logits, target, ignore_index=ignore_index) for logits in outputs)"
+CE = "sum(F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index) for logits in outputs)"
 
 WRONG = {
     "test-convolutionize": {
@@ -116,14 +116,26 @@ def segmentation_iou(logits, target, num_classes, ignore_index=IGNORE_INDEX):
         "earlier stacks detached": hg((CE, "sum(F.cross_entropy(o if k == len(outputs) - 1 else o.detach(), target, "
                                            "ignore_index=ignore_index) for k, o in enumerate(outputs))")),
         "mean over all pixels, ignored ones included (as zeros)": hg(
-            (CE, "sum(F.cross_entropy(logits, target, ignore_index=ignore_index, reduction='none').mean() "
-                 "for logits in outputs)")),
+            (CE, "sum(F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, "
+                 "reduction='none').mean() for logits in outputs)")),
         "mean per image, then over the batch": hg(
             (CE, "sum(torch.stack([F.cross_entropy(lg[None], t[None], ignore_index=ignore_index) "
                  "for lg, t in zip(logits, target)]).mean() for logits in outputs)")),
         "sum over pixels": hg((CE, "sum(F.cross_entropy(logits, target, ignore_index=ignore_index, reduction='sum') "
                                    "for logits in outputs)")),
         "ignore_index not passed on": hg((CE, "sum(F.cross_entropy(logits, target) for logits in outputs)")),
+        "class weights not passed on": hg((CE, "sum(F.cross_entropy(logits, target, ignore_index=ignore_index) "
+                                             "for logits in outputs)")),
+        "weighted sum divided by the number of counted pixels": hg(
+            (CE, "sum(F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction='sum') "
+                 "/ (target != ignore_index).sum() for logits in outputs)")),
+        "weights normalised in place": hg(
+            (CE, "sum(F.cross_entropy(logits, target, weight=weight if weight is None else weight.div_(weight.sum()), "
+                 "ignore_index=ignore_index) for logits in outputs)")),
+        "weights indexed by the predicted class": hg(
+            (CE, "sum((F.cross_entropy(logits, target, ignore_index=ignore_index, reduction='none') "
+                 "* (wt := torch.ones(logits.shape[1]) if weight is None else weight)[logits.argmax(1)]).sum() "
+                 "/ wt[logits.argmax(1)][target != ignore_index].sum() for logits in outputs)")),
         "later stacks weighted more": hg((CE, "sum((k + 1) * F.cross_entropy(o, target, ignore_index=ignore_index) "
                                               "for k, o in enumerate(outputs))")),
     },
