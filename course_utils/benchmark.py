@@ -349,17 +349,21 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str 
 
 
 def checkpoint_path(lab: str, name: str) -> Path:
-    """Where lab ``lab`` keeps model ``name``: ``<folder of $COURSE_RESULTS>/<lab>/<name>.pt`` when
-    ``COURSE_RESULTS`` is set; else ``results/<lab>/<name>.pt`` in the course folder (the nearest
-    folder above the working directory holding ``nbgrader_config.py``; git ignores its ``results/``),
-    so that weights never land in an assignment folder that students submit; else under the
-    working directory."""
+    """Where lab ``lab`` keeps model ``name`` (``<lab>/<name>.pt``): next to ``$COURSE_RESULTS`` when
+    that is set; else in ``results/`` of the course folder (the nearest folder above the working
+    directory holding ``nbgrader_config.py``; git ignores it); else - a student's copy of the labs,
+    on JupyterHub or Colab - in the user's cache, ``$XDG_CACHE_HOME`` or ``~/.cache``, under
+    ``cnns-part2/results``. Never inside an assignment folder, which students submit, and the same
+    place for every lab, so that lab 07 finds what labs 02-06 saved."""
     results = os.environ.get(RESULTS_ENV)
     if results:
         return Path(results).parent / lab / f"{name}.pt"
     cwd = Path.cwd()
     root = next((p for p in (cwd, *cwd.parents) if (p / "nbgrader_config.py").is_file()), None)
-    return (root / "results" if root is not None else Path("results")) / lab / f"{name}.pt"
+    if root is not None:
+        return root / "results" / lab / f"{name}.pt"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "cnns-part2" / "results" / lab / f"{name}.pt"
 
 
 def load_cached(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any]) -> dict | None:
@@ -391,6 +395,40 @@ def save_cached(path: str | os.PathLike, model: nn.Module, config: Mapping[str, 
     return save_checkpoint(path, model, config=dict(config), **meta)
 
 
+def warm_start(path: str | os.PathLike, model: nn.Module, *, mode: str = "fast") -> dict | None:
+    """Start ``model`` from the weights another lab saved with :func:`save_cached`, where they fit.
+
+    Every tensor of the checkpoint whose name and shape match one of ``model``'s is copied; the
+    others (e.g. a classifier for another number of classes) keep their fresh initialisation.
+
+    Args:
+        path: the checkpoint, e.g. ``checkpoint_path("03_retinanet", "retinanet")``.
+        model: the module to initialise, in place.
+        mode: only a checkpoint whose saved ``config["mode"]`` is this one is used (a full-mode
+            ResNet-50 does not fit a fast-mode model).
+
+    Returns:
+        None when there is no usable checkpoint (``model`` unchanged); else a dict with ``loaded`` and
+        ``fresh`` (names of ``model``'s tensors copied / left as they were) and the checkpoint's ``config``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - truncated or foreign file: train from scratch
+        return None
+    config = state.get("meta", {}).get("config", {})
+    if config.get("mode") != mode:
+        return None
+    saved, own = state["model"], model.state_dict()
+    loaded = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    if not loaded:
+        return None
+    model.load_state_dict(loaded, strict=False)
+    return {"loaded": sorted(loaded), "fresh": sorted(k for k in own if k not in loaded), "config": config}
+
+
 __all__ = [
     "COCO_IMAGE_SIDE",
     "DetectorWrapper",
@@ -405,4 +443,5 @@ __all__ = [
     "rescale_coco",
     "save_cached",
     "size_counts",
+    "warm_start",
 ]

@@ -40,6 +40,7 @@ from torchvision import ops
 from course_utils import viz
 from course_utils.boxes import batched_nms as reference_batched_nms
 from course_utils.boxes import box_iou as reference_box_iou
+from course_utils.benchmark import checkpoint_path, save_cached
 from course_utils.config import by_mode, record, setup
 from course_utils.data import ShapesDataset, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
@@ -431,6 +432,8 @@ scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_st
 history = fit(model, DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate), optimizer, STEPS,
               loss_fn=lambda out, target: yolo_loss(out, target, B=B), scheduler=scheduler, seed=0, device=DEVICE,
               log_every=25)
+if MODE != "smoke":  # lab 07 starts its YOLO from these weights (see checkpoint_path)
+    save_cached(checkpoint_path("02_yolo", "yolo"), model, {"mode": MODE, "steps": STEPS})
 viz.plot_history(history, log=True).set_title("the five terms of the YOLO loss")
 """)
 

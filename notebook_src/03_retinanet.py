@@ -48,6 +48,7 @@ from torchvision import ops
 from torchvision.transforms import v2
 
 from course_utils import viz
+from course_utils.benchmark import checkpoint_path, save_cached
 from course_utils.config import by_mode, record, setup
 from course_utils.data import COCOSubset, PennFudan, ShapesDataset, dataset_root, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_raises, check_shape
@@ -658,6 +659,8 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=max(STEPS, 3), pct_start=0.15)
 history = fit(model, DataLoader(train_set, batch_size=16, shuffle=True, collate_fn=collate), optimizer, STEPS,
               scheduler=scheduler, grad_clip=10.0, seed=0, device=DEVICE, log_every=25)
+if MODE != "smoke":  # lab 07 starts its RetinaNet from these weights (see checkpoint_path)
+    save_cached(checkpoint_path("03_retinanet", "retinanet"), model, {"mode": MODE, "steps": STEPS})
 viz.plot_history(history, log=True).set_title("RetinaNet's two losses (per positive anchor)");
 """)
 

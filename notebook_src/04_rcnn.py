@@ -47,6 +47,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.transforms import v2
 
 from course_utils import viz
+from course_utils.benchmark import checkpoint_path, save_cached
 from course_utils.config import by_mode, record, setup
 from course_utils.data import PennFudan, ShapesDataset, collate_detection, dataset_root, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_shape
@@ -515,6 +516,8 @@ else:
 loader = DataLoader(train_set, batch_size=BATCH, shuffle=True, collate_fn=collate_detection)
 history = fit(model, loader, optimizer, STEPS, scheduler=scheduler, grad_clip=10.0, seed=0, device=DEVICE,
               log_every=20)
+if MODE != "smoke":  # lab 07 starts its Faster and Mask R-CNN from these weights (see checkpoint_path)
+    save_cached(checkpoint_path("04_rcnn", "mask_rcnn"), model, {"mode": MODE, "steps": STEPS})
 viz.plot_history(history, ["loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"],
                  log=True).set_title("the five losses of Mask R-CNN, trained jointly")
 """)

@@ -41,6 +41,7 @@ from torchvision import ops
 from torchvision.transforms import v2
 
 from course_utils import viz
+from course_utils.benchmark import checkpoint_path, save_cached
 from course_utils.config import by_mode, record, setup
 from course_utils.data import ShapesDataset, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_shape
@@ -487,6 +488,8 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=max(STEPS, 3), pct_start=0.1)
 history = fit(model, DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate), optimizer, STEPS,
               loss_fn=criterion, scheduler=scheduler, grad_clip=0.1, seed=0, device=DEVICE, log_every=25)
+if MODE != "smoke":  # lab 07 starts its DETR from these weights (see checkpoint_path)
+    save_cached(checkpoint_path("06_detr", "detr"), model, {"mode": MODE, "steps": STEPS})
 viz.plot_history(history, log=True).set_title("DETR losses (summed over decoder layers)")
 """)
 

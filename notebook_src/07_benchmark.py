@@ -46,7 +46,8 @@ from torch.utils.data import DataLoader
 
 from course_utils import viz
 from course_utils.benchmark import (DetectorWrapper, ThroughputProbe, checkpoint_path, coco_ap_row, count_flops,
-                                    count_parameters, load_cached, markdown_table, save_cached, size_counts)
+                                    count_parameters, load_cached, markdown_table, save_cached, size_counts,
+                                    warm_start)
 from course_utils.benchmark import measure_throughput as reference_measure_throughput
 from course_utils.config import by_mode, read_results, record, setup
 from course_utils.data import ShapesDataset, collate_detection, detections_to_coco
@@ -113,7 +114,8 @@ PRETRAINED = MODE == "full"  # COCO-pretrained two-stage and RetinaNet detectors
 BUILDERS = {  # name -> (display name, builder)
     "yolo": ("YOLO v1", lambda: build_yolo(NUM_CLASSES, IMAGE_SIZE)),
     "retinanet": ("RetinaNet", make_pretrained_retinanet if PRETRAINED  # + 1: torchvision counts the background;
-                  else lambda: build_retinanet(NUM_CLASSES + 1, IMAGE_SIZE, anchor_scale=1.5,  # lab 03's anchors
+                  else lambda: build_retinanet(NUM_CLASSES + 1, IMAGE_SIZE, anchor_scale=1.5,  # lab 03's anchors,
+                                              levels=(3, 4, 5),  # objects <= 38 px: P6/P7's 96+ px anchors never fit
                                               detections_per_img=100)),  # COCO scores the best 100
     "faster_rcnn": ("Faster R-CNN", make_pretrained_faster_rcnn if PRETRAINED
                     else lambda: build_faster_rcnn(NUM_CLASSES, IMAGE_SIZE)),
@@ -124,11 +126,19 @@ BUILDERS = {  # name -> (display name, builder)
 # training recipe: optimisation steps (about the same CPU time for each in fast mode), peak learning rate
 # (lower for fine-tuning the pretrained ones in full mode)
 RECIPES = {
-    "yolo": dict(steps=by_mode(smoke=3, fast=500, full=6000), lr=2e-3),
-    "retinanet": dict(steps=by_mode(smoke=3, fast=200, full=3000), lr=by_mode(smoke=5e-3, fast=5e-3, full=1e-4)),
-    "faster_rcnn": dict(steps=by_mode(smoke=3, fast=200, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
-    "mask_rcnn": dict(steps=by_mode(smoke=3, fast=110, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
-    "detr": dict(steps=by_mode(smoke=3, fast=200, full=20000), lr=1e-3),
+    "yolo": dict(steps=by_mode(smoke=3, fast=350, full=6000), lr=2e-3),
+    "retinanet": dict(steps=by_mode(smoke=3, fast=140, full=3000), lr=by_mode(smoke=5e-3, fast=5e-3, full=1e-4)),
+    "faster_rcnn": dict(steps=by_mode(smoke=3, fast=160, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
+    "mask_rcnn": dict(steps=by_mode(smoke=3, fast=80, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
+    "detr": dict(steps=by_mode(smoke=3, fast=150, full=20000), lr=1e-3),
+}
+# fast mode: the model each earlier lab saved after its own training, if you ran it (lab, name, the part it fits)
+WARM_STARTS = {
+    "yolo": ("02_yolo", "yolo", lambda model: model.net),  # lab 02's TinyYOLO, inside the detector wrapper
+    "retinanet": ("03_retinanet", "retinanet", lambda model: model),
+    "faster_rcnn": ("04_rcnn", "mask_rcnn", lambda model: model),  # Mask R-CNN without its mask branch
+    "mask_rcnn": ("04_rcnn", "mask_rcnn", lambda model: model),
+    "detr": ("06_detr", "detr", lambda model: model.model),
 }
 BATCH_SIZE = by_mode(smoke=4, fast=8, full=8)
 """)
@@ -166,16 +176,26 @@ md("train-md", r"""
 ## 3. Training (or reusing) the five detectors
 
 Each detector is trained with AdamW and a one-cycle learning rate, batch size 8, for the number
-of steps in `RECIPES` — chosen so that each gets roughly the same CPU time, about 40 seconds on two
+of steps in `RECIPES` — chosen so that each gets roughly the same CPU time, 30 to 40 seconds on two
 idle cores (a Mask R-CNN step costs about six YOLO steps). That is very little: the table compares
-how far each detector gets **in the same short time** as much as the architectures themselves. The weights are saved under `results/07_benchmark/<model>.pt` in the course
-folder (next to `$COURSE_RESULTS` when set) with the training configuration: run the notebook again
-and a detector whose configuration has not changed is loaded instead of retrained (delete the file to
-retrain).
+how far each detector gets **in the same short time** as much as the architectures themselves.
+
+**Warm starts.** Labs 02, 03, 04 and 06 save their trained detector when they run in `fast` mode.
+If you ran them, each detector here *starts from those weights* and is fine-tuned on the hard
+preset with the same steps — pretraining then fine-tuning, as every real detector starts from
+ImageNet or COCO weights. Tensors whose shape changed (the classifiers: six classes here against
+three there; DETR's 25 queries against 9) start fresh. The cell prints where each detector started;
+so does the `start` column of the table. Without those files every detector starts from scratch.
+
+**Cache.** The weights are saved as `07_benchmark/<model>.pt` with the training configuration, in
+`results/` of the course folder (in a copy of the labs without one, e.g. on JupyterHub or Colab: in
+`~/.cache/cnns-part2/results/`; `checkpoint_path` says where): run the notebook again and a
+detector whose configuration has not changed is loaded instead of retrained (delete the file to
+retrain). Labs 02–06 save theirs in the same place.
 """)
 
 readonly("train", r"""
-models, train_seconds = {}, {}
+models, train_seconds, started_from = {}, {}, {}
 loader = DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True, collate_fn=collate_detection)
 for name, (title, build) in BUILDERS.items():
     recipe = RECIPES[name]
@@ -183,6 +203,15 @@ for name, (title, build) in BUILDERS.items():
               "batch_size": BATCH_SIZE, "seed": 0, **recipe}
     torch.manual_seed(0)
     model = build()
+    started_from[name] = "scratch"
+    if MODE == "fast":
+        lab, saved, part = WARM_STARTS[name]
+        warm = warm_start(checkpoint_path(lab, saved), part(model))
+        if warm is not None:
+            started_from[name] = f"lab {lab[:2]}"
+            config["warm_start"] = {"from": f"{lab}/{saved}", **warm["config"]}  # retrain when the source changes
+            print(f"{title:13} starts from lab {lab}'s weights: {len(warm['loaded'])} tensors copied, "
+                  f"{len(warm['fresh'])} fresh: {', '.join(warm['fresh'][:4])}")
     path = checkpoint_path("07_benchmark", name)
     cached = load_cached(path, model, config) if MODE != "smoke" else None
     if cached is not None:
@@ -379,14 +408,14 @@ md("table-md", r"""
 
 readonly("table", r"""
 rows = [{"detector": BUILDERS[name][0], **accuracy[name], **compute[name], **speed[name],
-         "train_s": train_seconds[name]} for name in models]
+         "train_s": train_seconds[name], "start": started_from[name]} for name in models]
 display(Markdown(markdown_table(rows, {
     "detector": "s", "AP": ".3f", "AP50": ".3f", "AP75": ".3f", "APs": ".3f", "APm": ".3f", "APl": ".3f",
-    "params": lambda n: f"{n / 1e6:.2f} M", "gflops": ".2f", "ips_b1": ".0f", "ips_b8": ".0f", "train_s": ".0f",
+    "params": lambda n: f"{n / 1e6:.2f} M", "gflops": ".2f", "ips_b1": ".0f", "ips_b8": ".0f", "train_s": ".0f", "start": "s",
 })))
 print("AP: mAP@[.5:.95]; APs/APm/APl: AP on small/medium/large objects (COCO's ranges, rescaled); "
       "gflops: GFLOPs per image (2 x MACs); ips_b1/ips_b8: images per second at batch 1/8 on "
-      f"{DEVICE}; train_s: training seconds")
+      f"{DEVICE}; train_s: training seconds; start: scratch or the lab whose weights it started from")
 earlier = {k: v for k, v in read_results().items() if k.split("/")[0] in
            ("02_yolo", "03_retinanet", "04_rcnn", "06_detr") and k.split("/")[-1] in ("mAP", "box_mAP")}
 if earlier:
@@ -426,13 +455,14 @@ fig.tight_layout()
 md("lessons-md", r"""
 ## 9. Reading the table (manually graded, 3 points)
 
-Answer in the cell below, in a few sentences each, **quoting numbers from your table**:
+Answer in the cell below, in a few sentences each, **quoting numbers from your table** (say whether
+your detectors started from scratch or from labs 02–06: the `start` column):
 
 1. Which detector is the most accurate, and which the fastest? Is any detector both more accurate
    and faster than another (it *dominates* it)?
-2. Compare YOLO v1 with Faster R-CNN, then with RetinaNet, on **small** objects. Which ideas of
-   labs 02–04 explain what you see? Does RetinaNet's pyramid pay off after this short training, and
-   if not, why might that be?
+2. Compare YOLO v1 with Faster R-CNN, then with RetinaNet, on **small** objects (APs) and overall
+   (AP). Which ideas of labs 02–04 explain what you see? Does RetinaNet's pyramid pay off, and if
+   not, why might that be?
 3. FLOPs and images per second do not rank the detectors the same way. Give one example from
    your table and one reason (section 5 names some).
 4. Mask R-CNN computes everything Faster R-CNN does, plus masks. What does the table say about the
@@ -441,30 +471,36 @@ Answer in the cell below, in a few sentences each, **quoting numbers from your t
 
 md("lessons-answer", r"""
 ### BEGIN SOLUTION
-(Numbers from the instructor's fast-mode run on a busy 2-core CPU; yours differ, especially the speeds.)
+(Numbers from the instructor's fast-mode runs on a 2-core CPU, first after running labs 02–06
+(every detector starts from its lab's model), then from scratch in brackets; yours differ, the
+speeds most.)
 
-1. Faster R-CNN is the most accurate (mAP 0.19, and by far the best AP75, 0.19: its second stage
-   refines boxes on stride-8 features); YOLO v1 is the fastest (about 200 images/s at batch 8) and
-   the cheapest (0.4 M parameters, 0.15 GFLOPs) with the second-best mAP (0.14; good AP50, poor
-   AP75: its boxes are coarse). Faster R-CNN dominates RetinaNet, Mask R-CNN and DETR here: more
-   accurate *and* faster. DETR has hardly started learning in its 200 steps (mAP ≈ 0): set
-   prediction with Hungarian matching converges slowly (the paper trains for 500 epochs).
-2. YOLO v1's small-object AP is about 0 (0.003): an 8×8 grid on stride-16 features, one object per
+1. Faster R-CNN is the most accurate: mAP 0.30 (0.10), with by far the best AP75, 0.33 (0.08): its
+   second stage refines the boxes on stride-8 features. YOLO v1 is the fastest (about 330 images/s
+   at batch 8) and the cheapest (0.4 M parameters, 0.15 GFLOPs), with the second-best mAP, 0.15
+   (0.08): good AP50, poor AP75, its boxes are coarse. Faster R-CNN dominates RetinaNet, Mask R-CNN
+   and DETR here: more accurate *and* faster. DETR has hardly started learning in its 150 steps (mAP
+   0.01, and about 0 from scratch): set prediction with Hungarian matching converges slowly (the
+   paper trains for 500 epochs), and its 25 queries start fresh even after lab 06.
+2. YOLO v1's small-object AP is about 0 (0.009): an 8×8 grid on stride-16 features, one object per
    cell, so crowded small objects share cells and are lost from the targets themselves (lab 02), and
-   a 6-pixel shape is a fraction of a feature cell. Faster R-CNN finds some (APs 0.03): RoIAlign
-   samples its stride-8 map at each proposal's exact position, and anchors of 16 px fit small
-   objects. RetinaNet's pyramid does not pay off yet (APs 0.00, mAP 0.02): a dense one-stage head
-   trained from scratch with the focal loss needs many more steps than our 200 (lab 03 trains it
-   much longer on easier shapes); the ranking at convergence can differ from the ranking after 40 s.
-3. Mask R-CNN has about 6× the FLOPs of Faster R-CNN but is more than 10× slower at batch 8; DETR
-   has about the FLOPs of Faster R-CNN and a different speed; RetinaNet is 5× slower at batch 1
-   than at batch 8. FLOPs count only convolutions and matrix products; NMS, RoIAlign, pasting masks
-   into the image and Python-level post-processing are not counted but take time, and a batch of 1
-   leaves the cores idle between small operations.
+   a 6-pixel shape is a fraction of a feature cell. RetinaNet has a *lower* overall mAP than YOLO
+   (0.09 against 0.15) but three times its small-object AP (0.028): the pyramid's stride-8 level P3
+   with 12-pixel anchors sees small objects that YOLO's grid cannot hold. Faster R-CNN finds as many
+   (APs 0.030): RoIAlign samples its stride-8 map at each proposal's exact position. From scratch
+   the pyramid does not pay off (RetinaNet mAP 0.008, APs 0): a dense one-stage head trained from
+   scratch with the focal loss needs many more steps than 140 (lab 03 shows it four times as many
+   images, of easier shapes) — the ranking after 30 seconds is not the ranking at convergence.
+3. Mask R-CNN has about 6× the FLOPs of Faster R-CNN but is 5–6× slower at batch 8 and barely
+   faster at batch 8 than at batch 1; DETR has about the FLOPs of Faster R-CNN at a lower speed;
+   RetinaNet runs about twice as fast per image at batch 8 as at batch 1. FLOPs count only
+   convolutions and matrix products; NMS, RoIAlign, pasting masks into the image and Python-level
+   post-processing are not counted but take time, and a batch of 1 leaves the cores idle between
+   small operations.
 4. The mask branch makes each training step about twice as expensive as Faster R-CNN's (so fewer
-   steps fit in the same time: 110 against 200) and inference about 10× slower (a mask head per
+   steps fit in the same time: 80 against 160) and inference 5–6× slower (a mask head per
    detection, then each 28×28 mask resized and pasted into the image). It does not help the boxes
-   here (mAP 0.03 against 0.19) — in the paper, at convergence, multi-task training helps them a
+   here (mAP 0.13 against 0.30) — in the paper, at convergence, multi-task training helps them a
    little.
 ### END SOLUTION
 """, grade=True, grade_id="lessons-answer", locked=False, points=3, solution=True)

@@ -5,6 +5,7 @@ through the COURSE_RESULTS file.
 """
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -53,8 +54,7 @@ FLOORS = {
                    "07_benchmark/detr/mAP": 1e-5,
                    **{f"07_benchmark/{m}/images_per_s": 0.1
                       for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}},
-        # issue 11 asks for 300 s; measured 284 s alone, about 320 s inside the whole suite on a fresh clone
-        "seconds": 360,
+        "seconds": 300,  # issue 11; measured alone: 193 s from scratch, 187 s from the labs' checkpoints
         "min_figures": 3,
     },
 }
@@ -121,10 +121,20 @@ def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
     return nb, time.perf_counter() - start
 
 
+# the models labs 02-06 save in fast mode, which lab 07 starts from: lab -> the model file's name
+BENCHMARK_SOURCES = {"02_yolo": "yolo", "03_retinanet": "retinanet", "04_rcnn": "mask_rcnn", "06_detr": "detr"}
+
+
+@pytest.fixture(scope="session")
+def saved_models(tmp_path_factory):
+    """Checkpoints saved by this session's fast-mode lab runs: lab -> file (filled by the tests below)."""
+    return {}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("lab", LABS)
-def test_fast_mode_reaches_floors(lab, tmp_path, monkeypatch):
+def test_fast_mode_reaches_floors(lab, tmp_path, monkeypatch, saved_models):
     assert lab in FLOORS, f"lab {lab} declares no quality floors in {__file__}"
     spec = FLOORS[lab]
     results_file = tmp_path / "results.json"
@@ -140,6 +150,10 @@ def test_fast_mode_reaches_floors(lab, tmp_path, monkeypatch):
 
     results = read_results(results_file)
     print(f"{lab}: {seconds:.0f} s, {figures} figures, {results}")
+    if lab in BENCHMARK_SOURCES:
+        saved = tmp_path / lab / f"{BENCHMARK_SOURCES[lab]}.pt"
+        assert saved.is_file(), f"{lab} should save its trained model for lab 07 at {saved}"
+        saved_models[lab] = saved
     for name, floor in spec["floors"].items():
         assert name in results, f"{lab} did not record {name}"
         assert results[name] >= floor, f"{name} = {results[name]:.3f} < floor {floor}"
@@ -147,3 +161,43 @@ def test_fast_mode_reaches_floors(lab, tmp_path, monkeypatch):
     assert figures >= spec["min_figures"], f"{lab} showed {figures} figures"
     assert seconds <= spec["seconds"], f"{lab} took {seconds:.0f} s in fast mode (budget {spec['seconds']} s)"
     assert os.environ["COURSE_MODE"] == "fast"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_benchmark_from_the_labs_checkpoints(tmp_path, monkeypatch, saved_models):
+    """Lab 07 after labs 02-06: every detector starts from its lab's model, and the table shows the lessons.
+
+    Uses the checkpoints of this session's runs above; a lab that did not run here (e.g. with
+    ``-k``) is run first, in fast mode.
+    """
+    monkeypatch.setenv("COURSE_MODE", "fast")
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    for lab, name in BENCHMARK_SOURCES.items():
+        target = tmp_path / lab / f"{name}.pt"
+        if lab in saved_models:
+            target.parent.mkdir(parents=True)
+            shutil.copy(saved_models[lab], target)
+        else:
+            monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / f"{lab}.json"))
+            execute(ROOT / "solutions" / lab / f"{lab}.ipynb", timeout=900)
+        assert target.is_file(), f"{lab} did not save {target}"
+    results_file = tmp_path / "results.json"
+    monkeypatch.setenv("COURSE_RESULTS", str(results_file))
+    nb, seconds = execute(ROOT / "solutions" / "07_benchmark" / "07_benchmark.ipynb", timeout=600)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
+    printed = "".join(o.get("text", "") for c in nb.cells if c.get("id") == "train" for o in c.get("outputs", []))
+    from course_utils.config import read_results
+
+    results = read_results(results_file)
+    print(f"07_benchmark from the labs' models: {seconds:.0f} s, {results}")
+    for title, lab in [("YOLO v1", "02_yolo"), ("RetinaNet", "03_retinanet"), ("Faster R-CNN", "04_rcnn"),
+                       ("Mask R-CNN", "04_rcnn"), ("DETR", "06_detr")]:
+        assert f"{title:13} starts from lab {lab}'s weights" in printed, f"{title} did not start from {lab}:\n{printed}"
+    ap = {m: results[f"07_benchmark/{m}/mAP"] for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}
+    aps = {m: results[f"07_benchmark/{m}/APs"] for m in ap}
+    assert min(ap.values()) > 5e-3 and max(ap.values()) < 0.9, f"every detector learns, none saturates: {ap}"
+    assert aps["retinanet"] > 2 * aps["yolo"], f"the pyramid's gain on small objects: APs {aps}"
+    assert ap["faster_rcnn"] > max(ap["yolo"], ap["retinanet"], ap["detr"]), f"two stages, most accurate: {ap}"
+    assert seconds <= FLOORS["07_benchmark"]["seconds"], f"lab 07 took {seconds:.0f} s"
