@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .config import RESULTS_ENV
 from .metrics import coco_eval
-from .train import load_checkpoint, save_checkpoint
+from .train import save_checkpoint
 
 # --------------------------------------------------------------------------- compute
 
@@ -366,6 +366,23 @@ def checkpoint_path(lab: str, name: str) -> Path:
     return cache / "cnns-part2" / "results" / lab / f"{name}.pt"
 
 
+def _read_saved(path: str | os.PathLike) -> dict | None:
+    """The checkpoint dict at ``path`` (read with ``weights_only=True``), or None: no file, or not readable."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: train instead
+        return None
+
+
+def _fitting(saved: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of ``saved`` whose name and shape match one of ``model``'s."""
+    own = model.state_dict()
+    return {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+
+
 def load_cached(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any]) -> dict | None:
     """Load ``path`` into ``model`` if it was saved by :func:`save_cached` with exactly ``config``.
 
@@ -374,19 +391,12 @@ def load_cached(path: str | os.PathLike, model: nn.Module, config: Mapping[str, 
         (no file, another configuration, or weights that do not fit ``model``: then ``model`` is
         unchanged).
     """
-    path = Path(path)
-    if not path.is_file():
+    state = _read_saved(path)
+    if state is None or state.get("meta", {}).get("config") != dict(config):
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a truncated or foreign file: retrain
-        return None
-    if state.get("meta", {}).get("config") != dict(config):
-        return None
-    try:
-        load_checkpoint(path, model)
-    except RuntimeError:  # the architecture changed under the same config
-        return None
+    if len(_fitting(state["model"], model)) != len(state["model"]) or len(state["model"]) != len(model.state_dict()):
+        return None  # the architecture changed under the same config
+    model.load_state_dict(state["model"])
     return state["meta"]
 
 
@@ -411,22 +421,16 @@ def warm_start(path: str | os.PathLike, model: nn.Module, *, mode: str = "fast")
         None when there is no usable checkpoint (``model`` unchanged); else a dict with ``loaded`` and
         ``fresh`` (names of ``model``'s tensors copied / left as they were) and the checkpoint's ``config``.
     """
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - truncated or foreign file: train from scratch
-        return None
-    config = state.get("meta", {}).get("config", {})
+    state = _read_saved(path)
+    config = {} if state is None else state.get("meta", {}).get("config", {})
     if config.get("mode") != mode:
         return None
-    saved, own = state["model"], model.state_dict()
-    loaded = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    loaded = _fitting(state["model"], model)
     if not loaded:
         return None
     model.load_state_dict(loaded, strict=False)
-    return {"loaded": sorted(loaded), "fresh": sorted(k for k in own if k not in loaded), "config": config}
+    return {"loaded": sorted(loaded), "fresh": sorted(k for k in model.state_dict() if k not in loaded),
+            "config": config}
 
 
 __all__ = [
