@@ -40,7 +40,7 @@ FLOORS = {
     },
     "05_segmentation": {
         "floors": {"05_segmentation/unet_mIoU": 0.85, "05_segmentation/hourglass_mIoU": 0.8},
-        "seconds": 180,  # issue 9; measured alone: 138 s (200 + 200 U-Net steps and 250 hourglass steps)
+        "seconds": 180,  # issue 9; measured alone: 133 s (200 + 200 U-Net steps and 250 hourglass steps)
         "min_figures": 7,  # + the U-Net comparison slider, an Image widget
     },
     "06_detr": {
@@ -54,7 +54,7 @@ FLOORS = {
                    "07_benchmark/detr/mAP": 1e-5,
                    **{f"07_benchmark/{m}/images_per_s": 0.1
                       for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}},
-        "seconds": 300,  # issue 11; measured alone: 193 s from scratch, 187 s from the labs' checkpoints
+        "seconds": 300,  # issue 11; measured alone: 183 s from scratch, 171 s from the labs' checkpoints
         "min_figures": 3,
     },
 }
@@ -121,12 +121,28 @@ def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
     return nb, time.perf_counter() - start
 
 
+def run_fast_mode(lab: str, results_file: Path, monkeypatch, timeout: int = 600):
+    """Run ``solutions/<lab>`` top to bottom in fast mode, recording into ``results_file``.
+
+    Returns the executed notebook, its seconds and its recorded figures; fails on any error output.
+    """
+    monkeypatch.setenv("COURSE_MODE", "fast")
+    monkeypatch.setenv("COURSE_RESULTS", str(results_file))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws the figures
+    nb, seconds = execute(ROOT / "solutions" / lab / f"{lab}.ipynb", timeout=timeout)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
+    from course_utils.config import read_results
+
+    return nb, seconds, read_results(results_file)
+
+
 # the models labs 02-06 save in fast mode, which lab 07 starts from: lab -> the model file's name
 BENCHMARK_SOURCES = {"02_yolo": "yolo", "03_retinanet": "retinanet", "04_rcnn": "mask_rcnn", "06_detr": "detr"}
 
 
 @pytest.fixture(scope="session")
-def saved_models(tmp_path_factory):
+def saved_models():
     """Checkpoints saved by this session's fast-mode lab runs: lab -> file (filled by the tests below)."""
     return {}
 
@@ -137,18 +153,8 @@ def saved_models(tmp_path_factory):
 def test_fast_mode_reaches_floors(lab, tmp_path, monkeypatch, saved_models):
     assert lab in FLOORS, f"lab {lab} declares no quality floors in {__file__}"
     spec = FLOORS[lab]
-    results_file = tmp_path / "results.json"
-    monkeypatch.setenv("COURSE_MODE", "fast")
-    monkeypatch.setenv("COURSE_RESULTS", str(results_file))
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws the figures
-    nb, seconds = execute(ROOT / "solutions" / lab / f"{lab}.ipynb", timeout=600)
-
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors, errors
+    nb, seconds, results = run_fast_mode(lab, tmp_path / "results.json", monkeypatch)
     figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    from course_utils.config import read_results
-
-    results = read_results(results_file)
     print(f"{lab}: {seconds:.0f} s, {figures} figures, {results}")
     if lab in BENCHMARK_SOURCES:
         saved = tmp_path / lab / f"{BENCHMARK_SOURCES[lab]}.pt"
@@ -171,26 +177,16 @@ def test_benchmark_from_the_labs_checkpoints(tmp_path, monkeypatch, saved_models
     Uses the checkpoints of this session's runs above; a lab that did not run here (e.g. with
     ``-k``) is run first, in fast mode.
     """
-    monkeypatch.setenv("COURSE_MODE", "fast")
-    monkeypatch.delenv("MPLBACKEND", raising=False)
     for lab, name in BENCHMARK_SOURCES.items():
         target = tmp_path / lab / f"{name}.pt"
         if lab in saved_models:
             target.parent.mkdir(parents=True)
             shutil.copy(saved_models[lab], target)
         else:
-            monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / f"{lab}.json"))
-            execute(ROOT / "solutions" / lab / f"{lab}.ipynb", timeout=900)
+            run_fast_mode(lab, tmp_path / f"{lab}.json", monkeypatch, timeout=900)
         assert target.is_file(), f"{lab} did not save {target}"
-    results_file = tmp_path / "results.json"
-    monkeypatch.setenv("COURSE_RESULTS", str(results_file))
-    nb, seconds = execute(ROOT / "solutions" / "07_benchmark" / "07_benchmark.ipynb", timeout=600)
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors, errors
+    nb, seconds, results = run_fast_mode("07_benchmark", tmp_path / "results.json", monkeypatch)
     printed = "".join(o.get("text", "") for c in nb.cells if c.get("id") == "train" for o in c.get("outputs", []))
-    from course_utils.config import read_results
-
-    results = read_results(results_file)
     print(f"07_benchmark from the labs' models: {seconds:.0f} s, {results}")
     for title, lab in [("YOLO v1", "02_yolo"), ("RetinaNet", "03_retinanet"), ("Faster R-CNN", "04_rcnn"),
                        ("Mask R-CNN", "04_rcnn"), ("DETR", "06_detr")]:
