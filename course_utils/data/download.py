@@ -141,6 +141,7 @@ def _merge(source: Path, target: Path) -> None:
         there = target / item.name
         if item.is_dir() and there.is_dir():
             _merge(item, there)
+            item.rmdir()
         elif there.exists():
             raise ArchiveError(f"{there.name} is in two archives of the dataset; refusing to overwrite it")
         else:

@@ -420,7 +420,7 @@ def _give_up(urls: tuple[str, ...], dest: Path, part: Path, sha256: str | None, 
     tried = "; ".join(failures)
     if mismatch:
         raise ChecksumError(f"could not get a good {dest.name}: {tried}")
-    raise DownloadError(f"could not download {dest.name} (offline, or the host is down?). Tried: {tried}. "
+    raise DownloadError(f"could not download {dest.name} from any of its URLs. Tried: {tried}. "
                         + _by_hand(urls, dest))
 
 
@@ -431,7 +431,10 @@ def _accept(source: Path, dest: Path, sha256: str | None, pins: PinFile, pin_key
     A mismatching download is deleted; a mismatching file placed by hand (``source == dest``) is kept.
     """
     actual = sha256_of(source)
-    expected, what = (sha256, "the registry's sha256") if sha256 is not None else (pins.get(pin_key), "the pinned sha256")
+    if sha256 is not None:
+        expected, what = sha256, "the registry's sha256"
+    else:
+        expected, what = pins.get(pin_key), "the pinned sha256"
     if expected is not None and actual != expected:
         fate = "the download was deleted" if source != dest else f"remove or replace {source}"
         if source != dest:
