@@ -300,6 +300,18 @@ def test_a_failed_refetch_leaves_the_previous_complete_dataset_untouched(tmp_pat
     assert leftovers(tmp_path) == ["archives", "toy"]
 
 
+def test_an_archive_in_the_old_layout_is_reused_after_a_check_not_downloaded_again(tmp_path):
+    with LocalServer({"/toy.tar.gz": GOOD}) as server:
+        entry = toy_entry(server)
+        old = tmp_path / "toy" / "archives" / "toy.tar.gz"  # data/<name>/archives/ before issue 18
+        old.parent.mkdir(parents=True)
+        old.write_bytes(GOOD)
+        folder = fetch_dataset(entry, tmp_path, progress=False)
+        assert server.requests == []
+    assert (folder / "pets" / "a.txt").read_bytes() == b"alpha\n" and not (folder / "archives").exists()
+    assert marker_path(tmp_path / "archives" / "toy" / "toy.tar.gz").read_text().strip() == sha(GOOD)
+
+
 def test_two_archives_of_one_dataset_merge_into_one_tree(tmp_path):
     """VOC's two tars both hold VOCdevkit/VOC2007/: their files end up side by side."""
     trainval = files_tar({"VOCdevkit/VOC2007/JPEGImages/000005.jpg": b"5"}, gz=False)

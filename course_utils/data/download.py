@@ -124,8 +124,13 @@ def is_ready(dataset: str | DatasetEntry, folder: str | os.PathLike, *, images: 
 
 def _fetch_file(entry: DatasetEntry, file: RemoteFile, root: Path, allow_unverified: bool,
                 transfer: TransferLimits, progress: bool) -> Path:
+    dest = root / "archives" / entry.name / file.name
+    legacy = root / entry.name / "archives" / file.name  # where the downloader before issue 18 kept it
+    if legacy.is_file() and not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(legacy, dest)  # checked again below like a file placed by hand, never trusted as is
     return download(
-        file.urls, root / "archives" / entry.name / file.name, sha256=file.sha256, size_bounds=file.size_bounds(),
+        file.urls, dest, sha256=file.sha256, size_bounds=file.size_bounds(),
         declared=file.format, allow_unverified=allow_unverified, pins=PinFile(root / PINS),
         pin_key=_pin_key(entry, file), pin_new=False, limits=transfer, progress=progress,
     )
