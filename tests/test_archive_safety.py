@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import random
 import sys
 import tarfile
@@ -233,6 +234,8 @@ def test_the_good_unverified_archive_downloads_extracts_is_pinned_and_loads(monk
         assert len(PennFudan(data / "pennfudan")) == 2
         assert is_ready("pennfudan", data / "pennfudan")
         assert not (data / "archives" / "pennfudan" / "PennFudanPed.zip.sha256").exists()  # never marked verified
+        record = json.loads((data / "pennfudan" / ".dataset.json").read_text())
+        assert record["files"]["PennFudanPed.zip"] == {"sha256": hashlib.sha256(body).hexdigest(), "verified": False}
         assert hashlib.sha256(body).hexdigest() in (data / "sha256-pins.json").read_text()
         n_requests = len(server.requests)
         assert run_cli(data, capsys)[0] == 0 and len(server.requests) == n_requests  # complete: no request

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,7 +126,7 @@ def test_offline_error_names_the_url_and_how_to_fetch_by_hand(tmp_path):
     with pytest.raises(DownloadError) as err:
         download([url], dest, sha256=sha(GOOD), limits=FAST, progress=False)
     message = str(err.value)
-    assert url in message and "ConnectionRefusedError" in message and "(attempt 2/2)" in message
+    assert url in message and "ConnectionRefusedError" in message and "(attempts 1-2/2)" in message
     assert "by hand" in message and str(dest) in message
     assert leftovers(tmp_path) == []
 
@@ -240,7 +242,7 @@ def test_a_stalled_server_times_out_and_is_retried(tmp_path):
     stalled = Route(GOOD, trickle=(100, 3.0))
     limits = TransferLimits(timeout=0.3, deadline=10.0, min_rate=0, rate_window=1.0, retries=2)
     with LocalServer({"/x.tar.gz": stalled}) as server:
-        with pytest.raises(DownloadError, match=r"timed out\) \(attempt 2/2\)"):
+        with pytest.raises(DownloadError, match=r"timed out\) \(attempts 1-2/2\)"):
             unverified(server, "/x.tar.gz", tmp_path, limits=limits)
 
 
@@ -400,6 +402,15 @@ def test_cli_reports_failure_in_one_line(tmp_path, monkeypatch, capsys):
     assert err.startswith("error: could not download toy.tar.gz") and err.count("\n") == 1
     assert "announces 15 bytes, but toy.tar.gz has" in err
     assert not (tmp_path / "toy").exists()
+
+
+def test_the_command_exits_1_with_one_line_and_no_traceback(tmp_path):
+    """What `make data NAME=pennfudan` prints without --allow-unverified (nothing is fetched)."""
+    run = subprocess.run([sys.executable, "-m", "data_scripts.download", "pennfudan", "--root", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 1
+    assert run.stderr.startswith("error: PennFudanPed.zip has no documented sha256") and run.stderr.count("\n") == 1
+    assert "Traceback" not in run.stderr + run.stdout and leftovers(tmp_path) == []
 
 
 def test_cli_help_lists_every_dataset_with_size_and_licence(capsys):

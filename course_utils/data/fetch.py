@@ -412,12 +412,25 @@ def download(
     return _give_up(urls, dest, part, sha256, failures, mismatch)
 
 
+def _condensed(failures: list[str]) -> list[str]:
+    """``["x (attempt 1/3)", "x (attempt 2/3)"]`` -> ``["x (attempts 1-2/3)"]``: one entry per repeated failure."""
+    out: list[str] = []
+    for failure in failures:
+        match = re.fullmatch(r"(.*) \(attempt (\d+)/(\d+)\)", failure)
+        previous = re.fullmatch(r"(.*) \(attempts? (\d+)(?:-\d+)?/(\d+)\)", out[-1]) if out else None
+        if match and previous and previous.group(1) == match.group(1):
+            out[-1] = f"{match.group(1)} (attempts {previous.group(2)}-{match.group(2)}/{match.group(3)})"
+        else:
+            out.append(failure)
+    return out
+
+
 def _give_up(urls: tuple[str, ...], dest: Path, part: Path, sha256: str | None, failures: list[str],
              mismatch: bool) -> Path:
     """Raise the error that sums up ``failures``; an unverified .part is deleted, a verified one kept to resume."""
     if sha256 is None:
         part.unlink(missing_ok=True)
-    tried = "; ".join(failures)
+    tried = "; ".join(_condensed(failures))
     if mismatch:
         raise ChecksumError(f"could not get a good {dest.name}: {tried}")
     raise DownloadError(f"could not download {dest.name} from any of its URLs. Tried: {tried}. "
