@@ -306,25 +306,25 @@ def _select(members: list[_Member], prefixes: tuple[str, ...] | None, limit: int
 # --------------------------------------------------------------------------- writing
 
 
-def _write_file(archive_name: str, source, target: Path, size: int) -> None:
+def _write_file(archive_name: str, member: str, source, target: Path, size: int) -> None:
     """Copy exactly ``size`` bytes from ``source`` into a new file ``target`` (never through a link)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(target, flags, 0o644)
     except FileExistsError:
-        raise UnsafeArchiveError(f"{archive_name}: member {target.name!r} appears twice; "
+        raise UnsafeArchiveError(f"{archive_name}: member {member!r} appears twice; "
                                  "refusing the archive") from None
     written = 0
     with os.fdopen(fd, "wb") as out:
         while block := source.read(min(COPY_CHUNK, size - written + 1)):
             written += len(block)
             if written > size:
-                raise UnsafeArchiveError(f"{archive_name}: member {target.name!r} holds more than its declared "
+                raise UnsafeArchiveError(f"{archive_name}: member {member!r} holds more than its declared "
                                          f"{size:,} bytes; refusing the archive")
             out.write(block)
     if written < size:
-        raise ArchiveError(f"{archive_name}: member {target.name!r} is truncated ({written:,} of {size:,} bytes)")
+        raise ArchiveError(f"{archive_name}: member {member!r} is truncated ({written:,} of {size:,} bytes)")
 
 
 def _write(archive_name: str, members: list[_Member], scratch: Path, open_member) -> int:
@@ -336,7 +336,7 @@ def _write(archive_name: str, members: list[_Member], scratch: Path, open_member
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             with open_member(member.handle) as source:
-                _write_file(archive_name, source, target, member.size)
+                _write_file(archive_name, member.path, source, target, member.size)
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
             raise UnsafeArchiveError(f"{archive_name}: member {member.path!r} clashes with another member "
                                      "(a file and a folder of the same name); refusing the archive") from None
