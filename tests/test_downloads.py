@@ -431,6 +431,18 @@ def test_fetch_dataset_is_importable_from_data_scripts_for_the_notebooks():
     assert from_scripts is fetch_dataset
 
 
+def test_course_utils_never_imports_data_scripts():
+    """Imports flow downward: the command line uses course_utils.data, never the other way round."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "course_utils"
+    for module in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "data_scripts" for n in names), f"{module} imports data_scripts"
+
+
 def test_registry_entries_are_well_formed():
     assert set(DATASETS) == {"oxford_pets", "pennfudan", "voc2007", "coco_val2017"}
     for entry in DATASETS.values():
