@@ -95,19 +95,15 @@ def link_chain_tar(outside: Path) -> bytes:
     ])
 
 
-def _zeros_zip(size: int) -> bytes:
+def zip_bomb(size: int, top: str = "PennFudanPed") -> bytes:
+    """A zip whose one member unpacks to ``size`` zero bytes (1 GiB deflates to about 1 MiB)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf, zf.open("PennFudanPed/zeros.bin", "w",
-                                                                                    force_zip64=True) as out:
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf, \
+            zf.open(f"{top}/zeros.bin", "w", force_zip64=True) as out:
         block = bytes(1 << 20)
         for _ in range(size >> 20):
             out.write(block)
     return buf.getvalue()
-
-
-def zip_bomb(size: int) -> bytes:
-    """A zip whose one member unpacks to ``size`` zero bytes (1 GiB compresses to about 1 MiB)."""
-    return _zeros_zip(size)
 
 
 def tar_gz_bomb(size: int, top: str = "PennFudanPed") -> bytes:
