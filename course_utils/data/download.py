@@ -1,7 +1,7 @@
 """Fetch a dataset of the registry into ``<root>/<name>``, which appears only when complete.
 
 Layout under ``root`` (``$COURSE_DATA``, else ``data/`` of the course checkout, see
-:func:`course_utils.data.dataset_root`)::
+:func:`course_utils.data.real.data_root`)::
 
     <root>/<name>/                 the dataset, as the course_utils.data loaders read it
     <root>/<name>/.dataset.json    what it was made from (written last: see is_ready)
@@ -26,17 +26,12 @@ from pathlib import Path
 
 from .extract import ArchiveError, ArchiveLimits, safe_extract
 from .fetch import PinFile, TransferLimits, download, marker_path, pin_first_use, sha256_of
-from .real import dataset_root
+from .real import data_root
 from .registry import DatasetEntry, RemoteFile, get_entry
 
 DEFAULT_IMAGES = 500
 RECORD = ".dataset.json"
 PINS = "sha256-pins.json"
-
-
-def default_root() -> Path:
-    """The parent folder of the datasets: ``$COURSE_DATA``, else ``data/`` of the course checkout."""
-    return dataset_root("_").parent
 
 
 def _entry(dataset: str | DatasetEntry) -> DatasetEntry:
@@ -178,7 +173,7 @@ def fetch_dataset(
 
     Args:
         dataset: a registry name (see ``DATASETS``) or a :class:`DatasetEntry`.
-        root: parent folder of all datasets (default :func:`default_root`).
+        root: parent folder of all datasets (default :func:`course_utils.data.real.data_root`).
         images: for archives marked ``limit`` (COCO images), how many images to extract (default 500).
         allow_unverified: accept files that have no documented sha256 (trust on first use).
         delete_archives: delete each archive once the dataset is complete.
@@ -195,7 +190,7 @@ def fetch_dataset(
     """
     entry = _entry(dataset)
     wanted = _images(entry, images)
-    root = Path(root) if root is not None else default_root()
+    root = Path(root) if root is not None else data_root()
     folder = root / entry.name
     if is_ready(entry, folder, images=wanted):
         print(f"{entry.name}: already complete in {folder}")
@@ -255,7 +250,7 @@ def ensure_dataset(
 
     Args:
         name: a registry name, e.g. ``"pennfudan"``.
-        root: parent folder of the datasets (default :func:`default_root`).
+        root: parent folder of the datasets (default :func:`course_utils.data.real.data_root`).
         images: datasets with a per-image choice (COCO): at least this many images (default 500).
         allow_unverified: fetch files without a documented sha256 (trust on first use).
         progress: show progress bars while downloading.
@@ -263,7 +258,7 @@ def ensure_dataset(
     Returns:
         ``<root>/<name>``, complete.
     """
-    folder = (Path(root) if root is not None else default_root()) / name
+    folder = (Path(root) if root is not None else data_root()) / name
     if is_ready(name, folder, images=images):
         return folder
     return fetch_dataset(name, folder.parent, images=images, allow_unverified=allow_unverified, progress=progress)

@@ -98,6 +98,13 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``<path>.tmp``, then rename it over ``path`` (a reader never sees half of it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def marker_path(dest: Path) -> Path:
     """Where the registry-verified digest of ``dest`` is recorded: ``<dest>.sha256``."""
     return dest.with_name(dest.name + ".sha256")
@@ -143,9 +150,7 @@ class PinFile:
         pins = self._read()
         pins[key] = {"sha256": sha256, "size": size, "url": url}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(pins, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        _write_text_atomic(self.path, json.dumps(pins, indent=2, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------- one transfer
@@ -170,6 +175,12 @@ class _Expect:
     @property
     def cap(self) -> int | None:
         return self.bounds[1] if self.bounds else None
+
+
+def _size_range(bounds: tuple[int, int]) -> str:
+    """``"1,000"`` for an exact size, ``"900 to 1,100"`` for a range (in messages)."""
+    low, high = bounds
+    return f"{low:,}" if low == high else f"{low:,} to {high:,}"
 
 
 def _content_length(url: str, response) -> int | None:
@@ -204,7 +215,7 @@ def _check_headers(url: str, response, start: int, expect: _Expect) -> int | Non
         low, high = expect.bounds
         if start + length > high or (start == 0 and length < low):
             raise _Failure(f"{url}: announces {start + length:,} bytes, but {expect.name} has "
-                           + (f"{low:,}" if low == high else f"{low:,} to {high:,}") + " bytes")
+                           f"{_size_range(expect.bounds)} bytes")
     return length
 
 
@@ -295,9 +306,7 @@ def _check_file(path: Path, expect: _Expect) -> None:
     """Size and format of a complete file; raises :class:`_Failure`."""
     size = path.stat().st_size
     if expect.bounds is not None and not expect.bounds[0] <= size <= expect.bounds[1]:
-        low, high = expect.bounds
-        raise _Failure(f"{expect.name} has {size:,} bytes, expected "
-                       + (f"{low:,}" if low == high else f"{low:,} to {high:,}"), keep=False)
+        raise _Failure(f"{expect.name} has {size:,} bytes, expected {_size_range(expect.bounds)}", keep=False)
     if expect.declared is not None:
         with open(path, "rb") as f:
             _check_start(str(path), f.read(SNIFF_BYTES), expect)
@@ -378,14 +387,12 @@ def download(
         return dest
 
     part = dest.with_name(dest.name + ".part")
-    if sha256 is None:
-        part.unlink(missing_ok=True)  # unverified bytes of unknown origin are never continued
     deadline_at = time.monotonic() + limits.deadline
     failures: list[str] = []
     mismatch = False
     for url in urls:
-        if sha256 is None:
-            part.unlink(missing_ok=True)  # never splice two mirrors' bytes of an unchecked file
+        if sha256 is None:  # unverified bytes are never continued: not an earlier run's, not another mirror's
+            part.unlink(missing_ok=True)
         for attempt in range(1, limits.retries + 1):
             if time.monotonic() > deadline_at:
                 failures.append(f"the deadline of {limits.deadline:g} s for {dest.name} passed")
@@ -457,10 +464,7 @@ def _accept(source: Path, dest: Path, sha256: str | None, pins: PinFile, pin_key
     if source != dest:
         os.replace(source, dest)
     if sha256 is not None:
-        marker = marker_path(dest)
-        tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(actual + "\n")
-        os.replace(tmp, marker)
+        _write_text_atomic(marker_path(dest), actual + "\n")
     elif expected is None and pin_new:
         pin_first_use(pins, pin_key, dest, actual, source_url)
 

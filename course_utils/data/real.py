@@ -65,16 +65,20 @@ class _Record:
     coco_annotations: list[dict] | None = None  # COCO's own annotations, exported unchanged
 
 
-def dataset_root(name: str) -> Path:
-    """Where ``make data NAME=name`` puts a dataset: ``$COURSE_DATA/<name>`` if set, else
-    ``data/<name>`` in the course checkout holding the current folder (a lab notebook runs in
-    ``labs/NN_topic/``), else ``./data/<name>``."""
+def data_root() -> Path:
+    """The parent folder of every dataset: ``$COURSE_DATA`` if set, else ``data/`` in the course
+    checkout holding the current folder (a lab notebook runs in ``labs/NN_topic/``), else ``./data``."""
     if os.environ.get("COURSE_DATA"):
-        return Path(os.environ["COURSE_DATA"]) / name
+        return Path(os.environ["COURSE_DATA"])
     for folder in (Path.cwd(), *Path.cwd().parents):
         if (folder / "pyproject.toml").is_file() and (folder / "data_scripts").is_dir():
-            return folder / "data" / name
-    return Path("data") / name
+            return folder / "data"
+    return Path("data")
+
+
+def dataset_root(name: str) -> Path:
+    """Where ``make data NAME=name`` puts a dataset: ``<data_root()>/<name>``."""
+    return data_root() / name
 
 
 def _missing(path: Path, name: str) -> FileNotFoundError:
