@@ -38,7 +38,7 @@ test-quick: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check course_utils data_scripts tests benchmarks
+	$(BIN)/ruff check course_utils data_scripts tests benchmarks notebook_src
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) $(BIN)/python $$b || exit 1; done

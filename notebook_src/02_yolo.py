@@ -26,9 +26,6 @@
 
 # %% id="setup" role="readonly"
 # Setup: imports, run mode, device and seed. Run this cell first.
-import importlib.util
-import sys
-
 # COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
 try:
@@ -49,9 +46,9 @@ from torch.utils.data import DataLoader
 from torchvision import ops
 
 from course_utils import viz
+from course_utils.benchmark import checkpoint_path, save_cached
 from course_utils.boxes import batched_nms as reference_batched_nms
 from course_utils.boxes import box_iou as reference_box_iou
-from course_utils.benchmark import checkpoint_path, save_cached
 from course_utils.config import by_mode, record, setup
 from course_utils.data import ShapesDataset, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
@@ -375,7 +372,7 @@ def transcription(pred, target, B, l_coord=5.0, l_noobj=0.5):
         for row in range(S):
             for col in range(S):
                 t, p = target[img, row, col], pred[img, row, col]
-                def to_xyxy(x, y, w, h):
+                def to_xyxy(x, y, w, h, col=col, row=row):
                     cx, cy = (x + col) / S, (y + row) / S
                     return torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
                 ious = [ops.box_iou(to_xyxy(*p[5 * j:5 * j + 4].tolist()), to_xyxy(*t[:4].tolist()))[0, 0] for j in range(B)]

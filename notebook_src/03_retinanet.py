@@ -31,9 +31,6 @@
 
 # %% id="setup" role="readonly"
 # Setup: imports, run mode, device and seed. Run this cell first.
-import importlib.util
-import sys
-
 # COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
 try:
@@ -59,10 +56,16 @@ from course_utils import viz
 from course_utils.benchmark import checkpoint_path, save_cached
 from course_utils.config import by_mode, record, setup
 from course_utils.data import COCOSubset, PennFudan, ShapesDataset, dataset_root, detections_to_coco
-from course_utils.grading import check_close, check_equal, check_grad_flows, check_raises, check_shape
+from course_utils.grading import check_close, check_equal, check_raises, check_shape
 from course_utils.metrics import coco_eval
-from course_utils.models import (anchors_per_level, build_retinanet, load_pretrained_retinanet, octave_sizes,
-                                 only_levels, replace_classifier)
+from course_utils.models import (
+    anchors_per_level,
+    build_retinanet,
+    load_pretrained_retinanet,
+    octave_sizes,
+    only_levels,
+    replace_classifier,
+)
 from course_utils.train import fit, predict
 
 SETUP = setup(seed=0)
@@ -302,9 +305,6 @@ def random_boxes(n, size, lo, hi):
     xy = torch.rand(n, 2, generator=g) * size
     return torch.cat([xy, xy + lo + torch.rand(n, 2, generator=g) * (hi - lo)], dim=1)
 
-
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.image_list import ImageList
 
 grid_anchors = AnchorGenerator(((16, 20, 25),), ((0.5, 1.0, 2.0),))(
     ImageList(torch.zeros(1, 3, 128, 128), [(128, 128)]), [torch.zeros(1, 1, 8, 8)])[0]  # (576, 4)

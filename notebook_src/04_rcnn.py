@@ -28,9 +28,6 @@
 
 # %% id="setup" role="readonly"
 # Setup: imports, run mode, device and seed. Run this cell first.
-import importlib.util
-import sys
-
 # COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
 try:
@@ -725,7 +722,7 @@ for hook in hooks:
 
 def show_stages(score_threshold=0.5):
     fig, axes = plt.subplots(len(shown), 3, figsize=(11, 3.6 * len(shown)), squeeze=False)
-    for row, ((image, target), out) in enumerate(zip(shown, shown_out)):
+    for row, ((image, _), out) in enumerate(zip(shown, shown_out)):
         h, w = image.shape[-2:]
         rh, rw = proposals["sizes"][row]
         frame = torch.tensor([w / rw, h / rh, w / rw, h / rh])  # back to the image's own pixels
@@ -752,7 +749,7 @@ viz.slider_figure(show_stages, {
 
 # %% id="mask-quality" role="readonly"
 best_mask, best_box = [], []
-for i, (out, target) in enumerate(zip(outputs, targets)):
+for out, target in zip(outputs, targets):
     keep = out["scores"] > 0.5
     pred_masks, pred_boxes, pred_labels = binarise(out["masks"][keep][:, 0]), out["boxes"][keep], out["labels"][keep]
     gt_masks = target["masks"].bool()

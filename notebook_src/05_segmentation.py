@@ -27,9 +27,6 @@
 
 # %% id="setup" role="readonly"
 # Setup: imports, run mode, device and seed. Run this cell first.
-import importlib.util
-import sys
-
 # COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
 try:
@@ -42,7 +39,6 @@ except ImportError as err:
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn

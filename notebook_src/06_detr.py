@@ -29,9 +29,6 @@
 
 # %% id="setup" role="readonly"
 # Setup: imports, run mode, device and seed. Run this cell first.
-import importlib.util
-import sys
-
 # COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
 try:

@@ -33,9 +33,6 @@
 
 # %% id="setup" role="readonly"
 # Setup: imports, run mode, device and seed. Run this cell first.
-import importlib.util
-import sys
-
 # COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
 try:
@@ -56,10 +53,19 @@ from IPython.display import Markdown, display
 from torch.utils.data import DataLoader
 
 from course_utils import viz
-from course_utils.benchmark import (DetectorWrapper, ThroughputProbe, checkpoint_path, coco_ap_row, count_flops,
-                                    count_parameters, load_cached, markdown_table, save_cached, size_counts,
-                                    warm_start)
-from course_utils.benchmark import measure_throughput as reference_measure_throughput
+from course_utils.benchmark import (
+    DetectorWrapper,
+    ThroughputProbe,
+    checkpoint_path,
+    coco_ap_row,
+    count_flops,
+    count_parameters,
+    load_cached,
+    markdown_table,
+    save_cached,
+    size_counts,
+    warm_start,
+)
 from course_utils.config import by_mode, read_results, record, setup
 from course_utils.data import ShapesDataset, collate_detection, detections_to_coco
 from course_utils.grading import check_close, check_equal
@@ -304,7 +310,7 @@ for name, c in compute.items():
 
 # %% id="ex1-throughput" role="solution"
 def measure_throughput(model: torch.nn.Module, images: list, batch_size: int, warmup: int = 3, repeats: int = 10,
-                       device: torch.device = torch.device("cpu")) -> float:
+                       device: torch.device | str = "cpu") -> float:
     """Images per second of model(images[:batch_size]): median over `repeats` timed calls after `warmup`."""
     ### BEGIN SOLUTION
     if len(images) < batch_size:

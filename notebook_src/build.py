@@ -109,17 +109,19 @@ def colab_install(url: str | None, version: str) -> str:
         version: the course version.
 
     Returns:
-        Lines ending in a newline: a ``%pip install`` of ``v<version>`` guarded by a Colab check, or,
-        without a repository, a Colab-only error that says why nothing can be installed.
+        Lines ending in a newline: the imports the check needs, a blank line, then a ``%pip install``
+        of ``v<version>`` guarded by a Colab check or, without a repository, a Colab-only error that
+        says why nothing can be installed.
     """
+    imports = "import importlib.util\nimport sys\n\n"
     if url is None:
-        return (
+        return imports + (
             'if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is None:\n'
             '    raise ImportError("This copy of the course names no repository to install from on Colab "\n'
             '                      "(pyproject.toml: [project.urls] Repository). Ask your instructor for the "\n'
             '                      "package, or run the lab locally with `make lab`.")\n'
         )
-    return (
+    return imports + (
         'if "google.colab" in sys.modules:  # Colab only: install the course package of this release\n'
         f'    %pip install -q "course-utils @ git+{url}@v{version}"\n'
     )
@@ -334,9 +336,7 @@ def lab_names(root: Path, labs: list[str]) -> list[str]:
 
 
 def holds_an_edit(notebook_path: Path, source_path: Path, lab: str, root: Path, built: str) -> bool:
-    """Whether a solution notebook holds cells that neither the source nor its last commit builds.
-
-    Such a notebook was edited in Jupyter: building over it would lose the edit (``sync`` keeps it).
+    """Whether a solution notebook holds an edit (made in Jupyter) that building over it would lose.
 
     Args:
         notebook_path: ``solutions/<lab>/<lab>.ipynb``.
@@ -346,14 +346,24 @@ def holds_an_edit(notebook_path: Path, source_path: Path, lab: str, root: Path, 
         built: what the current source builds (:func:`notebook_text`).
 
     Returns:
-        False when the notebook, outputs aside, is what the current source or the committed source
-        builds (or when there is no committed source to tell).
+        True when the notebook, outputs and editor state aside, is neither what the current source
+        builds, nor the committed notebook, nor what the committed source builds. False outside a git
+        checkout (nothing to tell an edit from an old build by).
     """
     cells = notebook_text(without_editor_state(nbformat.read(notebook_path, as_version=4)))
-    if cells == built:
+    committed_notebook, committed_source = committed_text(notebook_path), committed_text(source_path)
+    if cells == built or (committed_notebook is None and committed_source is None):
         return False
-    committed = committed_text(source_path)
-    return committed is not None and cells != notebook_text(build_notebook(committed, lab, root))
+    if committed_notebook is not None:
+        if cells == notebook_text(without_editor_state(nbformat.reads(committed_notebook, as_version=4))):
+            return False
+    if committed_source is not None:
+        try:
+            if cells == notebook_text(build_notebook(committed_source, lab, root)):
+                return False
+        except ValueError:  # the committed source follows an older convention of this file
+            pass
+    return True
 
 
 def build(root: Path, labs: list[str], out: Path | None, force: bool) -> int:
