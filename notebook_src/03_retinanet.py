@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import ops
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.transforms import v2
 
 from course_utils import viz
@@ -143,10 +145,6 @@ def make_anchors(grid_size: tuple[int, int], stride: tuple[int, int], sizes, asp
 
 
 # %% id="test-anchors" role="tests" points=3
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.image_list import ImageList
-
-
 def reference_anchors(grid_size, stride, sizes, aspect_ratios):
     # torchvision's generator on a feature map of grid_size, for an image of grid_size * stride pixels
     (H, W), (sy, sx) = grid_size, stride
@@ -741,7 +739,8 @@ for n, t in enumerate(targets_t):
     fg = matched >= 0
     target_n[fg, t["labels"].cpu()[matched[fg]]] = 1.0
     keep = matched != -2
-    logits_all.append(cls_logits[n][keep]); targets_all.append(target_n[keep])
+    logits_all.append(cls_logits[n][keep])
+    targets_all.append(target_n[keep])
 logits_all, targets_all = torch.cat(logits_all), torch.cat(targets_all)
 p = torch.sigmoid(logits_all)
 p_t = torch.where(targets_all == 1, p, 1 - p)

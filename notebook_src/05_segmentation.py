@@ -107,7 +107,8 @@ def show_masks(images, columns, titles, n=4):
     for i in range(n):
         axes[i, 0].imshow(viz.to_hwc(images[i])); axes[i, 0].set_axis_off()
         for j, maps in enumerate(columns):
-            shown = maps[i].clone(); shown[shown == IGNORE_INDEX] = 0
+            shown = maps[i].clone()
+            shown[shown == IGNORE_INDEX] = 0
             viz.draw_semantic_mask(images[i], shown, num_classes=NUM_CLASSES, alpha=0.6, ax=axes[i, j + 1])
     for j, title in enumerate(["image", *titles]):
         axes[0, j].set_title(title, fontsize=9)
@@ -519,7 +520,8 @@ tg[1, :5] = IGNORE_INDEX
 cm_ = confusion_matrix(lg.argmax(1), tg, 3, ignore_index=IGNORE_INDEX)
 check_close(segmentation_iou(lg, tg, 3)[1], reference_mean_iou(cm_), name="mIoU over a set of unequal images",
             hint="accumulate over all pixels of all images, then divide")
-perfect = torch.zeros(1, 3, 2, 2); perfect[0, 0] = 1
+perfect = torch.zeros(1, 3, 2, 2)
+perfect[0, 0] = 1
 iou_, miou_ = segmentation_iou(perfect, torch.zeros(1, 2, 2, dtype=torch.long), 3)
 check_close(miou_, 1.0, name="mIoU when only the background is present and predicted",
             hint="classes absent from both are NaN and left out of the mean")
@@ -734,7 +736,8 @@ for s_, n_, k_, ign, w_ in cases:
                      "ignored pixels out of the count; sum over stacks")
     if w_ is not None:
         check_equal(w_given, w_, name="the class weights passed in must not be changed")
-    loss.backward(); ref.backward()
+    loss.backward()
+    ref.backward()
     for k, (o, r) in enumerate(zip(outs, ref_outs)):
         check_close(o.grad, r.grad, name=f"gradient w.r.t. stack {k + 1} of {s_} ({what})", atol=1e-6)
 ### END HIDDEN TESTS

@@ -18,11 +18,15 @@ readable and nbgrader's bookkeeping is written in one place (this file) instead 
 ``role`` and ``points`` become nbgrader's metadata (``schema_version`` 3). Two lines are computed
 from ``pyproject.toml`` (version, ``[project.urls] Repository`` or ``$COURSE_REPOSITORY``):
 ``COLAB_BADGE`` at the start of a markdown cell becomes the "Open in Colab" badge (or nothing when
-no GitHub repository is set), and ``COLAB_INSTALL`` in a code cell becomes the Colab-only install.
+no GitHub repository is set), and ``COLAB_INSTALL`` in a code cell becomes the Colab-only install
+(with the two imports it needs).
 
 ``sync`` is the way back: it reads ``solutions/NN_topic/NN_topic.ipynb`` (say, after an edit in
-Jupyter), folds the nbgrader metadata and the computed lines back into the convention, checks that
-building the result gives the same notebook, and writes ``notebook_src/NN_topic.py``.
+Jupyter), drops outputs and editor state, folds the nbgrader metadata and the computed lines back
+into the convention, checks that building the result gives the same notebook, and writes
+``notebook_src/NN_topic.py``. ``build`` refuses to write over a solution notebook that holds such an
+edit not yet synced (told apart from an earlier build by ``notebook_src/.last-build.json`` and git),
+so an edit is never lost.
 
 Only jupytext and nbformat are needed (no torch): ``python notebook_src/build.py build [LAB ...]``,
 ``python notebook_src/build.py sync LAB ...``.
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -55,6 +61,9 @@ NOTEBOOK_METADATA = {
 }
 # What the source's cell headers hold; jupytext keeps exactly these keys when it saves the script.
 JUPYTEXT_SETTINGS = {"notebook_metadata_filter": "-all", "cell_metadata_filter": "id,role,points,-all"}
+# sha256 of the notebook that the last build wrote, per lab (not committed): a notebook that still
+# matches is no edit, even when its source changed since.
+LAST_BUILD = Path("notebook_src") / ".last-build.json"
 # Cell metadata that JupyterLab (and Colab) add while one works in a notebook: not part of a lab.
 EDITOR_CELL_KEYS = {"collapsed", "scrolled", "execution", "jupyter", "ExecuteTime", "trusted", "editable",
                     "deletable", "colab", "outputId", "id"}
@@ -335,6 +344,16 @@ def lab_names(root: Path, labs: list[str]) -> list[str]:
     return names
 
 
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_last_build(root: Path) -> dict[str, str]:
+    """{lab: sha256 of the notebook the last build wrote} (empty before the first build)."""
+    path = root / LAST_BUILD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def holds_an_edit(notebook_path: Path, source_path: Path, lab: str, root: Path, built: str) -> bool:
     """Whether a solution notebook holds an edit (made in Jupyter) that building over it would lose.
 
@@ -346,14 +365,16 @@ def holds_an_edit(notebook_path: Path, source_path: Path, lab: str, root: Path, 
         built: what the current source builds (:func:`notebook_text`).
 
     Returns:
-        True when the notebook, outputs and editor state aside, is neither what the current source
-        builds, nor the committed notebook, nor what the committed source builds. False outside a git
-        checkout (nothing to tell an edit from an old build by).
+        False when the notebook, outputs and editor state aside, is what the current source builds,
+        what the last build wrote, the committed notebook or what the committed source builds; True
+        otherwise, except when none of the last three is known (no build yet, not a git checkout).
     """
     cells = notebook_text(without_editor_state(nbformat.read(notebook_path, as_version=4)))
-    committed_notebook, committed_source = committed_text(notebook_path), committed_text(source_path)
-    if cells == built or (committed_notebook is None and committed_source is None):
+    if cells == built or sha256(cells) == read_last_build(root).get(lab):
         return False
+    committed_notebook, committed_source = committed_text(notebook_path), committed_text(source_path)
+    if committed_notebook is None and committed_source is None:
+        return lab in read_last_build(root)
     if committed_notebook is not None:
         if cells == notebook_text(without_editor_state(nbformat.reads(committed_notebook, as_version=4))):
             return False
@@ -368,20 +389,24 @@ def holds_an_edit(notebook_path: Path, source_path: Path, lab: str, root: Path, 
 
 def build(root: Path, labs: list[str], out: Path | None, force: bool) -> int:
     """``build`` command: write ``solutions/<lab>/<lab>.ipynb`` (or ``<out>/<lab>.ipynb``) for each lab."""
-    refused = []
+    refused, written = [], read_last_build(root)
     for lab in lab_names(root, labs):
         source_path = root / "notebook_src" / f"{lab}.py"
         text = notebook_text(build_notebook(source_path.read_text(), lab, root))
         target = (out / f"{lab}.ipynb") if out else root / "solutions" / lab / f"{lab}.ipynb"
         if target.is_file() and target.read_text() == text:
             print(f"{target} is up to date")
-            continue
-        if out is None and not force and target.is_file() and holds_an_edit(target, source_path, lab, root, text):
+        elif out is None and not force and target.is_file() and holds_an_edit(target, source_path, lab, root, text):
             refused.append(lab)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        print(f"wrote {target}")
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            print(f"wrote {target}")
+        if out is None:
+            written[lab] = sha256(text)
+    if written:
+        (root / LAST_BUILD).write_text(json.dumps(written, indent=1, sort_keys=True) + "\n")
     for lab in refused:
         print(f"solutions/{lab}/{lab}.ipynb holds an edit that notebook_src/{lab}.py does not have (made in "
               f"Jupyter?), so it was left alone. Keep the edit: `make sync-notebooks LABS={lab}` (copies it into "

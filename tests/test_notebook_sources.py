@@ -5,6 +5,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -140,6 +141,62 @@ def test_the_setup_cell_installs_nothing_outside_colab(tmp_path, monkeypatch):
     assert "pip" not in json.dumps(nb.cells[0].outputs).lower()
 
 
+def test_opening_and_saving_a_source_as_a_notebook_keeps_it_byte_for_byte():
+    """What jupytext does when JupyterLab opens a source as a notebook and saves it: the text is unchanged."""
+    import jupytext
+
+    for source in SOURCES:
+        text = source.read_text()
+        assert jupytext.writes(jupytext.reads(text, fmt="py:percent"), fmt="py:percent") == text, source.name
+
+
+@pytest.mark.slow
+def test_a_source_edited_as_a_notebook_in_jupyterlab_keeps_its_headers_and_builds(tmp_path):
+    """JupyterLab (with jupytext) serves notebook_src/NN.py as a notebook; saving an edited cell writes the
+    script back with the same cell headers, and the build carries the edit into the solution notebook."""
+    import urllib.request
+
+    from tests.jupyter_server import free_port, jupyter_lab, new_token, server_args
+
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(ROOT / "notebook_src" / f"{LAB}.py", served)
+    before = (served / f"{LAB}.py").read_text()
+    port, token = free_port(), new_token()
+    command = [sys.executable, "-m", "jupyterlab", *server_args(port, token), f"--ServerApp.root_dir={served}"]
+    if hasattr(os, "getuid") and os.getuid() == 0:
+        command.append("--allow-root")
+
+    def api(method: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/contents/{LAB}.py" + ("?type=notebook&content=1" if method == "GET" else ""),
+            data=None if body is None else json.dumps(body).encode(), method=method,
+            headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    with jupyter_lab(command, served, tmp_path, port, token) as lab:
+        assert lab.status == 200, f"JupyterLab did not start:\n{lab.log()}"
+        model = api("GET")
+        assert model["type"] == "notebook"
+        cells = model["content"]["cells"]
+        committed = nbformat.read(ROOT / "solutions" / LAB / f"{LAB}.ipynb", as_version=4)
+        assert [c["metadata"]["id"] for c in cells] == [c.id for c in committed.cells]
+        (answer,) = [c for c in cells if c["metadata"]["id"] == "ex2-iou"]
+        assert answer["metadata"]["role"] == "solution"
+        source = answer["source"] if isinstance(answer["source"], str) else "".join(answer["source"])
+        answer["source"] = source.replace("### BEGIN SOLUTION", "### BEGIN SOLUTION\n    # edited in JupyterLab", 1)
+        api("PUT", {"type": "notebook", "format": "json", "content": model["content"]})
+    after = (served / f"{LAB}.py").read_text()
+    added = [line for line in after.splitlines() if line not in before.splitlines()]
+    assert added == ["    # edited in JupyterLab"]
+    assert [ln for ln in after.splitlines() if ln.startswith("# %%")] == \
+        [ln for ln in before.splitlines() if ln.startswith("# %%")]
+    rebuilt = build.build_notebook(after, LAB)
+    assert "# edited in JupyterLab" in cell(rebuilt, "ex2-iou").source
+    assert cell(rebuilt, "ex2-iou").metadata.nbgrader == cell(committed, "ex2-iou").metadata.nbgrader
+
+
 def edit_in_jupyter(notebook_path: Path) -> tuple[str, str]:
     """Edit a solution notebook as a contributor would in JupyterLab: change a line of an answer, a test's
     points and a markdown cell, run a cell (outputs, execution count) and let the editor add its metadata."""
@@ -243,6 +300,24 @@ def test_a_source_edit_rebuilds_over_a_notebook_that_was_only_run(tmp_path):
     rebuilt = nbformat.read(notebook, as_version=4)
     assert cell(rebuilt, "data-md").source.startswith("## 1. The data\n")
     assert cell(rebuilt, "data").outputs == []
+
+
+def test_editing_the_source_and_building_again_and_again_needs_no_commit(tmp_path):
+    """A notebook that the last build wrote is no edit: the usual edit-build loop is never refused."""
+    root = course_copy(tmp_path)
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "lab")
+    source, notebook = root / "notebook_src" / f"{LAB}.py", root / "solutions" / LAB / f"{LAB}.ipynb"
+    for title in ("## 1. The data", "## 1. The data set", "## 1. Data"):
+        text = source.read_text()
+        source.write_text(re.sub(r"^# ## 1\. The data[^\n]*|^# ## 1\. Data", f"# {title}", text, count=1, flags=re.M))
+        assert run_build("--root", str(root), "build", LAB)[0] == 0
+        assert cell(nbformat.read(notebook, as_version=4), "data-md").source.startswith(title + "\n")
+    # outside git the record of the last build still tells an edit from a build
+    shutil.rmtree(root / ".git")
+    edit_in_jupyter(notebook)
+    assert run_build("--root", str(root), "build", LAB)[0] == 1
 
 
 @pytest.mark.parametrize("header, message", [
