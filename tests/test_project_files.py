@@ -103,7 +103,7 @@ def test_make_reinstalls_only_when_pins_change():
 
 
 def test_ruff_is_clean():
-    paths = [p for p in ("course_utils", "tests", "benchmarks", "data_scripts") if (ROOT / p).is_dir()]
+    paths = [p for p in ("course_utils", "tests", "benchmarks", "data_scripts", "notebook_src") if (ROOT / p).is_dir()]
     out = subprocess.run([str(BIN / "ruff"), "check", *paths], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
