@@ -260,7 +260,8 @@ def check_answer(source: str, policy: ExercisePolicy, max_chars: int = 200_000) 
         if not isinstance(stmt, TOP_LEVEL):
             say(stmt, f"only definitions (def, class, imports, constants) may stand at the top level of an "
                       f"answer, not a {type(stmt).__name__} statement: the grader runs answers, then the tests")
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and stmt.name in policy.protected_names:
+        defines = isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        if defines and stmt.name in policy.protected_names:
             say(stmt, f"{stmt.name!r} is a name the lab's own cells use; choose another name")
         if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
@@ -325,7 +326,9 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
                 while isinstance(root, ast.Attribute):
                     chain.append(root.attr)
                     root = root.value
-                if not (isinstance(root, ast.Name) and (root.id == "nn" or (root.id == "torch" and chain[-1:] == ["nn"]))):
+                from_nn = isinstance(root, ast.Name) and (
+                    root.id == "nn" or (root.id == "torch" and chain[-1:] == ["nn"]))
+                if not from_nn:
                     problems.append(f"line {node.lineno}: an answer's class may only derive from torch.nn "
                                     f"classes (e.g. nn.Module), not {ast.unparse(base)}")
         line = getattr(node, "lineno", "?")
@@ -357,7 +360,8 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
         elif isinstance(node, ast.Delete):
             for target in node.targets:
                 if isinstance(target, ast.Name) and target.id in policy.protected_names:
-                    problems.append(f"line {line}: {target.id!r} is a name the lab's own cells use; it may not be deleted")
+                    problems.append(f"line {line}: {target.id!r} is a name the lab's own cells use; "
+                                    f"it may not be deleted")
         elif isinstance(node, ast.Lambda):
             local = local | _function_locals(node)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "{" in node.value \

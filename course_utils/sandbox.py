@@ -42,7 +42,8 @@ class SandboxLimits:
     """What one sandboxed notebook may use.
 
     Attributes:
-        memory_bytes: address space of each process (RLIMIT_AS); torch's import maps about 1.5 GiB.
+        memory_bytes: address space of each process (RLIMIT_AS): a kernel that imported torch and ran a
+            convolution maps about 3.3 GiB (oneDNN fails below 4 GiB); 5.5 GiB refuses a 6 GiB tensor.
         cpu_seconds: CPU time of each process (RLIMIT_CPU).
         processes: processes and threads of the sandbox's uid (RLIMIT_NPROC).
         file_bytes: largest file a process may write (RLIMIT_FSIZE).
@@ -50,7 +51,7 @@ class SandboxLimits:
         cell_timeout: seconds one cell may run before the kernel is interrupted.
     """
 
-    memory_bytes: int = 4 * 2**30
+    memory_bytes: int = 11 * 2**29  # 5.5 GiB
     cpu_seconds: int = 600
     processes: int = 256
     file_bytes: int = 256 * 2**20
@@ -128,7 +129,7 @@ def bwrap_command(scratch: Path, uid: int, limits: SandboxLimits, inner: list[st
         target = Path("/") / link
         if target.is_symlink():
             cmd += ["--symlink", os.readlink(target), str(target)]
-    for etc in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime", "/etc/nsswitch.conf"):
+    for etc in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime", "/etc/nsswitch.conf", "/etc/fonts"):
         if os.path.exists(etc):
             cmd += ["--ro-bind", etc, etc]
     for parent in _parents([*read_only, Path(WORKDIR)]):
