@@ -151,6 +151,40 @@ def release(root: str | os.PathLike = ".", labs: list[str] | None = None) -> lis
     return written
 
 
+# --- the students' copy ----------------------------------------------------------------------
+
+STUDENT_TREE = ("labs", "course_utils", "data_scripts", "docs/student.md", "README.md", "pyproject.toml",
+                "requirements.txt", "environment.yml", "Makefile", "LICENSE")
+
+
+def student_release(root: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Build the tree students get at ``dest``: :data:`STUDENT_TREE`, nothing else of the course.
+
+    No ``solutions/``, ``notebook_src/``, ``tests/``, benchmarks, gradebook or submissions: the
+    released notebooks carry no solution and no hidden test. ``dest`` must not exist yet (nothing
+    is overwritten) and must lie outside the course root.
+
+    Returns:
+        ``dest``, resolved.
+    """
+    root, dest = Path(root).resolve(), Path(dest).resolve()
+    if dest.exists():
+        raise FileExistsError(f"dest should be a folder that does not exist yet, got the existing {dest}")
+    if dest == root or root in dest.parents:
+        raise ValueError(f"dest should lie outside the course root {root}, got {dest}")
+    if not (root / "labs").is_dir():
+        raise FileNotFoundError(f"no labs/ in {root}: run `make release` first")
+    for rel in STUDENT_TREE:
+        src = root / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=_IGNORED, symlinks=False)
+        elif src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    print(f"student copy: {dest} (publish this, keep {root} private)")
+    return dest
+
+
 # --- collecting ---------------------------------------------------------------------------------
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
@@ -231,6 +265,52 @@ def collect_folder(root: str | os.PathLike, lab: str, source: str | os.PathLike)
     return students
 
 
+def zip_problems(archive: str | os.PathLike, regexp: str = CANVAS_REGEXP) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The notebooks of an LMS zip that may be collected, and the students refused, with reasons.
+
+    Entries with ``..``, an absolute path or a symlink mode are refused (named by their path),
+    as are student ids that :func:`student_id_problem` rejects and students with more than one
+    notebook for the same file (the LMS should give one; the instructor decides by hand).
+
+    Returns:
+        ``({entry name: bytes}, {student id or entry: reason})``.
+    """
+    import stat
+    import zipfile
+
+    kept: dict[str, bytes] = {}
+    refused: dict[str, str] = {}
+    owners: dict[tuple[str, str], list[str]] = {}
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir():
+                continue
+            parts = Path(name).parts
+            if name.startswith(("/", "\\")) or ".." in parts or ":" in name:
+                refused[name] = f"the zip entry {name!r} points outside the archive (refused, not extracted)"
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                refused[name] = f"the zip entry {name!r} is a symlink (refused, not extracted)"
+                continue
+            match = re.match(regexp, "/extracted/" + name)
+            if not match:
+                continue
+            student = match["student_id"]
+            problem = student_id_problem(student)
+            if problem:
+                refused[student] = problem
+                continue
+            owners.setdefault((student, match["file_id"]), []).append(name)
+            kept[name] = zf.read(info)
+    for (student, file_id), names in owners.items():
+        if len(names) > 1:
+            refused[student] = f"{len(names)} files for {file_id} in the zip ({', '.join(names)}): keep one by hand"
+            for name in names:
+                kept.pop(name, None)
+    return kept, refused
+
+
 def collect_zip(root: str | os.PathLike, lab: str, archives: list[str | os.PathLike],
                 regexp: str = CANVAS_REGEXP) -> list[str]:
     """Collect LMS downloads (zip files or loose notebooks) with nbgrader's ``zip_collect``.
@@ -243,6 +323,8 @@ def collect_zip(root: str | os.PathLike, lab: str, archives: list[str | os.PathL
     Returns:
         the student ids collected.
     """
+    import zipfile
+
     _ensure_alembic_on_path()
     from nbgrader.apps import ZipCollectApp
     from nbgrader.coursedir import CourseDirectory
@@ -253,8 +335,18 @@ def collect_zip(root: str | os.PathLike, lab: str, archives: list[str | os.PathL
     with tempfile.TemporaryDirectory(prefix="zip-collect-") as tmp:
         archive_dir = Path(tmp) / "downloaded" / lab / "archive"
         archive_dir.mkdir(parents=True)
-        for archive in archives:
-            shutil.copy2(archive, archive_dir / Path(archive).name)
+        refused: dict[str, str] = {}
+        for k, archive in enumerate(archives):
+            if zipfile.is_zipfile(archive):
+                kept, problems = zip_problems(archive, regexp)
+                refused.update(problems)
+                with zipfile.ZipFile(archive_dir / f"{k}-{Path(archive).name}", "w") as clean:
+                    for name, data in kept.items():
+                        clean.writestr(Path(name).name, data)
+            else:
+                shutil.copy2(archive, archive_dir / Path(archive).name)
+        for what, reason in refused.items():
+            print(f"warning: not collected: {what}: {reason}")
         cfg = load_config(tmp, Config({
             "CourseDirectory": {"assignment_id": lab, "release_directory": str(root / "labs")},
             "FileNameCollectorPlugin": {"named_regexp": regexp},
@@ -347,6 +439,19 @@ def scores(api, lab: str, students: list[str]) -> list[dict]:
     finally:
         gradebook.close()
     return rows
+
+
+def write_status_csv(rows: list[dict], dest: Path) -> Path:
+    """One line per student: ``student_id,status,code_score,max_code_score,reason`` (graded / not graded)."""
+    import csv
+
+    with open(dest, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student_id", "status", "code_score", "max_code_score", "reason"])
+        for r in rows:
+            writer.writerow([r["student"], "graded" if r["graded"] else "not graded", r.get("code_score", ""),
+                             r.get("max_code_score", ""), r.get("reason", "")])
+    return dest
 
 
 def _print_scores(rows: list[dict]) -> None:
@@ -452,6 +557,46 @@ def run_sandboxes(notebooks: dict[str, dict], files: dict[str, bytes], limits=No
             executor.shutdown()
 
 
+def autograde_sandboxed(root: Path, lab: str, students: list[str], overrides: Any = None, *,
+                        jobs: int | None = None, executor=None, unsafe: bool = False, limits=None):
+    """Rebuild, sandbox-run and autograde the submissions of ``students``; the gradebook is written here.
+
+    Returns:
+        ``(api, not_graded)``: the ``NbGraderAPI`` used and ``{student: reason}`` for every student
+        who could not be graded (malformed notebook, nbgrader failure).
+    """
+    from traitlets.config.loader import Config
+
+    from course_utils.rebuild import SubmissionError, graded_outputs, read_submission, rebuild_notebook
+    from course_utils.sandbox import SandboxLimits
+
+    root = Path(root).resolve()
+    source, release, files = _lab_notebooks(root, lab)
+    rebuilt, not_graded = {}, {}
+    for student in students:
+        path = root / "submitted" / student / lab / f"{lab}.ipynb"
+        try:
+            rebuilt[student], refused = rebuild_notebook(source, release, read_submission(path))
+        except SubmissionError as err:
+            not_graded[student] = str(err)
+            continue
+        for grade_id, problems in refused.items():
+            print(f"warning: {student}: answer {grade_id} not run: {problems[0]}"
+                  + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+    cfg = load_config(root, overrides)
+    limits = limits or SandboxLimits(cell_timeout=int(cfg.Execute.timeout))
+    ran = run_sandboxes(rebuilt, files, limits, jobs=jobs or os.cpu_count() or 1, executor=executor, unsafe=unsafe)
+    results = {s: graded_outputs(rebuilt[s], r.notebook, r.status) for s, r in ran.items()}
+    extra = sandboxed_autograde_config(results)
+    if overrides is not None:
+        extra.merge(Config(overrides))
+    api = make_api(root, extra)
+    for student, result in autograde_all(api, lab, sorted(results)).items():
+        if not result.get("success"):
+            not_graded[student] = "nbgrader could not autograde it: " + (result.get("error") or "")[-300:]
+    return api, not_graded
+
+
 def grade(root: str | os.PathLike, lab: str, submissions: str | os.PathLike | None = None,
           archives: list[str | os.PathLike] | None = None, regexp: str = CANVAS_REGEXP,
           output: str | os.PathLike | None = None, overrides: Any = None, *, jobs: int | None = None,
@@ -480,8 +625,7 @@ def grade(root: str | os.PathLike, lab: str, submissions: str | os.PathLike | No
         the score rows of :func:`scores`, one per submitted student; a student not graded has
         ``graded`` False and a ``reason``.
     """
-    from course_utils.rebuild import SubmissionError, graded_outputs, read_submission, rebuild_notebook
-    from course_utils.sandbox import SandboxLimits, SandboxUnavailable, sandbox_available
+    from course_utils.sandbox import SandboxUnavailable, sandbox_available
 
     if not unsafe and not sandbox_available():
         raise SandboxUnavailable("grading runs every submission in a bubblewrap sandbox, and bwrap/setpriv "
@@ -498,40 +642,22 @@ def grade(root: str | os.PathLike, lab: str, submissions: str | os.PathLike | No
         not_graded.update(inbox_problems(submissions, lab))
         collect_folder(root, lab, submissions)
     if archives:
+        import zipfile
+
+        for archive in archives:
+            if zipfile.is_zipfile(archive):
+                not_graded.update(zip_problems(archive, regexp)[1])
         collect_zip(root, lab, archives, regexp)
     students = submitted_students(root, lab)
     if not students and not not_graded:
         raise FileNotFoundError(f"no submissions for {lab} in {root / 'submitted'}")
-    source, release, files = _lab_notebooks(root, lab)
-    rebuilt, refused = {}, {}
-    for student in students:
-        path = root / "submitted" / student / lab / f"{lab}.ipynb"
-        try:
-            rebuilt[student], refused[student] = rebuild_notebook(source, release, read_submission(path))
-        except SubmissionError as err:
-            not_graded[student] = str(err)
-        except FileNotFoundError:
-            not_graded[student] = f"no {lab}.ipynb in the submission (the file name must stay {lab}.ipynb)"
-        for grade_id, problems in refused.get(student, {}).items():
-            print(f"warning: {student}: answer {grade_id} not run: {problems[0]}"
-                  + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+    api, graded = autograde_sandboxed(root, lab, students, overrides, jobs=jobs, executor=executor,
+                                      unsafe=unsafe, limits=limits)
+    not_graded.update(graded)
+    results = [s for s in students if s not in not_graded]
     for student, reason in sorted(not_graded.items()):
         print(f"not graded: {student}: {reason}")
-
-    cfg = load_config(root, overrides)
-    limits = limits or SandboxLimits(cell_timeout=int(cfg.Execute.timeout))
-    ran = run_sandboxes(rebuilt, files, limits, jobs=jobs or os.cpu_count() or 1, executor=executor, unsafe=unsafe)
-    results = {s: graded_outputs(rebuilt[s], r.notebook, r.status) for s, r in ran.items()}
-    from traitlets.config.loader import Config
-
-    extra = sandboxed_autograde_config(results)
-    if overrides is not None:
-        extra.merge(Config(overrides))
-    api = make_api(root, extra)
-    for student, result in autograde_all(api, lab, sorted(results)).items():
-        if not result.get("success"):
-            not_graded[student] = "nbgrader could not autograde it: " + (result.get("error") or "")[-300:]
-    for student in sorted(set(results) - set(not_graded)):
+    for student in results:
         result = api.generate_feedback(lab, student, force=True)
         if not result.get("success"):
             print(f"error: no feedback for {student}:\n{result.get('error', '')}")
@@ -540,8 +666,10 @@ def grade(root: str | os.PathLike, lab: str, submissions: str | os.PathLike | No
     for row in rows:
         if row["student"] in not_graded:
             row.update(graded=False, reason=not_graded[row["student"]])
+    status_path = write_status_csv(rows, csv_path.with_name(f"{lab}-status.csv"))
     _print_scores(rows)
-    print(f"grades: {csv_path}\nfeedback: {root / 'feedback'}/<student>/{lab}/")
+    print(f"grades: {csv_path} (graded or not, with reasons: {status_path})")
+    print(f"feedback: {root / 'feedback'}/<student>/{lab}/")
     return rows
 
 
@@ -569,6 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument("--scheduler", help="a Dask distributed scheduler address (tcp://host:8786) to run the "
                          "sandboxes on its workers")
 
+    p_student = sub.add_parser("student-release", help="build the students' copy (no solutions, no tests)")
+    p_student.add_argument("dest")
+
     p_export = sub.add_parser("export", help="export the gradebook's scores (e.g. after manual grading)")
     p_export.add_argument("lab")
     p_export.add_argument("--output", help="grades CSV (default: grades/<lab>.csv)")
@@ -579,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root).resolve()
     if args.command == "release":
         release(root, args.labs or None)
+    elif args.command == "student-release":
+        student_release(root, args.dest)
     elif args.command == "grade":
         executor = None
         if args.scheduler:
