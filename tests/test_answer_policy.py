@@ -63,7 +63,8 @@ CHEATS = {
                                    "import course_utils.grading as g\ng._fail = print\n", "course_utils.grading"),
     "patches torch.isclose": ("ex1-box-conversions", "def f(x):\n    torch.isclose = lambda *a, **k: True\n",
                               "only be assigned on `self`"),
-    "patches torch.allclose at the top": ("ex1-box-conversions", "torch.allclose = max\n", "only be assigned on `self`"),
+    "patches torch.allclose at the top": ("ex1-box-conversions", "torch.allclose = max\n",
+                                          "only be assigned on `self`"),
     "patches numpy.testing": ("ex1-box-conversions", "import numpy as np\nnp.testing.assert_allclose = print\n",
                               ".testing"),
     "setattr": ("ex1-box-conversions", "def f():\n    setattr(torch, 'isclose', max)\n", "'setattr'"),
@@ -117,7 +118,7 @@ def test_cheats_are_refused_with_a_reason(lab01, case):
 
 def test_an_honest_answer_with_imports_and_helpers_passes(lab01):
     honest = ("import math\nfrom torch import nn\n\nSCALE = 2.0\n\n\n"
-              "def _helper_free(x):\n    return x\n") 
+              "def _helper_free(x):\n    return x\n")
     assert any("_helper_free" in p for p in check_answer(honest, lab01["ex2-iou"]))  # private defs refused
     honest = ("import math\n\nEPS = 1e-9\n\n\n"
               "def iou(a, b, eps=EPS):\n    \"\"\"IoU.\"\"\"\n    boxes = torch.stack([a, b])\n"
