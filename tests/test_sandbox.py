@@ -26,7 +26,8 @@ ATTACKS = {
     "write_scratch": "open('mine.txt', 'w').write('allowed'); print(open('mine.txt').read())",
     "network": "socket.create_connection(('1.1.1.1', 80), timeout=3)",
     "memory": "import torch\nx = torch.empty(6 * 2**30, dtype=torch.uint8)\nx.fill_(1)",
-    "processes": "procs = []\ntry:\n    for _ in range(600):\n        procs.append(subprocess.Popen(['sleep', '600']))\n"
+    "processes": "procs = []\ntry:\n    for _ in range(600):\n"
+                 "        procs.append(subprocess.Popen(['sleep', '600']))\n"
                  "finally:\n    print('started', len(procs))\n"
                  "    for p in procs:\n        p.kill()\n        p.wait()",
     "survivor": "subprocess.Popen(['setsid', 'sh', '-c', 'sleep 900 &'])\nprint('spawned')",
