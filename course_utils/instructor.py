@@ -562,8 +562,9 @@ def autograde_sandboxed(root: Path, lab: str, students: list[str], overrides: An
     """Rebuild, sandbox-run and autograde the submissions of ``students``; the gradebook is written here.
 
     Returns:
-        ``(api, not_graded)``: the ``NbGraderAPI`` used and ``{student: reason}`` for every student
-        who could not be graded (malformed notebook, nbgrader failure).
+        ``(api, results)``: the ``NbGraderAPI`` used and, per student, nbgrader's result dict
+        (``success``, ``log``, ``error``); a student who could not be graded (malformed notebook,
+        nbgrader failure) has ``success`` False and the reason as ``error``.
     """
     from traitlets.config.loader import Config
 
@@ -572,13 +573,13 @@ def autograde_sandboxed(root: Path, lab: str, students: list[str], overrides: An
 
     root = Path(root).resolve()
     source, release, files = _lab_notebooks(root, lab)
-    rebuilt, not_graded = {}, {}
+    rebuilt, graded = {}, {}
     for student in students:
         path = root / "submitted" / student / lab / f"{lab}.ipynb"
         try:
             rebuilt[student], refused = rebuild_notebook(source, release, read_submission(path))
         except SubmissionError as err:
-            not_graded[student] = str(err)
+            graded[student] = {"success": False, "error": str(err), "log": ""}
             continue
         for grade_id, problems in refused.items():
             print(f"warning: {student}: answer {grade_id} not run: {problems[0]}"
@@ -593,8 +594,9 @@ def autograde_sandboxed(root: Path, lab: str, students: list[str], overrides: An
     api = make_api(root, extra)
     for student, result in autograde_all(api, lab, sorted(results)).items():
         if not result.get("success"):
-            not_graded[student] = "nbgrader could not autograde it: " + (result.get("error") or "")[-300:]
-    return api, not_graded
+            result["error"] = "nbgrader could not autograde it: " + (result.get("error") or "")[-300:]
+        graded[student] = result
+    return api, graded
 
 
 def grade(root: str | os.PathLike, lab: str, submissions: str | os.PathLike | None = None,
@@ -653,7 +655,7 @@ def grade(root: str | os.PathLike, lab: str, submissions: str | os.PathLike | No
         raise FileNotFoundError(f"no submissions for {lab} in {root / 'submitted'}")
     api, graded = autograde_sandboxed(root, lab, students, overrides, jobs=jobs, executor=executor,
                                       unsafe=unsafe, limits=limits)
-    not_graded.update(graded)
+    not_graded.update({s: r["error"] for s, r in graded.items() if not r.get("success")})
     results = [s for s in students if s not in not_graded]
     for student, reason in sorted(not_graded.items()):
         print(f"not graded: {student}: {reason}")
