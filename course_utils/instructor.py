@@ -392,12 +392,17 @@ def autograde_all(api, lab: str, students: list[str]) -> dict[str, dict]:
     """Autograde each student in turn; a failure is reported and the next student still graded.
 
     Returns:
-        ``{student: nbgrader result dict}`` (keys ``success``, ``log``, maybe ``error``).
+        ``{student: nbgrader result dict}`` (keys ``success``, ``log``, maybe ``error``, and
+        ``seconds``, the time nbgrader took).
     """
+    import time
+
     results = {}
     for student in students:
         print(f"autograding {student} ...", flush=True)
+        started = time.perf_counter()
         results[student] = api.autograde(lab, student, force=True, create=True)
+        results[student]["seconds"] = time.perf_counter() - started
         if not results[student].get("success"):
             print(f"error: autograding {student} failed; the others are still graded:\n"
                   f"{results[student].get('error', '')}")
@@ -595,7 +600,7 @@ def autograde_sandboxed(root: Path, lab: str, students: list[str], overrides: An
     for student, result in autograde_all(api, lab, sorted(results)).items():
         if not result.get("success"):
             result["error"] = "nbgrader could not autograde it: " + (result.get("error") or "")[-300:]
-        graded[student] = result
+        graded[student] = {**result, "timings": ran[student].timings, "sandbox_status": ran[student].status}
     return api, graded
 
 
