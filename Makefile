@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # thread pool keeps 2-core machines responsive when something else is running.
 RUN := PATH="$(abspath $(BIN)):$$PATH" OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: lab test test-quick lint bench clean-venv notebooks sync-notebooks release grade
+.PHONY: lab test test-quick lint bench clean-venv notebooks sync-notebooks release grade student-release
 
 CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (nbgrader 0.9.6 requires it); found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
 
@@ -47,6 +47,9 @@ bench: $(STAMP)
 # for some only); `make grade LAB=01_localisation [SUBMISSIONS=dir] [ZIP="canvas.zip ..."]` collects,
 # autogrades, writes feedback/ and grades/<lab>.csv. COURSE_ROOT is where submitted/ and gradebook.db live.
 COURSE_ROOT ?= .
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+UNSAFE ?=
+DEST ?=
 LAB ?=
 LABS ?=
 SUBMISSIONS ?=
@@ -74,9 +77,18 @@ sync-notebooks: $(NB_VENV)/.installed
 release: $(STAMP)
 	$(INSTRUCTOR) release $(LABS)
 
+# Every submission runs in a bubblewrap sandbox (docs/instructor.md), JOBS at a time; without
+# /usr/bin/bwrap grading refuses to run unless UNSAFE=1.
 grade: $(STAMP)
-	@test -n "$(LAB)" || { echo "usage: make grade LAB=01_localisation [SUBMISSIONS=dir] [ZIP=file.zip]"; exit 2; }
-	$(INSTRUCTOR) grade $(LAB) $(if $(SUBMISSIONS),--submissions $(SUBMISSIONS)) $(if $(ZIP),--zip $(ZIP))
+	@test -n "$(LAB)" || { echo "usage: make grade LAB=01_localisation [SUBMISSIONS=dir] [ZIP=file.zip] [JOBS=n] [UNSAFE=1]"; exit 2; }
+	$(INSTRUCTOR) grade $(LAB) $(if $(SUBMISSIONS),--submissions $(SUBMISSIONS)) $(if $(ZIP),--zip $(ZIP)) \
+		--jobs $(JOBS) $(if $(UNSAFE),--unsafe)
+
+# The tree students get (docs/student.md): labs/, course_utils, data_scripts, docs/student.md and the
+# install files; no solutions/, notebook_src/, tests/ or hidden tests. Keep this repository private.
+student-release: $(STAMP)
+	@test -n "$(DEST)" || { echo "usage: make student-release DEST=../course-student"; exit 2; }
+	$(INSTRUCTOR) student-release $(DEST)
 
 clean-venv:
 	rm -rf $(VENV) .venv-notebooks

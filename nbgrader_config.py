@@ -37,3 +37,12 @@ c.Execute.interrupt_on_timeout = True
 c.OverwriteCells.add_missing_cells = True
 # Keep feedback and the gradebook readable when an answer prints in a loop.
 c.LimitOutput.max_lines = 200
+
+# --- feedback: the teaching message of each failed test, never the hidden tests' source ---------
+# `make grade` runs every submission in a sandbox and replaces nbgrader's Execute step by the
+# sandbox's outputs (course_utils.instructor.sandboxed_autograde_config); plain `nbgrader autograde`
+# would run students' code unsandboxed on this machine: do not use it on submissions.
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]

@@ -177,23 +177,26 @@ def _grade_ids(nb: dict) -> list[str]:
 
 
 def _find_release(path: Path) -> Path | None:
-    """The notebook ``path`` should match: ``labs/<lab>/<lab>.ipynb`` (or the solutions source).
+    """The notebook ``path`` should match: ``labs/<lab>/<lab>.ipynb``, the release students hold.
 
     The lab is guessed from the file name, then from the folder name (a renamed copy usually stays
-    in its lab's folder); the ``labs/`` and ``solutions/`` trees are looked for in the folders
-    above ``path`` and next to this package. A candidate that is ``path`` itself (the student edits
-    the release in place) is skipped in favour of the solutions source, which has the same cells.
+    in its lab's folder); ``labs/`` is looked for in the folders above ``path`` and next to this
+    package. The instructor's ``solutions/`` is never needed. When the only candidate is ``path``
+    itself (the student edits the release in place), it is compared with itself: the file name and
+    duplicated cells are still checked.
     """
     lab_names = [path.stem, path.parent.name]
     package_root = Path(__file__).resolve().parents[1]
     roots = [*path.resolve().parents, package_root]
+    itself = None
     for lab in lab_names:
         for root in roots:
-            for tree in ("labs", "solutions"):
-                candidate = root / tree / lab / f"{lab}.ipynb"
-                if candidate.is_file() and candidate.resolve() != path.resolve():
+            candidate = root / "labs" / lab / f"{lab}.ipynb"
+            if candidate.is_file():
+                if candidate.resolve() != path.resolve():
                     return candidate
-    return None
+                itself = candidate
+    return itself
 
 
 def check_submission(path: str | Path, release: str | Path | None = None, *, verbose: bool = True) -> list[str]:

@@ -1,7 +1,9 @@
 """The nbgrader contract, for the fixture lab and every real lab in solutions/ (smoke mode).
 
 Everything goes through nbgrader's Python API (``NbGraderAPI``) on a temporary course root with
-its own sqlite gradebook, via ``course_utils.instructor``. A batch of fake students is autograded
+its own sqlite gradebook, via ``course_utils.instructor``; the batch is graded the way `make grade`
+grades (rebuilt notebooks executed in the bubblewrap sandbox, the gradebook written by nbgrader
+from the outputs that came back). A batch of fake students is autograded
 once per lab (solution, untouched release, edited and deleted test cells; for the fixture lab also
 an endless loop) and the tests read the gradebook and the autograded notebooks.
 """
@@ -172,8 +174,9 @@ def batch(course):
     students = {**cases, "s4_solution": read_nb(course.source), "s5_untouched": read_nb(course.release)}
     paths = {name: submit(course, name, nb) for name, nb in students.items()}
     hashes = {name: sha256(p) for name, p in paths.items()}
-    api = instructor.make_api(course.root, FIXTURE_TIMEOUT if course.src_root == FIXTURE else None)
-    results = instructor.autograde_all(api, course.lab, sorted(students))
+    # the production path of `make grade`: rebuilt notebooks, run in the sandbox, gradebook written here
+    api, results = instructor.autograde_sandboxed(course.root, course.lab, sorted(students),
+                                                  FIXTURE_TIMEOUT if course.src_root == FIXTURE else None, jobs=2)
     return SimpleNamespace(api=api, results=results, paths=paths, hashes=hashes,
                            rows={r["student"]: r for r in instructor.scores(api, course.lab, sorted(students))})
 
@@ -388,9 +391,8 @@ def test_check_submission_passes_a_good_copy(lab, student_copy, capsys):
 
 
 def test_check_submission_finds_the_release_itself(lab, tmp_path):
-    # a student working in labs/<lab>/ in place: compared with solutions/<lab>/ (same graded cells)
-    for tree in ("labs", "solutions"):
-        shutil.copytree(lab.src_root / tree / lab.lab, tmp_path / tree / lab.lab)
+    # a student working in labs/<lab>/ in place, in the student copy (no solutions/ there)
+    shutil.copytree(lab.src_root / "labs" / lab.lab, tmp_path / "labs" / lab.lab)
     in_place = tmp_path / "labs" / lab.lab / f"{lab.lab}.ipynb"
     assert check_submission(in_place, verbose=False) == []
     renamed = in_place.with_name(f"Copy of {lab.lab}.ipynb")
