@@ -25,6 +25,7 @@ from course_utils.benchmark import (
     warm_start,
 )
 from course_utils.data import ShapesDataset, detections_to_coco
+from course_utils.tensors import plain
 
 
 class Stack(nn.Module):
@@ -113,7 +114,7 @@ def shapes_eval():
     dets = []
     for i in range(len(ds)):  # noisy copies of the ground truth, some wrong labels, some false positives
         t = ds[i][1]
-        boxes = t["boxes"].as_subclass(torch.Tensor) + torch.randn(len(t["labels"]), 4, generator=g) * 1.5
+        boxes = plain(t["boxes"]) + torch.randn(len(t["labels"]), 4, generator=g) * 1.5
         labels = torch.where(torch.rand(len(t["labels"]), generator=g) < 0.2, 1, t["labels"])
         extra = torch.rand(3, 2, generator=g) * 100
         boxes = torch.cat([boxes, torch.cat([extra, extra + 10], 1)])

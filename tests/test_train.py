@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from course_utils.config import SMOKE_STEPS
 from course_utils.train import (
-    SMOKE_STEPS,
     History,
     evaluate,
     fit,

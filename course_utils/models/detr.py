@@ -38,6 +38,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision import ops
 
+from ..tensors import plain
+
 # --------------------------------------------------------------------------- model
 
 
@@ -241,7 +243,7 @@ def detr_targets(targets: list[dict], image_size: tuple[int, int]) -> list[dict]
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
     out = []
     for t in targets:
-        boxes = torch.as_tensor(t["boxes"]).as_subclass(torch.Tensor).float().reshape(-1, 4)
+        boxes = plain(t["boxes"]).float().reshape(-1, 4)
         out.append({"boxes": ops.box_convert(boxes / scale, "xyxy", "cxcywh"),
                     "labels": torch.as_tensor(t["labels"]).long() - 1})
     return out

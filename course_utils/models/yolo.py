@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import ops
 
+from ..boxes import paired_box_iou
+from ..tensors import plain
+
 # --------------------------------------------------------------------------- network
 
 
@@ -89,7 +92,7 @@ def encode_yolo_targets(boxes: torch.Tensor, labels: torch.Tensor, S: int, num_c
         fractions of the image; zeros elsewhere. Several centres in one cell: the largest box
         (by area) is kept. A centre on the right/bottom edge belongs to the last cell.
     """
-    boxes = torch.as_tensor(boxes).as_subclass(torch.Tensor).detach().float().cpu().reshape(-1, 4)
+    boxes = plain(boxes).detach().float().cpu().reshape(-1, 4)
     labels = torch.as_tensor(labels).cpu().reshape(-1)
     if len(boxes) != len(labels):
         raise ValueError(f"boxes and labels must have one entry per object, got {len(boxes)} and {len(labels)}")
@@ -180,12 +183,7 @@ def yolo_loss(pred: torch.Tensor, target: torch.Tensor, B: int, lambda_coord: fl
     has_obj = target[..., 4] > 0  # (N, S, S)
     gt_xyxy = cell_boxes_to_xyxy(target[..., :4])  # (N, S, S, 4)
     pred_xyxy = cell_boxes_to_xyxy(boxes[..., :4].movedim(3, 0))  # (B, N, S, S, 4)
-    top_left = torch.maximum(pred_xyxy[..., :2], gt_xyxy[..., :2])
-    bottom_right = torch.minimum(pred_xyxy[..., 2:], gt_xyxy[..., 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(-1)  # (B, N, S, S)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    union = area(pred_xyxy) + area(gt_xyxy) - inter
-    ious = torch.where(union > 0, inter / union.clamp(min=1e-12), 0.0).movedim(0, -1)  # (N, S, S, B)
+    ious = paired_box_iou(pred_xyxy.detach(), gt_xyxy).movedim(0, -1)  # (N, S, S, B)
     responsible = F.one_hot(ious.argmax(-1), B).bool() & has_obj[..., None]  # (N, S, S, B)
     t = target[..., None, :4]  # (N, S, S, 1, 4)
     coord = ((boxes[..., 0] - t[..., 0]) ** 2 + (boxes[..., 1] - t[..., 1]) ** 2)[responsible].sum()
@@ -205,8 +203,8 @@ def _stack(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         if images.dim() != 4:
             raise ValueError(f"images must be (N, 3, H, W) or a list of (3, H, W), got shape {tuple(images.shape)}")
-        return images.as_subclass(torch.Tensor)
-    images = [torch.as_tensor(im).as_subclass(torch.Tensor) for im in images]
+        return plain(images)
+    images = [plain(im) for im in images]
     if not images:
         raise ValueError("images is empty")
     if len({tuple(im.shape) for im in images}) > 1:
