@@ -145,3 +145,16 @@ def test_pretrained_weights_are_loaded_and_the_classifier_replaced(name, monkeyp
     assert not torch.equal(state[classifier][:3], coco[classifier][:3])  # a fresh classifier, not COCO's rows
     if name == "faster_rcnn":
         assert model.roi_heads.mask_head is None and not any(".mask_" in k for k in state)
+
+
+def test_detector_wrapper():
+    net = nn.Conv2d(3, 2, 1)
+    wrapper = DetectorWrapper(net, lambda out, targets: {"l": out.mean() * len(targets)},
+                              lambda out: [{"boxes": torch.zeros(0, 4), "scores": o.mean(), "labels": 1} for o in out])
+    images = [torch.rand(3, 8, 8), torch.rand(3, 8, 8)]
+    losses = wrapper(images, [{}, {}])
+    assert set(losses) == {"l"} and losses["l"].requires_grad
+    with pytest.raises(ValueError, match="targets"):
+        wrapper(images)
+    assert len(wrapper.eval()(torch.stack(images))) == 2
+    assert list(wrapper.state_dict()) == ["model.weight", "model.bias"]
