@@ -1,10 +1,11 @@
 """course_utils: the plumbing of the course "CNNs part II - beyond image classification".
 
-Modules, bottom to top (each imports only those above it in this list):
-``config`` (run mode, device, seed, recorded figures), ``boxes`` (formats, IoU, NMS),
+Modules, bottom to top (each imports only those above it in this list; ``tests/test_import_layers.py``
+checks it): ``config`` (run mode, step budget, course folder, device, seed, recorded figures),
+``tensors`` (plain tensors out of ``tv_tensors``), ``boxes`` (formats, IoU, NMS),
 ``data`` (synthetic shapes, real-dataset loaders, COCO export), ``metrics`` (COCO and VOC AP,
-segmentation IoU), ``models`` (pretrained backbones, offline fallback), ``train`` (fit/evaluate
-loop, checkpoints), ``viz`` (drawing, plots, widgets), ``grading`` (checks for autograder cells,
+segmentation IoU), ``models`` (the detectors behind ``build_detector``, backbones, offline fallback), ``train``
+(fit/evaluate loop, checkpoints and their cache), ``benchmark`` (FLOPs, throughput, AP by size), ``viz`` (drawing, plots, widgets), ``grading`` (checks for autograder cells,
 ``check_submission``), ``instructor`` (nbgrader release and grading; imports nbgrader lazily).
 """
 
