@@ -376,32 +376,4 @@ def detr_loss(outputs: dict, targets: list[dict], num_classes: int, *, eos_coef:
 
 # --------------------------------------------------------------------------- the public DETR-R50
 
-DETR_R50_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
-DETR_HUB_REPO = "facebookresearch/detr:main"
-
-
-def load_detr_resnet50(*, progress: bool = True) -> nn.Module:
-    """The authors' DETR with a ResNet-50 backbone (42.0 AP on COCO val2017), in eval mode.
-
-    The architecture comes from torch hub's ``facebookresearch/detr`` (its code is fetched from
-    GitHub), the COCO weights from :data:`DETR_R50_URL`, loaded with ``weights_only=True``. Its
-    ``pred_logits`` are (B, 100, 92): COCO's original category ids 0..90, then "no object".
-
-    Raises:
-        WeightsUnavailable: offline (the message says what could not be fetched).
-    """
-    import http.client
-    import urllib.error
-
-    from .backbones import WeightsUnavailable
-
-    try:
-        model = torch.hub.load(DETR_HUB_REPO, "detr_resnet50", pretrained=False, trust_repo=True, verbose=False)
-        checkpoint = torch.hub.load_state_dict_from_url(DETR_R50_URL, map_location="cpu", progress=progress,
-                                                        check_hash=True, weights_only=True)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        raise WeightsUnavailable(
-            f"could not fetch DETR-R50 (code: torch hub {DETR_HUB_REPO}; weights: {DETR_R50_URL}): "
-            f"{getattr(err, 'reason', err)}") from err
-    model.load_state_dict(checkpoint["model"])
-    return model.eval()
+from .detr_r50 import DETR_R50_URL, load_detr_resnet50  # noqa: E402, F401 - re-exported: lab 06 imports it from here
