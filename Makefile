@@ -12,10 +12,12 @@ PYTEST_ARGS ?=
 # thread pool keeps 2-core machines responsive when something else is running.
 RUN := PATH="$(abspath $(BIN)):$$PATH" OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: lab test test-quick lint bench clean-venv notebooks release grade
+.PHONY: lab test test-quick lint bench clean-venv notebooks sync-notebooks release grade
+
+CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (nbgrader 0.9.6 requires it); found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
 
 $(BIN)/python:
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (nbgrader 0.9.6 requires it); found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
+	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
@@ -51,10 +53,23 @@ SUBMISSIONS ?=
 ZIP ?=
 INSTRUCTOR := $(RUN) $(BIN)/python -m course_utils.instructor --root $(COURSE_ROOT)
 
-# solutions/NN/NN.ipynb are written by notebook_src/NN.py (reviewable Python); then `make release`.
-notebooks: $(STAMP)
-	@for src in notebook_src/[0-9]*.py; do lab=$$(basename $$src .py); \
-		$(BIN)/python $$src solutions/$$lab/$$lab.ipynb || exit 1; done
+# Lab sources: notebook_src/NN.py (jupytext percent scripts) -> solutions/NN/NN.ipynb (`make notebooks
+# [LABS=...]`), then `make release`. `make sync-notebooks LABS=NN` carries an edit made in Jupyter to
+# solutions/NN/NN.ipynb back into notebook_src/NN.py. Both need only jupytext and nbformat: they use the
+# course venv when it is installed, else a small one with just jupytext (no torch) in .venv-notebooks.
+NB_VENV := $(if $(wildcard $(STAMP)),$(VENV),.venv-notebooks)
+
+.venv-notebooks/.installed: requirements.txt
+	@$(CHECK_PYTHON)
+	$(PYTHON) -m venv .venv-notebooks
+	.venv-notebooks/bin/python -m pip install $$(grep -E '^jupytext==' requirements.txt)
+	touch $@
+
+notebooks: $(NB_VENV)/.installed
+	$(NB_VENV)/bin/python notebook_src/build.py build $(LABS)
+
+sync-notebooks: $(NB_VENV)/.installed
+	$(NB_VENV)/bin/python notebook_src/build.py sync $(LABS)
 
 release: $(STAMP)
 	$(INSTRUCTOR) release $(LABS)
@@ -64,7 +79,7 @@ grade: $(STAMP)
 	$(INSTRUCTOR) grade $(LAB) $(if $(SUBMISSIONS),--submissions $(SUBMISSIONS)) $(if $(ZIP),--zip $(ZIP))
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-notebooks
 
 # Real datasets for full mode: make data NAME=oxford_pets  (ARGS="--root DIR --images 200" ...).
 # Without NAME it lists the datasets with their sizes and licences.

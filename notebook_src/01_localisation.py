@@ -1,34 +1,45 @@
-"""The source of solutions/01_localisation/01_localisation.ipynb: `python notebook_src/01_localisation.py solutions/01_localisation/01_localisation.ipynb` (or `make notebooks`)."""
+# %% [markdown] id="intro"
+# <!-- COLAB_BADGE: notebook_src/build.py puts the Open-in-Colab badge here -->
+#
+# # Lab 01 — Localisation as regression
+#
+# *CNNs part II — beyond image classification.*
+#
+# Classification answers *what* is in an image. **Localisation** also answers *where*: for an image
+# with one object, predict its class **and** its bounding box. The simplest way to do that is to
+# treat the box as four numbers and *regress* them, next to the usual classification head:
+#
+# $$\text{image} \xrightarrow{\text{CNN}} \text{features} \;\begin{cases} \xrightarrow{\text{class head}} \; p(c \mid x) & \text{(cross-entropy)}\\ \xrightarrow{\text{box head}} \; (x, y, w, h) & \text{(L1 / L2 regression)} \end{cases}$$
+#
+# This is how OverFeat (Sermanet et al., ICLR 2014) and the "classification + localisation" track of
+# ImageNet started. In this lab you will:
+#
+# 1. convert between the box formats every detector uses (exercise 1);
+# 2. measure a box with **intersection over union** (exercise 2);
+# 3. reuse a **pretrained CNN** as a feature extractor and put two heads on it (exercise 3);
+# 4. train both heads with a **joint loss** (exercise 4): first with the backbone frozen, then
+#    fine-tuned end to end;
+# 5. see for yourself why a head on *globally pooled* features localises badly — and why predicting
+#    exactly one box per image is a dead end that motivates the detectors of the next labs.
+#
+# Run the cells in order. Cells marked *YOUR CODE HERE* are yours; the cells after them check your
+# answer (some checks are hidden and run when your lab is graded).
 
-from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
+# %% id="setup" role="readonly"
+# Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
 
-md("intro", colab_badge("01_localisation") + r"""
-# Lab 01 — Localisation as regression
+# COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
-*CNNs part II — beyond image classification.*
+try:
+    import course_utils  # noqa: F401
+except ImportError as err:
+    raise ImportError(
+        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
+        "or `pip install -e .` in the environment of this kernel."
+    ) from err
 
-Classification answers *what* is in an image. **Localisation** also answers *where*: for an image
-with one object, predict its class **and** its bounding box. The simplest way to do that is to
-treat the box as four numbers and *regress* them, next to the usual classification head:
-
-$$\text{image} \xrightarrow{\text{CNN}} \text{features} \;\begin{cases} \xrightarrow{\text{class head}} \; p(c \mid x) & \text{(cross-entropy)}\\ \xrightarrow{\text{box head}} \; (x, y, w, h) & \text{(L1 / L2 regression)} \end{cases}$$
-
-This is how OverFeat (Sermanet et al., ICLR 2014) and the "classification + localisation" track of
-ImageNet started. In this lab you will:
-
-1. convert between the box formats every detector uses (exercise 1);
-2. measure a box with **intersection over union** (exercise 2);
-3. reuse a **pretrained CNN** as a feature extractor and put two heads on it (exercise 3);
-4. train both heads with a **joint loss** (exercise 4): first with the backbone frozen, then
-   fine-tuned end to end;
-5. see for yourself why a head on *globally pooled* features localises badly — and why predicting
-   exactly one box per image is a dead end that motivates the detectors of the next labs.
-
-Run the cells in order. Cells marked *YOUR CODE HERE* are yours; the cells after them check your
-answer (some checks are hidden and run when your lab is graded).
-""")
-
-setup_cell(r"""
 import copy
 
 import matplotlib.pyplot as plt
@@ -46,22 +57,23 @@ from course_utils.data import OxfordPets, ShapesDataset, dataset_root, single_ob
 from course_utils.models import load_backbone
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
 from course_utils.train import fit, predict
-""")
 
-md("data-md", r"""
-## 1. The data: one shape per image
+SETUP = setup(seed=0)
+MODE, DEVICE = SETUP.mode, SETUP.device
 
-Offline, the course uses a synthetic dataset generated in code: coloured shapes on textured
-backgrounds, with exact boxes and masks. Here each image holds **exactly one** object
-(`preset="single"`), one of three classes. In `full` mode the same code runs on real photographs
-(Oxford-IIIT Pet: is it a cat or a dog, and where is its head?) with an ImageNet-pretrained ResNet.
+# %% [markdown] id="data-md"
+# ## 1. The data: one shape per image
+#
+# Offline, the course uses a synthetic dataset generated in code: coloured shapes on textured
+# backgrounds, with exact boxes and masks. Here each image holds **exactly one** object
+# (`preset="single"`), one of three classes. In `full` mode the same code runs on real photographs
+# (Oxford-IIIT Pet: is it a cat or a dog, and where is its head?) with an ImageNet-pretrained ResNet.
+#
+# A box is stored as **pixel coordinates of its corners**, `xyxy` = $(x_1, y_1, x_2, y_2)$, with $x$
+# growing to the right and $y$ growing *down*. A pixel with column index $i$ covers
+# $[i, i+1)$, so a box around columns 3..7 has $x_1 = 3$, $x_2 = 8$ and width 5.
 
-A box is stored as **pixel coordinates of its corners**, `xyxy` = $(x_1, y_1, x_2, y_2)$, with $x$
-growing to the right and $y$ growing *down*. A pixel with column index $i$ covers
-$[i, i+1)$, so a box around columns 3..7 has $x_1 = 3$, $x_2 = 8$ and width 5.
-""")
-
-readonly("data", r"""
+# %% id="data" role="readonly"
 IMAGE_SIZE = by_mode(smoke=64, fast=64, full=160)
 if MODE == "full":
     # Oxford-IIIT Pet: one pet per image, its species and its *head* box. Downloaded once (about 800 MB,
@@ -90,29 +102,28 @@ else:
     shown = train_set
 print(f"train {tuple(train_images.shape)}, test {tuple(test_images.shape)}, classes {CLASS_NAMES}")
 viz.show_grid(shown, n=8, masks=False);
-""")
 
-md("ex1-md", r"""
-## 2. Box formats (exercise 1, 2 points)
 
-Three formats appear in this course, all with 4 numbers per box:
+# %% [markdown] id="ex1-md"
+# ## 2. Box formats (exercise 1, 2 points)
+#
+# Three formats appear in this course, all with 4 numbers per box:
+#
+# | format | numbers | used by |
+# |---|---|---|
+# | `xyxy` | $(x_1, y_1, x_2, y_2)$, the corners | torchvision, Pascal VOC, IoU computations |
+# | `xywh` | $(x_1, y_1, w, h)$, top-left corner and size | COCO annotations |
+# | `cxcywh` | $(c_x, c_y, w, h)$, centre and size | YOLO, DETR, our regression head |
+#
+# Networks predict boxes **normalised** by the image size (fractions in $[0, 1]$), so that the same
+# head works whatever the resolution: $x$-quantities are divided by the image **width**,
+# $y$-quantities by the image **height**.
+#
+# Write the six functions below. Each takes a tensor of shape `(..., 4)` (any number of leading
+# dimensions, possibly zero boxes) and returns a **new** tensor of the same shape; don't modify the
+# input. `image_size` is `(height, width)`.
 
-| format | numbers | used by |
-|---|---|---|
-| `xyxy` | $(x_1, y_1, x_2, y_2)$, the corners | torchvision, Pascal VOC, IoU computations |
-| `xywh` | $(x_1, y_1, w, h)$, top-left corner and size | COCO annotations |
-| `cxcywh` | $(c_x, c_y, w, h)$, centre and size | YOLO, DETR, our regression head |
-
-Networks predict boxes **normalised** by the image size (fractions in $[0, 1]$), so that the same
-head works whatever the resolution: $x$-quantities are divided by the image **width**,
-$y$-quantities by the image **height**.
-
-Write the six functions below. Each takes a tensor of shape `(..., 4)` (any number of leading
-dimensions, possibly zero boxes) and returns a **new** tensor of the same shape; don't modify the
-input. `image_size` is `(height, width)`.
-""")
-
-solution("ex1-box-conversions", r"""
+# %% id="ex1-box-conversions" role="solution"
 def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
     ### BEGIN SOLUTION
     x1, y1, x2, y2 = boxes.unbind(-1)
@@ -142,7 +153,7 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def normalize_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    \"\"\"Pixels -> fractions of the image. image_size = (height, width).\"\"\"
+    """Pixels -> fractions of the image. image_size = (height, width)."""
     ### BEGIN SOLUTION
     height, width = image_size
     return boxes / torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
@@ -150,14 +161,14 @@ def normalize_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.T
 
 
 def denormalize_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    \"\"\"Fractions of the image -> pixels. image_size = (height, width).\"\"\"
+    """Fractions of the image -> pixels. image_size = (height, width)."""
     ### BEGIN SOLUTION
     height, width = image_size
     return boxes * torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
     ### END SOLUTION
-""")
 
-tests("test-box-conversions", r"""
+
+# %% id="test-box-conversions" role="tests" points=2
 # Checks against torchvision.ops.box_convert and hand-worked values.
 b = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
 check_close(xyxy_to_xywh(b), torch.tensor([[10.0, 20.0, 20.0, 40.0]]), name="xyxy_to_xywh", inputs={"boxes": b})
@@ -199,27 +210,25 @@ normalize_boxes(boxes, size), denormalize_boxes(boxes, size)
 check_equal(boxes, before, name="normalize/denormalize must not modify their input")
 assert normalize_boxes(boxes.double(), size).dtype == torch.float64, "normalize_boxes should keep float64"
 ### END HIDDEN TESTS
-""", points=2)
 
-md("ex2-md", r"""
-## 3. Intersection over union (exercise 2, 3 points)
+# %% [markdown] id="ex2-md"
+# ## 3. Intersection over union (exercise 2, 3 points)
+#
+# How good is a predicted box $B_p$ for a true box $B_t$? The standard measure is
+#
+# $$\mathrm{IoU}(B_p, B_t) = \frac{|B_p \cap B_t|}{|B_p \cup B_t|} = \frac{|B_p \cap B_t|}{|B_p| + |B_t| - |B_p \cap B_t|} \in [0, 1].$$
+#
+# The intersection of two `xyxy` boxes is the box between the larger top-left corner and the
+# smaller bottom-right corner — **if** that box is not empty: when the boxes do not overlap along
+# an axis, its "width" or "height" comes out negative and must be clamped to 0. A box of zero area
+# has IoU 0 with everything (define it so, rather than dividing 0 by 0).
+#
+# 1. `iou(box_a, box_b)`: two boxes of shape `(4,)`, returns the IoU as a 0-d tensor (or float).
+# 2. `pairwise_iou(boxes1, boxes2)`: `(N, 4)` and `(M, 4)` boxes, returns the `(N, M)` matrix of all
+#    IoUs, **vectorised** (no Python loop): use broadcasting, `boxes1[:, None, :]` against
+#    `boxes2[None, :, :]`. Either input may hold zero boxes.
 
-How good is a predicted box $B_p$ for a true box $B_t$? The standard measure is
-
-$$\mathrm{IoU}(B_p, B_t) = \frac{|B_p \cap B_t|}{|B_p \cup B_t|} = \frac{|B_p \cap B_t|}{|B_p| + |B_t| - |B_p \cap B_t|} \in [0, 1].$$
-
-The intersection of two `xyxy` boxes is the box between the larger top-left corner and the
-smaller bottom-right corner — **if** that box is not empty: when the boxes do not overlap along
-an axis, its "width" or "height" comes out negative and must be clamped to 0. A box of zero area
-has IoU 0 with everything (define it so, rather than dividing 0 by 0).
-
-1. `iou(box_a, box_b)`: two boxes of shape `(4,)`, returns the IoU as a 0-d tensor (or float).
-2. `pairwise_iou(boxes1, boxes2)`: `(N, 4)` and `(M, 4)` boxes, returns the `(N, M)` matrix of all
-   IoUs, **vectorised** (no Python loop): use broadcasting, `boxes1[:, None, :]` against
-   `boxes2[None, :, :]`. Either input may hold zero boxes.
-""")
-
-solution("ex2-iou", r"""
+# %% id="ex2-iou" role="solution"
 def iou(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
     ### BEGIN SOLUTION
     return pairwise_iou(box_a[None], box_b[None])[0, 0]
@@ -237,9 +246,9 @@ def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     union = area1[:, None] + area2[None, :] - inter  # (N, M)
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
     ### END SOLUTION
-""")
 
-tests("test-iou", r"""
+
+# %% id="test-iou" role="tests" points=3
 a = torch.tensor([0.0, 0.0, 10.0, 10.0])
 b = torch.tensor([5.0, 5.0, 15.0, 15.0])
 check_close(iou(a, b), 25 / 175, name="iou(a, b)", inputs={"a": a, "b": b},
@@ -282,35 +291,32 @@ assert out.dtype == torch.float64, f"pairwise_iou should keep float64, returned 
 check_shape(pairwise_iou(torch.zeros(0, 4), big2), (0, 200), name="pairwise_iou with no boxes1")
 check_shape(pairwise_iou(big1, torch.zeros(0, 4, dtype=torch.float64)), (300, 0), name="pairwise_iou with no boxes2")
 ### END HIDDEN TESTS
-""", points=3)
 
-md("explorer-md", r"""
-Move and resize the dashed box below and watch **your** `iou` change. Notice how fast IoU drops:
-shifting a box by a quarter of its width already costs 40 % of the overlap. That is why "IoU ≥ 0.5"
-is the usual threshold for a detection to count as correct, and why COCO averages over thresholds
-0.5 to 0.95.
-""")
+# %% [markdown] id="explorer-md"
+# Move and resize the dashed box below and watch **your** `iou` change. Notice how fast IoU drops:
+# shifting a box by a quarter of its width already costs 40 % of the overlap. That is why "IoU ≥ 0.5"
+# is the usual threshold for a detection to count as correct, and why COCO averages over thresholds
+# 0.5 to 0.95.
 
-readonly("explorer", r"""
+# %% id="explorer" role="readonly"
 viz.iou_explorer(test_boxes[0], iou, image=test_images[0])
-""")
 
-md("backbone-md", r"""
-## 4. A pretrained CNN as feature extractor
 
-Training a CNN from scratch needs a lot of labelled data. The usual recipe is **transfer
-learning**: take a network trained for classification on a large dataset (ImageNet), drop its
-classifier, and use what remains — the *backbone* — as a feature extractor for the new task.
-Its features describe edges, textures and parts that are useful far beyond the original classes.
+# %% [markdown] id="backbone-md"
+# ## 4. A pretrained CNN as feature extractor
+#
+# Training a CNN from scratch needs a lot of labelled data. The usual recipe is **transfer
+# learning**: take a network trained for classification on a large dataset (ImageNet), drop its
+# classifier, and use what remains — the *backbone* — as a feature extractor for the new task.
+# Its features describe edges, textures and parts that are useful far beyond the original classes.
+#
+# In `full` mode the backbone is a ResNet-18 with ImageNet weights from torchvision, and the data
+# are real photographs: Oxford-IIIT Pet, where the "object" is the pet's head. Offline
+# (`fast`), we make our own "ImageNet": the backbone is pretrained by the cell below on a **different
+# task** — classifying six kinds of shapes, on noisier images — and then transferred to ours. The
+# backbone keeps the spatial layout: for a `64×64` image it returns a `C×8×8` feature map.
 
-In `full` mode the backbone is a ResNet-18 with ImageNet weights from torchvision, and the data
-are real photographs: Oxford-IIIT Pet, where the "object" is the pet's head. Offline
-(`fast`), we make our own "ImageNet": the backbone is pretrained by the cell below on a **different
-task** — classifying six kinds of shapes, on noisier images — and then transferred to ours. The
-backbone keeps the spatial layout: for a `64×64` image it returns a `C×8×8` feature map.
-""")
-
-readonly("backbone", r"""
+# %% id="backbone" role="readonly"
 def conv_block(c_in, c_out):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
@@ -337,30 +343,29 @@ else:
 pretrained_state = copy.deepcopy(backbone.state_dict())
 with torch.no_grad():
     print("feature map:", tuple(backbone.eval()(test_images[:2].to(DEVICE)).shape))
-""")
 
-md("ex3-md", r"""
-## 5. Two heads (exercise 3, 3 points)
 
-On top of the backbone's feature map we put two small heads:
+# %% [markdown] id="ex3-md"
+# ## 5. Two heads (exercise 3, 3 points)
+#
+# On top of the backbone's feature map we put two small heads:
+#
+# * a **classification head** → `num_classes` logits (no softmax: `cross_entropy` applies it);
+# * a **box head** → 4 numbers, the box as normalised $(c_x, c_y, w, h)$; a final sigmoid keeps them
+#   in $[0, 1]$.
+#
+# Both heads are an MLP (`Flatten → Linear(·, hidden) → ReLU → Linear(hidden, ·)`) on the same
+# input: the feature map **average-pooled to a `grid × grid` map** with `nn.AdaptiveAvgPool2d(grid)`.
+#
+# * `grid = 1` is the usual *global average pooling* of classification networks: one vector per
+#   image, whatever the input size.
+# * `grid = 4` keeps a coarse **spatial layout**: the head sees *where* in the image each feature fired.
+#
+# Adaptive pooling gives the heads a fixed input size (`feat_channels × grid × grid`) for **any image
+# size**: never hard-code 224 (or 64). Write `__init__` and `forward`; `forward` returns the pair
+# `(class_logits, boxes)` of shapes `(B, num_classes)` and `(B, 4)`.
 
-* a **classification head** → `num_classes` logits (no softmax: `cross_entropy` applies it);
-* a **box head** → 4 numbers, the box as normalised $(c_x, c_y, w, h)$; a final sigmoid keeps them
-  in $[0, 1]$.
-
-Both heads are an MLP (`Flatten → Linear(·, hidden) → ReLU → Linear(hidden, ·)`) on the same
-input: the feature map **average-pooled to a `grid × grid` map** with `nn.AdaptiveAvgPool2d(grid)`.
-
-* `grid = 1` is the usual *global average pooling* of classification networks: one vector per
-  image, whatever the input size.
-* `grid = 4` keeps a coarse **spatial layout**: the head sees *where* in the image each feature fired.
-
-Adaptive pooling gives the heads a fixed input size (`feat_channels × grid × grid`) for **any image
-size**: never hard-code 224 (or 64). Write `__init__` and `forward`; `forward` returns the pair
-`(class_logits, boxes)` of shapes `(B, num_classes)` and `(B, 4)`.
-""")
-
-solution("ex3-model", r"""
+# %% id="ex3-model" role="solution"
 class LocalisationNet(nn.Module):
     def __init__(self, backbone: nn.Module, feat_channels: int, num_classes: int, grid: int = 4, hidden: int = 128):
         super().__init__()
@@ -377,9 +382,9 @@ class LocalisationNet(nn.Module):
         features = self.pool(self.backbone(images))  # (B, C, grid, grid)
         return self.class_head(features), self.box_head(features)  # (B, num_classes), (B, 4)
         ### END SOLUTION
-""")
 
-tests("test-model", r"""
+
+# %% id="test-model" role="tests" points=3
 def tiny_backbone():
     return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1))
 
@@ -423,26 +428,24 @@ with torch.no_grad():
     probe1 = LocalisationNet(nn.Identity(), feat_channels=1, num_classes=2, grid=1)
     check_close(probe1(f1)[1], probe1(f2)[1], name="with grid=1 the heads see only the global average")
 ### END HIDDEN TESTS
-""", points=3)
 
-md("ex4-md", r"""
-## 6. The joint loss (exercise 4, 2 points)
+# %% [markdown] id="ex4-md"
+# ## 6. The joint loss (exercise 4, 2 points)
+#
+# Both heads train together with one loss, the sum of a classification and a regression term:
+#
+# $$\mathcal{L} = \underbrace{\frac{1}{B}\sum_{i=1}^{B} \mathrm{CE}\big(z_i, c_i\big)}_{\texttt{loss\_cls}}
+# \;+\; \lambda \underbrace{\frac{1}{B}\sum_{i=1}^{B} \sum_{k=1}^{4} \big|\hat b_{ik} - b_{ik}\big|}_{\text{L1 per box}}$$
+#
+# with $z_i$ the logits, $c_i$ the true class index, $\hat b_i$ and $b_i$ the predicted and true
+# normalised `cxcywh` boxes. Mind the **reductions**: the L1 distance is *summed* over the 4
+# coordinates of a box and *averaged* over the boxes of the batch (so the loss does not change with
+# the batch size). $\lambda$ (`box_weight`) balances the two terms.
+#
+# Return a dict `{"loss_cls": ..., "loss_box": ...}` of two scalar tensors, where `loss_box`
+# already includes $\lambda$: the training loop adds the entries of the dict.
 
-Both heads train together with one loss, the sum of a classification and a regression term:
-
-$$\mathcal{L} = \underbrace{\frac{1}{B}\sum_{i=1}^{B} \mathrm{CE}\big(z_i, c_i\big)}_{\texttt{loss\_cls}}
-\;+\; \lambda \underbrace{\frac{1}{B}\sum_{i=1}^{B} \sum_{k=1}^{4} \big|\hat b_{ik} - b_{ik}\big|}_{\text{L1 per box}}$$
-
-with $z_i$ the logits, $c_i$ the true class index, $\hat b_i$ and $b_i$ the predicted and true
-normalised `cxcywh` boxes. Mind the **reductions**: the L1 distance is *summed* over the 4
-coordinates of a box and *averaged* over the boxes of the batch (so the loss does not change with
-the batch size). $\lambda$ (`box_weight`) balances the two terms.
-
-Return a dict `{"loss_cls": ..., "loss_box": ...}` of two scalar tensors, where `loss_box`
-already includes $\lambda$: the training loop adds the entries of the dict.
-""")
-
-solution("ex4-loss", r"""
+# %% id="ex4-loss" role="solution"
 def localisation_loss(class_logits: torch.Tensor, box_pred: torch.Tensor, labels: torch.Tensor,
                       box_target: torch.Tensor, box_weight: float = 5.0) -> dict[str, torch.Tensor]:
     ### BEGIN SOLUTION
@@ -450,9 +453,9 @@ def localisation_loss(class_logits: torch.Tensor, box_pred: torch.Tensor, labels
     loss_box = (box_pred - box_target).abs().sum(dim=1).mean()
     return {"loss_cls": loss_cls, "loss_box": box_weight * loss_box}
     ### END SOLUTION
-""")
 
-tests("test-loss", r"""
+
+# %% id="test-loss" role="tests" points=2
 logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
 labels = torch.tensor([0, 2])
 pred = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.6, 0.4, 0.1]])
@@ -480,20 +483,18 @@ for batch, weight in [(1, 5.0), (7, 2.5), (32, 0.1)]:
         check_shape(out[k], (), name=f"{k} must be a scalar (0-d) tensor")
     check_grad_flows(out["loss_cls"] + out["loss_box"], {"logits": lg, "box_pred": bp}, name="localisation_loss")
 ### END HIDDEN TESTS
-""", points=2)
 
-md("frozen-md", r"""
-## 7. Stage 1 — frozen backbone: global pooling against spatial layout
+# %% [markdown] id="frozen-md"
+# ## 7. Stage 1 — frozen backbone: global pooling against spatial layout
+#
+# With the backbone **frozen** (no gradient, BatchNorm statistics fixed) only the heads learn. Its
+# features then never change, so we compute them **once** for all images and train the heads on
+# the stored feature maps: `LocalisationNet(nn.Identity(), ...)` is your model without a backbone.
+#
+# We train two heads on the same features, identical except for the pooling: `grid=1` (global
+# average) and `grid=4` (spatial), and compare their mean IoU on held-out images.
 
-With the backbone **frozen** (no gradient, BatchNorm statistics fixed) only the heads learn. Its
-features then never change, so we compute them **once** for all images and train the heads on
-the stored feature maps: `LocalisationNet(nn.Identity(), ...)` is your model without a backbone.
-
-We train two heads on the same features, identical except for the pooling: `grid=1` (global
-average) and `grid=4` (spatial), and compare their mean IoU on held-out images.
-""")
-
-readonly("frozen", r"""
+# %% id="frozen" role="readonly"
 def targets_of(classes, boxes):
     # the regression target: normalised (cx, cy, w, h)
     return classes, xyxy_to_cxcywh(normalize_boxes(boxes, (IMAGE_SIZE, IMAGE_SIZE)))
@@ -535,9 +536,8 @@ for grid in (1, 4):
           f"accuracy {frozen_results[grid]['accuracy']:.3f}")
 record("01_localisation/frozen_pooled_iou", frozen_results[1]["mean_iou"])
 record("01_localisation/frozen_spatial_iou", frozen_results[4]["mean_iou"]);
-""")
 
-readonly("frozen-show", r"""
+# %% id="frozen-show" role="readonly"
 n_show = min(6, len(test_images))
 fig, axes = plt.subplots(2, n_show, figsize=(2.5 * n_show, 5.4), squeeze=False)
 for row, grid in enumerate((1, 4)):
@@ -550,41 +550,37 @@ for row, grid in enumerate((1, 4)):
                        class_names=CLASS_NAMES, ax=ax, title=f"grid={grid}  IoU {float(iou(pred[i], test_boxes[i])):.2f}")
 fig.suptitle("dashed: ground truth; solid: prediction. Top: global pooling. Bottom: 4x4 spatial pooling.")
 fig.tight_layout()
-""")
 
-md("written-md", r"""
-### Written question (2 points, graded by hand)
+# %% [markdown] id="written-md"
+# ### Written question (2 points, graded by hand)
+#
+# Both heads see features of the same frozen backbone and reach a similar classification
+# accuracy, yet their boxes differ a lot. In a few sentences: **why does a head on globally pooled
+# features localise worse than one that keeps the spatial layout?** What does global average
+# pooling keep, and what does it throw away? Why does classification not suffer as much?
 
-Both heads see features of the same frozen backbone and reach a similar classification
-accuracy, yet their boxes differ a lot. In a few sentences: **why does a head on globally pooled
-features localise worse than one that keeps the spatial layout?** What does global average
-pooling keep, and what does it throw away? Why does classification not suffer as much?
-""")
+# %% [markdown] id="written-answer" role="answer" points=2
+# ### BEGIN SOLUTION
+# Global average pooling sums each feature channel over all positions: the result says *which*
+# features fired and how strongly, but not *where*. A circle in the top-left corner and the same
+# circle in the bottom-right give (almost) the same pooled vector, so the box head cannot tell
+# their positions apart; whatever location it recovers comes only from indirect cues (zero padding at
+# the borders, partial receptive fields), hence poor boxes. The `grid×grid` pooling keeps one vector
+# per region, so the head can read off in which cells the object's features are and how far they
+# extend: position and size. Classification needs exactly the invariance that pooling provides (a
+# circle is a circle anywhere), so it does not suffer; localisation needs the equivariance that
+# pooling destroys.
+# ### END SOLUTION
 
-md("written-answer", r"""
-### BEGIN SOLUTION
-Global average pooling sums each feature channel over all positions: the result says *which*
-features fired and how strongly, but not *where*. A circle in the top-left corner and the same
-circle in the bottom-right give (almost) the same pooled vector, so the box head cannot tell
-their positions apart; whatever location it recovers comes only from indirect cues (zero padding at
-the borders, partial receptive fields), hence poor boxes. The `grid×grid` pooling keeps one vector
-per region, so the head can read off in which cells the object's features are and how far they
-extend: position and size. Classification needs exactly the invariance that pooling provides (a
-circle is a circle anywhere), so it does not suffer; localisation needs the equivariance that
-pooling destroys.
-### END SOLUTION
-""", grade=True, grade_id="written-answer", locked=False, points=2, solution=True)
+# %% [markdown] id="finetune-md"
+# ## 8. Stage 2 — fine-tuning end to end
+#
+# Now we unfreeze the backbone and train everything together, starting from the pretrained weights
+# and the trained spatial head. The backbone's features adapt to localisation, not only to the
+# source task's classes. A common precaution: a **smaller learning rate for the backbone** than for
+# the heads, so that the pretrained features are adjusted rather than overwritten.
 
-md("finetune-md", r"""
-## 8. Stage 2 — fine-tuning end to end
-
-Now we unfreeze the backbone and train everything together, starting from the pretrained weights
-and the trained spatial head. The backbone's features adapt to localisation, not only to the
-source task's classes. A common precaution: a **smaller learning rate for the backbone** than for
-the heads, so that the pretrained features are adjusted rather than overwritten.
-""")
-
-readonly("finetune", r"""
+# %% id="finetune" role="readonly"
 model = LocalisationNet(backbone, FEAT_CHANNELS, len(CLASS_NAMES), grid=4).to(DEVICE)
 model.load_state_dict({**{f"backbone.{k}": v for k, v in pretrained_state.items()},
                        **{k: v for k, v in frozen_heads[4].state_dict().items() if not k.startswith("backbone.")}})
@@ -603,14 +599,12 @@ print(f"{'':28}{'mean IoU':>10}{'accuracy':>10}")
 for name, r in [("frozen, global pooling", frozen_results[1]), ("frozen, 4x4 spatial", frozen_results[4]),
                 ("fine-tuned, 4x4 spatial", final)]:
     print(f"{name:28}{r['mean_iou']:>10.3f}{r['accuracy']:>10.3f}")
-""")
 
-md("both-heads-md", r"""
-At test time both heads answer at once: the class (with its probability) and the box. Dashed green
-is the ground truth.
-""")
+# %% [markdown] id="both-heads-md"
+# At test time both heads answer at once: the class (with its probability) and the box. Dashed green
+# is the ground truth.
 
-readonly("both-heads", r"""
+# %% id="both-heads" role="readonly"
 model.eval()
 n_show = min(12, len(test_images))
 with torch.no_grad():
@@ -623,15 +617,13 @@ for i, ax in zip(range(n_show), axes.flat):
     viz.draw_boxes(None, pred[i:i + 1], probs[i:i + 1].argmax(1) + 1, probs[i:i + 1].max(1).values, class_names=CLASS_NAMES,
                    ax=ax, title=f"IoU {float(iou(pred[i], test_boxes[i])):.2f}")
 fig.tight_layout()
-""")
 
-md("limit-md", r"""
-## 9. The limit: exactly N outputs
+# %% [markdown] id="limit-md"
+# ## 9. The limit: exactly N outputs
+#
+# Our network predicts **exactly one** box. What happens on an image with several objects?
 
-Our network predicts **exactly one** box. What happens on an image with several objects?
-""")
-
-readonly("limit", r"""
+# %% id="limit" role="readonly"
 multi_set = ShapesDataset(6, IMAGE_SIZE, preset="easy", min_objects=2, max_objects=3, seed=5)
 fig, axes = plt.subplots(1, 6, figsize=(15, 2.8))
 for i, ax in enumerate(axes):
@@ -643,27 +635,23 @@ for i, ax in enumerate(axes):
     viz.draw_boxes(None, pred, logits.argmax(1).cpu() + 1, class_names=CLASS_NAMES, ax=ax,
                    title=f"{len(target['boxes'])} objects, 1 box")
 fig.tight_layout()
-""")
 
-md("limit-text", r"""
-The single box lands on one object, or somewhere between several — a regression to the mean of
-the possible answers. We could give the network $N$ box heads, but real images hold a *variable*
-number of objects (0, 1, 50…), and nothing says which head should predict which object.
-
-Detection therefore needs more than regression:
-
-* predict **many candidate boxes** at fixed places — grid cells (YOLO, lab 02), anchors at several
-  scales (RetinaNet, lab 03), region proposals (Faster R-CNN, lab 04) — each with a confidence, and
-  keep the confident ones after **non-maximum suppression**; or
-* predict a **set** of boxes and match it one-to-one to the ground truth (DETR, lab 06).
-
-Both keep the two ingredients of this lab: a classification loss and a box-regression loss on
-top of a pretrained backbone, and IoU to decide what counts as correct.
-
-**References.** P. Sermanet et al., *OverFeat: Integrated Recognition, Localization and Detection
-using Convolutional Networks*, ICLR 2014. M. Lin, Q. Chen, S. Yan, *Network in Network*, ICLR 2014
-(global average pooling). J. Yosinski et al., *How transferable are features in deep neural
-networks?*, NeurIPS 2014.
-""")
-
-write()
+# %% [markdown] id="limit-text"
+# The single box lands on one object, or somewhere between several — a regression to the mean of
+# the possible answers. We could give the network $N$ box heads, but real images hold a *variable*
+# number of objects (0, 1, 50…), and nothing says which head should predict which object.
+#
+# Detection therefore needs more than regression:
+#
+# * predict **many candidate boxes** at fixed places — grid cells (YOLO, lab 02), anchors at several
+#   scales (RetinaNet, lab 03), region proposals (Faster R-CNN, lab 04) — each with a confidence, and
+#   keep the confident ones after **non-maximum suppression**; or
+# * predict a **set** of boxes and match it one-to-one to the ground truth (DETR, lab 06).
+#
+# Both keep the two ingredients of this lab: a classification loss and a box-regression loss on
+# top of a pretrained backbone, and IoU to decide what counts as correct.
+#
+# **References.** P. Sermanet et al., *OverFeat: Integrated Recognition, Localization and Detection
+# using Convolutional Networks*, ICLR 2014. M. Lin, Q. Chen, S. Yan, *Network in Network*, ICLR 2014
+# (global average pooling). J. Yosinski et al., *How transferable are features in deep neural
+# networks?*, NeurIPS 2014.

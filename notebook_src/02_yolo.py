@@ -1,33 +1,44 @@
-"""The source of solutions/02_yolo/02_yolo.ipynb: `python notebook_src/02_yolo.py solutions/02_yolo/02_yolo.ipynb` (or `make notebooks`)."""
+# %% [markdown] id="intro"
+# <!-- COLAB_BADGE: notebook_src/build.py puts the Open-in-Colab badge here -->
+#
+# # Lab 02 — YOLO: one-stage detection on a grid
+#
+# *CNNs part II — beyond image classification.*
+#
+# Lab 01 ended on a dead end: a network that regresses exactly one box cannot describe an image
+# with a variable number of objects. **YOLO** (J. Redmon, S. Divvala, R. Girshick, A. Farhadi,
+# *You Only Look Once: Unified, Real-Time Object Detection*, CVPR 2016) turns detection into a single
+# regression over a **grid**:
+#
+# * the image is divided into an $S \times S$ grid; the cell that contains an object's **centre** is
+#   responsible for detecting it;
+# * each cell predicts $B$ boxes $(x, y, w, h)$, each with a **confidence**
+#   $C = \Pr(\text{object}) \cdot \mathrm{IoU}^{\text{truth}}_{\text{pred}}$, and $C$ class
+#   probabilities $\Pr(\text{class}_c \mid \text{object})$ shared by its boxes — so the network
+#   outputs an $S \times S \times (5B + C)$ tensor in **one forward pass**;
+# * at test time a box's class-specific score is $C \cdot \Pr(\text{class}_c \mid \text{object})$;
+#   boxes above a threshold survive, then **non-maximum suppression** removes duplicates.
+#
+# In this lab you will encode ground truth into the grid and decode predictions back (exercise 1),
+# write the YOLO loss term by term (exercise 2), non-maximum suppression (exercise 3) and average
+# precision (exercise 4); train a small YOLO on synthetic shapes, evaluate it with COCO mAP, and find
+# the grid's failure mode.
 
-from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
+# %% id="setup" role="readonly"
+# Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
 
-md("intro", colab_badge("02_yolo") + r"""
-# Lab 02 — YOLO: one-stage detection on a grid
+# COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
-*CNNs part II — beyond image classification.*
+try:
+    import course_utils  # noqa: F401
+except ImportError as err:
+    raise ImportError(
+        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
+        "or `pip install -e .` in the environment of this kernel."
+    ) from err
 
-Lab 01 ended on a dead end: a network that regresses exactly one box cannot describe an image
-with a variable number of objects. **YOLO** (J. Redmon, S. Divvala, R. Girshick, A. Farhadi,
-*You Only Look Once: Unified, Real-Time Object Detection*, CVPR 2016) turns detection into a single
-regression over a **grid**:
-
-* the image is divided into an $S \times S$ grid; the cell that contains an object's **centre** is
-  responsible for detecting it;
-* each cell predicts $B$ boxes $(x, y, w, h)$, each with a **confidence**
-  $C = \Pr(\text{object}) \cdot \mathrm{IoU}^{\text{truth}}_{\text{pred}}$, and $C$ class
-  probabilities $\Pr(\text{class}_c \mid \text{object})$ shared by its boxes — so the network
-  outputs an $S \times S \times (5B + C)$ tensor in **one forward pass**;
-* at test time a box's class-specific score is $C \cdot \Pr(\text{class}_c \mid \text{object})$;
-  boxes above a threshold survive, then **non-maximum suppression** removes duplicates.
-
-In this lab you will encode ground truth into the grid and decode predictions back (exercise 1),
-write the YOLO loss term by term (exercise 2), non-maximum suppression (exercise 3) and average
-precision (exercise 4); train a small YOLO on synthetic shapes, evaluate it with COCO mAP, and find
-the grid's failure mode.
-""")
-
-setup_cell(r"""
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
@@ -46,17 +57,18 @@ from course_utils.data import ShapesDataset, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
 from course_utils.metrics import coco_eval, precision_recall_curve, voc_ap, voc_eval
 from course_utils.train import fit
-""")
 
-md("data-md", r"""
-## 1. Data and the grid
+SETUP = setup(seed=0)
+MODE, DEVICE = SETUP.mode, SETUP.device
 
-The synthetic shapes again, now with 1 to 4 objects per image (128×128 pixels). With $S = 8$ each
-cell covers 16×16 pixels. The dots mark object centres: the cell holding a dot is responsible for
-that object.
-""")
+# %% [markdown] id="data-md"
+# ## 1. Data and the grid
+#
+# The synthetic shapes again, now with 1 to 4 objects per image (128×128 pixels). With $S = 8$ each
+# cell covers 16×16 pixels. The dots mark object centres: the cell holding a dot is responsible for
+# that object.
 
-readonly("data", r"""
+# %% id="data" role="readonly"
 IMAGE_SIZE, S, B = 128, 8, 2
 N_TRAIN = by_mode(smoke=32, fast=4000, full=20000)
 N_TEST = by_mode(smoke=16, fast=300, full=1000)
@@ -78,35 +90,34 @@ fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
 for i, ax in enumerate(axes):
     show_grid_cells(*train_set[i], ax)
 fig.tight_layout()
-""")
 
-md("ex1-md", r"""
-## 2. Encoding the ground truth, decoding predictions (exercise 1, 3 points)
 
-**Target.** For every image we build a tensor `(S, S, 5 + C)`. For an object with centre
-$(c_x, c_y)$ and size $(w, h)$ in pixels, on an image of side `image_size`:
+# %% [markdown] id="ex1-md"
+# ## 2. Encoding the ground truth, decoding predictions (exercise 1, 3 points)
+#
+# **Target.** For every image we build a tensor `(S, S, 5 + C)`. For an object with centre
+# $(c_x, c_y)$ and size $(w, h)$ in pixels, on an image of side `image_size`:
+#
+# * its cell is `col = floor(c_x / image_size * S)`, `row = floor(c_y / image_size * S)` (a centre on
+#   the right or bottom edge belongs to the last cell: clamp to `S - 1`);
+# * `target[row, col]` = $(x, y, w', h', 1, \text{one-hot class})$ with $x = c_x \cdot S /
+#   \text{image\_size} - \text{col}$ and $y$ likewise — the centre's **offset inside its cell**, in
+#   $[0, 1)$ — and $w' = w / \text{image\_size}$, $h' = h / \text{image\_size}$ — the size
+#   **relative to the image**; the 5th value marks "an object is here"; the class one-hot puts a 1 at
+#   index `label - 1` (labels start at 1);
+# * all other cells stay 0. YOLO v1 encodes **one object per cell**: when several centres fall in
+#   the same cell, keep the **largest** box (by area).
+#
+# **Decoding.** The network's output for one image is `(S, S, 5B + C)`: for each cell, $B$ groups
+# $(x, y, w, h, \text{conf})$ with the same meaning as above, then $C$ class probabilities. Decoding
+# turns every one of the $S \cdot S \cdot B$ predicted boxes into pixel `xyxy`, with score
+# $\text{conf} \cdot \max_c p(c)$ and label $\arg\max_c p(c) + 1$, and keeps those with score
+# **strictly greater** than `score_threshold`.
 
-* its cell is `col = floor(c_x / image_size * S)`, `row = floor(c_y / image_size * S)` (a centre on
-  the right or bottom edge belongs to the last cell: clamp to `S - 1`);
-* `target[row, col]` = $(x, y, w', h', 1, \text{one-hot class})$ with $x = c_x \cdot S /
-  \text{image\_size} - \text{col}$ and $y$ likewise — the centre's **offset inside its cell**, in
-  $[0, 1)$ — and $w' = w / \text{image\_size}$, $h' = h / \text{image\_size}$ — the size
-  **relative to the image**; the 5th value marks "an object is here"; the class one-hot puts a 1 at
-  index `label - 1` (labels start at 1);
-* all other cells stay 0. YOLO v1 encodes **one object per cell**: when several centres fall in
-  the same cell, keep the **largest** box (by area).
-
-**Decoding.** The network's output for one image is `(S, S, 5B + C)`: for each cell, $B$ groups
-$(x, y, w, h, \text{conf})$ with the same meaning as above, then $C$ class probabilities. Decoding
-turns every one of the $S \cdot S \cdot B$ predicted boxes into pixel `xyxy`, with score
-$\text{conf} \cdot \max_c p(c)$ and label $\arg\max_c p(c) + 1$, and keeps those with score
-**strictly greater** than `score_threshold`.
-""")
-
-solution("ex1-encode-decode", r"""
+# %% id="ex1-encode-decode" role="solution"
 def encode_yolo_targets(boxes: torch.Tensor, labels: torch.Tensor, S: int, num_classes: int,
                         image_size: int) -> torch.Tensor:
-    \"\"\"boxes (N, 4) xyxy pixels, labels (N,) in 1..num_classes -> target (S, S, 5 + num_classes).\"\"\"
+    """boxes (N, 4) xyxy pixels, labels (N,) in 1..num_classes -> target (S, S, 5 + num_classes)."""
     ### BEGIN SOLUTION
     target = torch.zeros(S, S, 5 + num_classes)
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
@@ -129,7 +140,7 @@ def encode_yolo_targets(boxes: torch.Tensor, labels: torch.Tensor, S: int, num_c
 
 def decode_yolo_output(output: torch.Tensor, B: int, image_size: int,
                        score_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    \"\"\"output (S, S, 5B + C) -> boxes (K, 4) xyxy pixels, scores (K,), labels (K,) in 1..C.\"\"\"
+    """output (S, S, 5B + C) -> boxes (K, 4) xyxy pixels, scores (K,), labels (K,) in 1..C."""
     ### BEGIN SOLUTION
     S = output.shape[0]
     preds = output[..., :5 * B].reshape(S, S, B, 5)  # (S, S, B, 5)
@@ -146,9 +157,9 @@ def decode_yolo_output(output: torch.Tensor, B: int, image_size: int,
     keep = scores > score_threshold
     return boxes[keep], scores[keep], labels[keep]
     ### END SOLUTION
-""")
 
-tests("test-encode-decode", r"""
+
+# %% id="test-encode-decode" role="tests" points=3
 boxes = torch.tensor([[8.0, 8.0, 40.0, 24.0], [100.0, 60.0, 120.0, 100.0]])
 labels = torch.tensor([2, 1])
 t = encode_yolo_targets(boxes, labels, S=4, num_classes=3, image_size=128)
@@ -226,20 +237,18 @@ strict[0, 0] = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 0.0])
 check_shape(decode_yolo_output(strict, B=1, image_size=10, score_threshold=0.5)[0], (0, 4),
             name="a score equal to the threshold is dropped (strictly greater)")
 ### END HIDDEN TESTS
-""", points=3)
 
-md("model-md", r"""
-## 3. The network
+# %% [markdown] id="model-md"
+# ## 3. The network
+#
+# YOLO v1 uses 24 convolutional layers and two fully connected ones on 448×448 images. Ours is a
+# small fully convolutional version for 128×128 shapes: a stride-2 first convolution and three stride-2
+# poolings bring the image down to the $8 \times 8$ grid, and a 1×1 convolution predicts the $5B + C$ numbers of each cell. The head's
+# output is squashed where the values have a range: a sigmoid for $(x, y, w, h, \text{conf})$ (all in
+# $[0, 1]$) and a softmax over the class probabilities. (YOLO v1 used linear outputs; the squashing
+# makes training on a CPU in a few minutes stable, and keeps $\sqrt{w}$ defined.)
 
-YOLO v1 uses 24 convolutional layers and two fully connected ones on 448×448 images. Ours is a
-small fully convolutional version for 128×128 shapes: a stride-2 first convolution and three stride-2
-poolings bring the image down to the $8 \times 8$ grid, and a 1×1 convolution predicts the $5B + C$ numbers of each cell. The head's
-output is squashed where the values have a range: a sigmoid for $(x, y, w, h, \text{conf})$ (all in
-$[0, 1]$) and a softmax over the class probabilities. (YOLO v1 used linear outputs; the squashing
-makes training on a CPU in a few minutes stable, and keeps $\sqrt{w}$ defined.)
-""")
-
-readonly("model", r"""
+# %% id="model" role="readonly"
 def conv_block(c_in, c_out, stride=1):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
                          nn.LeakyReLU(0.1))
@@ -263,48 +272,47 @@ class TinyYOLO(nn.Module):
 model = TinyYOLO(S, B, NUM_CLASSES)
 print("output:", tuple(model(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)).shape),
       f"- {sum(p.numel() for p in model.parameters()) / 1e3:.0f}k parameters")
-""")
 
-md("ex2-md", r"""
-## 4. The loss, term by term (exercise 2, 4 points)
 
-YOLO's loss (equation 3 of the paper) is a weighted sum of squared errors:
+# %% [markdown] id="ex2-md"
+# ## 4. The loss, term by term (exercise 2, 4 points)
+#
+# YOLO's loss (equation 3 of the paper) is a weighted sum of squared errors:
+#
+# $$
+# \begin{aligned}
+# \mathcal{L} = \;& \lambda_\text{coord} \sum_{i=0}^{S^2} \sum_{j=0}^{B} \mathbb{1}^\text{obj}_{ij} \big[(x_i - \hat x_{ij})^2 + (y_i - \hat y_{ij})^2\big]
+#  + \lambda_\text{coord} \sum_{i=0}^{S^2} \sum_{j=0}^{B} \mathbb{1}^\text{obj}_{ij} \Big[\big(\sqrt{w_i} - \sqrt{\hat w_{ij}}\big)^2 + \big(\sqrt{h_i} - \sqrt{\hat h_{ij}}\big)^2\Big] \\
+#  & + \sum_{i=0}^{S^2} \sum_{j=0}^{B} \mathbb{1}^\text{obj}_{ij} \big(C_{ij} - \hat C_{ij}\big)^2
+#  + \lambda_\text{noobj} \sum_{i=0}^{S^2} \sum_{j=0}^{B} \mathbb{1}^\text{noobj}_{ij} \big(0 - \hat C_{ij}\big)^2
+#  + \sum_{i=0}^{S^2} \mathbb{1}^\text{obj}_{i} \sum_{c} \big(p_i(c) - \hat p_i(c)\big)^2
+# \end{aligned}
+# $$
+#
+# (hats are predictions; symbols without hats come from the target.)
+#
+# * $\mathbb{1}^\text{obj}_{i}$: an object's centre is in cell $i$.
+# * $\mathbb{1}^\text{obj}_{ij}$: predictor $j$ of cell $i$ is **responsible** for that object: of
+#   the cell's $B$ predicted boxes, the one with the **highest IoU** with the ground-truth box (ties:
+#   the first). Only the responsible predictor learns the box.
+# * $\mathbb{1}^\text{noobj}_{ij} = 1 - \mathbb{1}^\text{obj}_{ij}$: every other predictor, in empty
+#   cells *and* in object cells, is pushed towards confidence 0.
+# * The responsible predictor's confidence target $C_{ij}$ is the IoU between its predicted box and
+#   the ground truth, treated as a constant (no gradient through it: `.detach()`).
+# * Square roots of $w, h$: an error of 2 pixels matters more on a small box than on a large one.
+# * $\lambda_\text{coord} = 5$ gives box coordinates more weight; $\lambda_\text{noobj} = 0.5$ keeps
+#   the many empty cells from swamping the few object cells.
+#
+# Sum over the cells and predictors of each image, then **average over the images of the batch**.
+# To compute IoUs, convert each box to image coordinates: centre $= ((x + \text{col}) / S, (y +
+# \text{row}) / S)$, size $(w, h)$, in fractions of the image.
+#
+# Return a dict of the five terms, each already weighted: `coord` (the $x, y$ term), `size` (the
+# $\sqrt{w}, \sqrt{h}$ term), `obj`, `noobj` and `cls`.
 
-$$
-\begin{aligned}
-\mathcal{L} = \;& \lambda_\text{coord} \sum_{i=0}^{S^2} \sum_{j=0}^{B} \mathbb{1}^\text{obj}_{ij} \big[(x_i - \hat x_{ij})^2 + (y_i - \hat y_{ij})^2\big]
- + \lambda_\text{coord} \sum_{i=0}^{S^2} \sum_{j=0}^{B} \mathbb{1}^\text{obj}_{ij} \Big[\big(\sqrt{w_i} - \sqrt{\hat w_{ij}}\big)^2 + \big(\sqrt{h_i} - \sqrt{\hat h_{ij}}\big)^2\Big] \\
- & + \sum_{i=0}^{S^2} \sum_{j=0}^{B} \mathbb{1}^\text{obj}_{ij} \big(C_{ij} - \hat C_{ij}\big)^2
- + \lambda_\text{noobj} \sum_{i=0}^{S^2} \sum_{j=0}^{B} \mathbb{1}^\text{noobj}_{ij} \big(0 - \hat C_{ij}\big)^2
- + \sum_{i=0}^{S^2} \mathbb{1}^\text{obj}_{i} \sum_{c} \big(p_i(c) - \hat p_i(c)\big)^2
-\end{aligned}
-$$
-
-(hats are predictions; symbols without hats come from the target.)
-
-* $\mathbb{1}^\text{obj}_{i}$: an object's centre is in cell $i$.
-* $\mathbb{1}^\text{obj}_{ij}$: predictor $j$ of cell $i$ is **responsible** for that object: of
-  the cell's $B$ predicted boxes, the one with the **highest IoU** with the ground-truth box (ties:
-  the first). Only the responsible predictor learns the box.
-* $\mathbb{1}^\text{noobj}_{ij} = 1 - \mathbb{1}^\text{obj}_{ij}$: every other predictor, in empty
-  cells *and* in object cells, is pushed towards confidence 0.
-* The responsible predictor's confidence target $C_{ij}$ is the IoU between its predicted box and
-  the ground truth, treated as a constant (no gradient through it: `.detach()`).
-* Square roots of $w, h$: an error of 2 pixels matters more on a small box than on a large one.
-* $\lambda_\text{coord} = 5$ gives box coordinates more weight; $\lambda_\text{noobj} = 0.5$ keeps
-  the many empty cells from swamping the few object cells.
-
-Sum over the cells and predictors of each image, then **average over the images of the batch**.
-To compute IoUs, convert each box to image coordinates: centre $= ((x + \text{col}) / S, (y +
-\text{row}) / S)$, size $(w, h)$, in fractions of the image.
-
-Return a dict of the five terms, each already weighted: `coord` (the $x, y$ term), `size` (the
-$\sqrt{w}, \sqrt{h}$ term), `obj`, `noobj` and `cls`.
-""")
-
-solution("ex2-loss", r"""
+# %% id="ex2-loss" role="solution"
 def cell_boxes_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    \"\"\"(..., S, S, 4) cell-relative (x, y, w, h) -> (..., S, S, 4) xyxy in fractions of the image.\"\"\"
+    """(..., S, S, 4) cell-relative (x, y, w, h) -> (..., S, S, 4) xyxy in fractions of the image."""
     S = boxes.shape[-2]
     cols = torch.arange(S, dtype=boxes.dtype, device=boxes.device)  # (S,)
     cx = (boxes[..., 0] + cols) / S  # col index varies along the last grid axis
@@ -315,7 +323,7 @@ def cell_boxes_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
 
 def yolo_loss(pred: torch.Tensor, target: torch.Tensor, B: int, lambda_coord: float = 5.0,
               lambda_noobj: float = 0.5) -> dict[str, torch.Tensor]:
-    \"\"\"pred (N, S, S, 5B + C), target (N, S, S, 5 + C) -> the five weighted terms of equation (3).\"\"\"
+    """pred (N, S, S, 5B + C), target (N, S, S, 5 + C) -> the five weighted terms of equation (3)."""
     ### BEGIN SOLUTION
     n, S = pred.shape[0], pred.shape[1]
     boxes = pred[..., :5 * B].reshape(n, S, S, B, 5)  # (N, S, S, B, 5)
@@ -338,9 +346,9 @@ def yolo_loss(pred: torch.Tensor, target: torch.Tensor, B: int, lambda_coord: fl
     return {"coord": lambda_coord * coord / n, "size": lambda_coord * size / n, "obj": obj / n,
             "noobj": lambda_noobj * noobj / n, "cls": cls / n}
     ### END SOLUTION
-""")
 
-tests("test-loss", r"""
+
+# %% id="test-loss" role="tests" points=4
 # one image, S=2, B=2, C=2; one object in cell (row 0, col 1)
 target = torch.zeros(1, 2, 2, 7)
 target[0, 0, 1] = torch.tensor([0.5, 0.5, 0.25, 0.36, 1.0, 0.0, 1.0])
@@ -407,17 +415,15 @@ for n, S_, B_, C_, lc, ln in [(2, 3, 2, 3, 5.0, 0.5), (3, 4, 3, 2, 2.0, 0.1), (1
         "detach the IoU used as the confidence target: the obj term must not push x, y, w, h"
     check_grad_flows(sum(got.values()), {"pred": pred}, name="yolo_loss")
 ### END HIDDEN TESTS
-""", points=4)
 
-md("train-md", r"""
-## 5. Training
+# %% [markdown] id="train-md"
+# ## 5. Training
+#
+# Each batch's targets are encoded with **your** `encode_yolo_targets`, and the loss is **your**
+# `yolo_loss`. Training is bounded by a number of optimisation steps (a few minutes on a laptop
+# CPU in `fast` mode).
 
-Each batch's targets are encoded with **your** `encode_yolo_targets`, and the loss is **your**
-`yolo_loss`. Training is bounded by a number of optimisation steps (a few minutes on a laptop
-CPU in `fast` mode).
-""")
-
-readonly("train", r"""
+# %% id="train" role="readonly"
 def collate(batch):
     images, targets = zip(*batch)
     grids = [encode_yolo_targets(t["boxes"].as_subclass(torch.Tensor), t["labels"], S, NUM_CLASSES, IMAGE_SIZE)
@@ -435,25 +441,24 @@ history = fit(model, DataLoader(train_set, batch_size=32, shuffle=True, collate_
 if MODE != "smoke":  # lab 07 starts its YOLO from these weights (see checkpoint_path)
     save_cached(checkpoint_path("02_yolo", "yolo"), model, {"mode": MODE, "steps": STEPS})
 viz.plot_history(history, log=True).set_title("the five terms of the YOLO loss")
-""")
 
-md("ex3-md", r"""
-## 6. Non-maximum suppression (exercise 3, 2 points)
 
-Neighbouring cells and the $B$ predictors of a cell often find the same object: the raw output has
-several overlapping boxes per object. **Greedy NMS** keeps the best and removes its duplicates:
+# %% [markdown] id="ex3-md"
+# ## 6. Non-maximum suppression (exercise 3, 2 points)
+#
+# Neighbouring cells and the $B$ predictors of a cell often find the same object: the raw output has
+# several overlapping boxes per object. **Greedy NMS** keeps the best and removes its duplicates:
+#
+# 1. sort the boxes by decreasing score;
+# 2. take the best remaining box, keep it;
+# 3. discard every remaining box whose IoU with it is **greater than** `iou_threshold`;
+# 4. repeat from 2 until no box remains.
+#
+# Write `nms(boxes, scores, iou_threshold)` returning the indices (int64) of the kept boxes in
+# decreasing score order — exactly what `torchvision.ops.nms` returns. You may use
+# `ops.box_iou`. (In the next cells, NMS runs separately per class.)
 
-1. sort the boxes by decreasing score;
-2. take the best remaining box, keep it;
-3. discard every remaining box whose IoU with it is **greater than** `iou_threshold`;
-4. repeat from 2 until no box remains.
-
-Write `nms(boxes, scores, iou_threshold)` returning the indices (int64) of the kept boxes in
-decreasing score order — exactly what `torchvision.ops.nms` returns. You may use
-`ops.box_iou`. (In the next cells, NMS runs separately per class.)
-""")
-
-solution("ex3-nms", r"""
+# %% id="ex3-nms" role="solution"
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     ### BEGIN SOLUTION
     order = torch.argsort(scores, descending=True)
@@ -467,9 +472,9 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         suppressed |= ious[i] > iou_threshold
     return torch.tensor(keep, dtype=torch.int64)
     ### END SOLUTION
-""")
 
-tests("test-nms", r"""
+
+# %% id="test-nms" role="tests" points=2
 boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 9.0, 10.0]])
 scores = torch.tensor([0.9, 0.8, 0.7, 0.95])
 check_equal(nms(boxes, scores, 0.5), ops.nms(boxes, scores, 0.5), name="nms(boxes, scores, 0.5)",
@@ -494,16 +499,14 @@ same = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3)
 check_equal(nms(same, torch.tensor([0.1, 0.3, 0.2]), 0.5), torch.tensor([1]), name="three identical boxes keep only the best")
 check_shape(nms(torch.zeros(0, 4), torch.zeros(0), 0.5), (0,), name="nms with no boxes")
 ### END HIDDEN TESTS
-""", points=2)
 
-md("detect-md", r"""
-## 7. Detections before and after NMS
+# %% [markdown] id="detect-md"
+# ## 7. Detections before and after NMS
+#
+# Below, the raw decoded boxes above a score threshold (left) and what survives per-class NMS (right).
+# Move the sliders: a low score threshold lets weak duplicates in, a high NMS threshold keeps them.
 
-Below, the raw decoded boxes above a score threshold (left) and what survives per-class NMS (right).
-Move the sliders: a low score threshold lets weak duplicates in, a high NMS threshold keeps them.
-""")
-
-readonly("detect", r"""
+# %% id="detect" role="readonly"
 @torch.no_grad()
 def detect(model, images, score_threshold=0.05, iou_threshold=0.5, use_nms=True):
     model.eval()
@@ -537,30 +540,29 @@ viz.slider_figure(show_detections, {
     "score_threshold": widgets.FloatSlider(value=0.3, min=0.01, max=0.95, step=0.01, description="score >"),
     "iou_threshold": widgets.FloatSlider(value=0.5, min=0.05, max=1.0, step=0.05, description="NMS IoU >"),
 })
-""")
 
-md("ex4-md", r"""
-## 8. Average precision (exercise 4, 2 points)
 
-A detector is scored per class with a **precision–recall curve**. Sort the class's detections over
-the whole test set by decreasing score. Each is a **true positive** if it matches a not-yet-matched
-ground-truth box of its class with IoU ≥ 0.5, else a **false positive**. After the $k$ first
-detections,
+# %% [markdown] id="ex4-md"
+# ## 8. Average precision (exercise 4, 2 points)
+#
+# A detector is scored per class with a **precision–recall curve**. Sort the class's detections over
+# the whole test set by decreasing score. Each is a **true positive** if it matches a not-yet-matched
+# ground-truth box of its class with IoU ≥ 0.5, else a **false positive**. After the $k$ first
+# detections,
+#
+# $$\text{precision}_k = \frac{TP_k}{k}, \qquad \text{recall}_k = \frac{TP_k}{\#\text{ground-truth boxes}}.$$
+#
+# **Average precision** is the area under the curve after making precision monotone
+# ("all-point interpolation", Pascal VOC since 2010): replace each precision by the best precision
+# at any equal or higher recall, then sum the rectangles
+#
+# $$\mathrm{AP} = \sum_k (r_k - r_{k-1}) \cdot \max_{k' \ge k} p_{k'}, \qquad r_0 = 0.$$
+#
+# Write `average_precision(scores, is_true_positive, num_ground_truth)` for one class: `scores` and
+# `is_true_positive` (bool) have one entry per detection, in any order. With no ground truth, return
+# 0. Detections that tie on score keep their given order (use a **stable** sort).
 
-$$\text{precision}_k = \frac{TP_k}{k}, \qquad \text{recall}_k = \frac{TP_k}{\#\text{ground-truth boxes}}.$$
-
-**Average precision** is the area under the curve after making precision monotone
-("all-point interpolation", Pascal VOC since 2010): replace each precision by the best precision
-at any equal or higher recall, then sum the rectangles
-
-$$\mathrm{AP} = \sum_k (r_k - r_{k-1}) \cdot \max_{k' \ge k} p_{k'}, \qquad r_0 = 0.$$
-
-Write `average_precision(scores, is_true_positive, num_ground_truth)` for one class: `scores` and
-`is_true_positive` (bool) have one entry per detection, in any order. With no ground truth, return
-0. Detections that tie on score keep their given order (use a **stable** sort).
-""")
-
-solution("ex4-ap", r"""
+# %% id="ex4-ap" role="solution"
 def average_precision(scores: torch.Tensor, is_true_positive: torch.Tensor, num_ground_truth: int) -> float:
     ### BEGIN SOLUTION
     if num_ground_truth == 0 or len(scores) == 0:
@@ -573,9 +575,9 @@ def average_precision(scores: torch.Tensor, is_true_positive: torch.Tensor, num_
     previous = torch.cat([torch.zeros(1, dtype=torch.float64), recall[:-1]])
     return float(((recall - previous) * envelope).sum())
     ### END SOLUTION
-""")
 
-tests("test-ap", r"""
+
+# %% id="test-ap" role="tests" points=2
 # 3 GT; detections by score: TP, FP, TP, FP -> precision 1, 1/2, 2/3, 2/4; recall 1/3, 1/3, 2/3, 2/3
 scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
 tp = torch.tensor([True, False, True, False])
@@ -602,20 +604,18 @@ check_close(average_precision(torch.tensor([0.5, 0.4]), torch.tensor([False, Fal
 check_close(average_precision(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([False, True, True]), 2),
             voc_ap(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 2 / 3])), name="ties keep their order (stable sort)")
 ### END HIDDEN TESTS
-""", points=2)
 
-md("eval-md", r"""
-## 9. Evaluation: AP per class and COCO mAP
+# %% [markdown] id="eval-md"
+# ## 9. Evaluation: AP per class and COCO mAP
+#
+# We match the model's test detections to the ground truth as Pascal VOC does (IoU > 0.5), compute
+# each class's AP with **your** `average_precision`, and compare with the course's reference VOC
+# evaluation (`course_utils.metrics.voc_eval`) and with COCO's AP50 (`coco_eval`, identical to
+# `pycocotools`). COCO's headline number, **mAP**,
+# averages AP over 10 IoU thresholds from 0.5 to 0.95 — it rewards precise boxes, not just boxes
+# that overlap; **AP50** is the same at IoU 0.5 only.
 
-We match the model's test detections to the ground truth as Pascal VOC does (IoU > 0.5), compute
-each class's AP with **your** `average_precision`, and compare with the course's reference VOC
-evaluation (`course_utils.metrics.voc_eval`) and with COCO's AP50 (`coco_eval`, identical to
-`pycocotools`). COCO's headline number, **mAP**,
-averages AP over 10 IoU thresholds from 0.5 to 0.95 — it rewards precise boxes, not just boxes
-that overlap; **AP50** is the same at IoU 0.5 only.
-""")
-
-readonly("evaluate", r"""
+# %% id="evaluate" role="readonly"
 test_images = torch.stack([test_set[i][0] for i in range(len(test_set))])
 detections = []
 for chunk in test_images.split(100):
@@ -660,9 +660,8 @@ print("VOC AP integrates all points, COCO AP50 samples 101 recall levels and mat
 record("02_yolo/your_ap_vs_voc_eval", max(abs(your_ap[n] - voc.ap[k + 1]) for k, n in enumerate(CLASS_NAMES)))
 mAP50 = record("02_yolo/mAP50", result.named["AP50"])
 mAP = record("02_yolo/mAP", result.named["AP"])
-""")
 
-readonly("pr-curve", r"""
+# %% id="pr-curve" role="readonly"
 fig, ax = plt.subplots(figsize=(5, 4))
 for k, name in enumerate(CLASS_NAMES):
     curve = precision_recall_curve(gt_coco, dt_coco, category_id=k + 1, iou_threshold=0.5)
@@ -670,17 +669,15 @@ for k, name in enumerate(CLASS_NAMES):
     ax.plot(curve.recall, curve.interpolated, color=viz.class_colour(k + 1), label=f"{name} (AP50 {your_ap[name]:.2f})")
 ax.set_xlabel("recall"); ax.set_ylabel("precision"); ax.set_ylim(0, 1.02); ax.grid(alpha=0.3); ax.legend()
 ax.set_title("precision-recall at IoU 0.5 (thin: raw, thick: interpolated)");
-""")
 
-md("failure-md", r"""
-## 10. The grid's failure mode
+# %% [markdown] id="failure-md"
+# ## 10. The grid's failure mode
+#
+# One cell, one object. What happens when objects are **small and crowded**, so that several
+# centres share a cell? The `crowded` preset of the shapes set has 8 to 18 small objects per image.
+# First count how many ground-truth objects the encoding itself loses, then look at the detector.
 
-One cell, one object. What happens when objects are **small and crowded**, so that several
-centres share a cell? The `crowded` preset of the shapes set has 8 to 18 small objects per image.
-First count how many ground-truth objects the encoding itself loses, then look at the detector.
-""")
-
-readonly("failure", r"""
+# %% id="failure" role="readonly"
 crowded = ShapesDataset(by_mode(smoke=8, fast=100, full=300), IMAGE_SIZE, preset="crowded", seed=2)
 lost = total = 0
 for i in range(len(crowded)):
@@ -703,18 +700,14 @@ for i, ax in enumerate(axes):
     viz.draw_boxes(None, crowded_dets[i]["boxes"][keep], colour="white", linestyle="--", ax=ax,
                    title=f"{len(crowded[i][1]['boxes'])} objects, {int(keep.sum())} detections")
 fig.tight_layout()
-""")
 
-md("outro", r"""
-Small crowded objects break YOLO v1 twice: the **grid** can hold one object per cell, and the
-stride-16 features are too coarse for objects of a few pixels. The next detectors fix both:
-**anchors** at several scales and aspect ratios on a **feature pyramid** (RetinaNet, lab 03) give
-every location several candidate shapes at a resolution suited to each object size. YOLO's later
-versions (v2, v3, …) adopted exactly these ideas.
-
-**References.** J. Redmon et al., *You Only Look Once: Unified, Real-Time Object Detection*, CVPR
-2016. M. Everingham et al., *The Pascal Visual Object Classes (VOC) Challenge*, IJCV 2010 (AP).
-T.-Y. Lin et al., *Microsoft COCO: Common Objects in Context*, ECCV 2014 (mAP@[.5:.95]).
-""")
-
-write()
+# %% [markdown] id="outro"
+# Small crowded objects break YOLO v1 twice: the **grid** can hold one object per cell, and the
+# stride-16 features are too coarse for objects of a few pixels. The next detectors fix both:
+# **anchors** at several scales and aspect ratios on a **feature pyramid** (RetinaNet, lab 03) give
+# every location several candidate shapes at a resolution suited to each object size. YOLO's later
+# versions (v2, v3, …) adopted exactly these ideas.
+#
+# **References.** J. Redmon et al., *You Only Look Once: Unified, Real-Time Object Detection*, CVPR
+# 2016. M. Everingham et al., *The Pascal Visual Object Classes (VOC) Challenge*, IJCV 2010 (AP).
+# T.-Y. Lin et al., *Microsoft COCO: Common Objects in Context*, ECCV 2014 (mAP@[.5:.95]).

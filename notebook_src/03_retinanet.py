@@ -1,41 +1,49 @@
-"""The source of solutions/03_retinanet/03_retinanet.ipynb.
+# %% [markdown] id="intro"
+# <!-- COLAB_BADGE: notebook_src/build.py puts the Open-in-Colab badge here -->
+#
+# # Lab 03 — RetinaNet: anchors, a feature pyramid and the focal loss
+#
+# *CNNs part II — beyond image classification.*
+#
+# YOLO v1 (lab 02) predicts from one coarse grid, one object per cell. It fails on small and crowded
+# objects. **RetinaNet** (T.-Y. Lin, P. Goyal, R. Girshick, K. He, P. Dollár, *Focal Loss for Dense
+# Object Detection*, ICCV 2017) is a one-stage detector that is as accurate as the two-stage ones of
+# its time, thanks to three ingredients:
+#
+# * **anchors**: at every position of a feature map, $A = 9$ reference boxes (3 sizes × 3 aspect
+#   ratios). For every anchor the network predicts $K$ class probabilities and 4 numbers that move
+#   and stretch the anchor onto an object;
+# * a **Feature Pyramid Network** (FPN; T.-Y. Lin et al., CVPR 2017): feature maps at strides 8 to
+#   128 ($P_3$ to $P_7$), each with anchors sized for it — small objects are found on the fine maps,
+#   large ones on the coarse maps;
+# * the **focal loss**: a dense detector scores $10^4$–$10^5$ anchors per image, almost all of them
+#   easy background. With plain cross-entropy, their many small losses swamp the few objects. The
+#   focal loss $-(1 - p_t)^\gamma \log p_t$ turns the easy ones down.
+#
+# You will write the anchors of one feature map (exercise 1), the matching of anchors to objects and
+# the box encoding (exercise 2), and the focal loss (exercise 3), each checked against torchvision's
+# own implementation. Then you will train torchvision's `RetinaNet` (which is made of exactly these
+# pieces) on synthetic shapes with small objects, evaluate it with COCO mAP, and look at which
+# pyramid level finds which objects.
+#
+# Run the cells in order. Cells marked *YOUR CODE HERE* are yours; the cells after them check your
+# answer (some checks are hidden and run when your lab is graded).
 
-Build it with `python notebook_src/03_retinanet.py solutions/03_retinanet/03_retinanet.ipynb` (or `make notebooks`).
-"""
+# %% id="setup" role="readonly"
+# Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
 
-from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
+# COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
-md("intro", colab_badge("03_retinanet") + r"""
-# Lab 03 — RetinaNet: anchors, a feature pyramid and the focal loss
+try:
+    import course_utils  # noqa: F401
+except ImportError as err:
+    raise ImportError(
+        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
+        "or `pip install -e .` in the environment of this kernel."
+    ) from err
 
-*CNNs part II — beyond image classification.*
-
-YOLO v1 (lab 02) predicts from one coarse grid, one object per cell. It fails on small and crowded
-objects. **RetinaNet** (T.-Y. Lin, P. Goyal, R. Girshick, K. He, P. Dollár, *Focal Loss for Dense
-Object Detection*, ICCV 2017) is a one-stage detector that is as accurate as the two-stage ones of
-its time, thanks to three ingredients:
-
-* **anchors**: at every position of a feature map, $A = 9$ reference boxes (3 sizes × 3 aspect
-  ratios). For every anchor the network predicts $K$ class probabilities and 4 numbers that move
-  and stretch the anchor onto an object;
-* a **Feature Pyramid Network** (FPN; T.-Y. Lin et al., CVPR 2017): feature maps at strides 8 to
-  128 ($P_3$ to $P_7$), each with anchors sized for it — small objects are found on the fine maps,
-  large ones on the coarse maps;
-* the **focal loss**: a dense detector scores $10^4$–$10^5$ anchors per image, almost all of them
-  easy background. With plain cross-entropy, their many small losses swamp the few objects. The
-  focal loss $-(1 - p_t)^\gamma \log p_t$ turns the easy ones down.
-
-You will write the anchors of one feature map (exercise 1), the matching of anchors to objects and
-the box encoding (exercise 2), and the focal loss (exercise 3), each checked against torchvision's
-own implementation. Then you will train torchvision's `RetinaNet` (which is made of exactly these
-pieces) on synthetic shapes with small objects, evaluate it with COCO mAP, and look at which
-pyramid level finds which objects.
-
-Run the cells in order. Cells marked *YOUR CODE HERE* are yours; the cells after them check your
-answer (some checks are hidden and run when your lab is graded).
-""")
-
-setup_cell(r"""
 import math
 
 import ipywidgets as widgets
@@ -56,17 +64,18 @@ from course_utils.metrics import coco_eval
 from course_utils.models import (anchors_per_level, build_retinanet, load_pretrained_retinanet, octave_sizes,
                                  only_levels, replace_classifier)
 from course_utils.train import fit, predict
-""")
 
-md("data-md", r"""
-## 1. Data: objects of many sizes
+SETUP = setup(seed=0)
+MODE, DEVICE = SETUP.mode, SETUP.device
 
-The synthetic shapes once more, 128×128 pixels, now with 2 to 8 objects per image whose sides range
-from about 9 to 45 pixels: a factor of 5 between the smallest and the largest. COCO calls an object
-**small** when its area is below $32^2$ pixels, **medium** below $96^2$; most of ours are small.
-""")
+# %% [markdown] id="data-md"
+# ## 1. Data: objects of many sizes
+#
+# The synthetic shapes once more, 128×128 pixels, now with 2 to 8 objects per image whose sides range
+# from about 9 to 45 pixels: a factor of 5 between the smallest and the largest. COCO calls an object
+# **small** when its area is below $32^2$ pixels, **medium** below $96^2$; most of ours are small.
 
-readonly("data", r"""
+# %% id="data" role="readonly"
 IMAGE_SIZE = 128
 SHAPES = dict(preset="small", size_range=(0.07, 0.35), min_objects=2, max_objects=8)
 train_set = ShapesDataset(by_mode(smoke=32, fast=2000, full=20000), IMAGE_SIZE, seed=0, cache=True, **SHAPES)
@@ -83,37 +92,36 @@ ax1.axvline(32, color="k", ls="--", lw=1)
 ax1.set_xlabel("sqrt(object area) in pixels"); ax1.set_title("COCO 'small' is left of the line", fontsize=9)
 fig.tight_layout()
 print(f"{len(sides)} test objects, {float((sides < 32).float().mean()):.0%} of them small by COCO's definition")
-""")
 
-md("ex1-md", r"""
-## 2. Anchors (exercise 1, 3 points)
 
-An anchor is a box of a fixed size and shape, placed at every position of a feature map. For a
-feature map of $H \times W$ positions computed with stride $(s_y, s_x)$ (one position every $s$
-pixels of the image), and for each **size** $s$ and **aspect ratio** $r = h / w$, the anchor has
-area $s^2$ and
+# %% [markdown] id="ex1-md"
+# ## 2. Anchors (exercise 1, 3 points)
+#
+# An anchor is a box of a fixed size and shape, placed at every position of a feature map. For a
+# feature map of $H \times W$ positions computed with stride $(s_y, s_x)$ (one position every $s$
+# pixels of the image), and for each **size** $s$ and **aspect ratio** $r = h / w$, the anchor has
+# area $s^2$ and
+#
+# $$w = \frac{s}{\sqrt{r}}, \qquad h = s \sqrt{r}.$$
+#
+# We follow torchvision's `AnchorGenerator` exactly, so that your anchors are the model's anchors:
+#
+# * **the cell anchors.** For the anchors of one position, centred on $(0, 0)$: the corners are
+#   $(-w/2, -h/2, w/2, h/2)$, **rounded** to whole pixels (`torch.round`). Their order is
+#   ratio-major: all sizes of the first ratio, then all sizes of the second ratio, …
+#   (so $A$ = `len(aspect_ratios) * len(sizes)` anchors per position);
+# * **the shifts.** The anchors of position (row $i$, column $j$) are the cell anchors shifted by
+#   $(j \cdot s_x,\; i \cdot s_y)$: torchvision centres them on the *top-left corner* of their
+#   cell, not on its centre;
+# * **the order.** Positions row by row (all columns of row 0, then of row 1, …), and for each
+#   position its $A$ anchors in the order above. The result is `(H * W * A, 4)` in `xyxy`, float32.
+#
+# Write `make_anchors(grid_size, stride, sizes, aspect_ratios)`, with `grid_size = (H, W)` and
+# `stride = (s_y, s_x)`. `torch.meshgrid(..., indexing="ij")` and broadcasting help.
 
-$$w = \frac{s}{\sqrt{r}}, \qquad h = s \sqrt{r}.$$
-
-We follow torchvision's `AnchorGenerator` exactly, so that your anchors are the model's anchors:
-
-* **the cell anchors.** For the anchors of one position, centred on $(0, 0)$: the corners are
-  $(-w/2, -h/2, w/2, h/2)$, **rounded** to whole pixels (`torch.round`). Their order is
-  ratio-major: all sizes of the first ratio, then all sizes of the second ratio, …
-  (so $A$ = `len(aspect_ratios) * len(sizes)` anchors per position);
-* **the shifts.** The anchors of position (row $i$, column $j$) are the cell anchors shifted by
-  $(j \cdot s_x,\; i \cdot s_y)$: torchvision centres them on the *top-left corner* of their
-  cell, not on its centre;
-* **the order.** Positions row by row (all columns of row 0, then of row 1, …), and for each
-  position its $A$ anchors in the order above. The result is `(H * W * A, 4)` in `xyxy`, float32.
-
-Write `make_anchors(grid_size, stride, sizes, aspect_ratios)`, with `grid_size = (H, W)` and
-`stride = (s_y, s_x)`. `torch.meshgrid(..., indexing="ij")` and broadcasting help.
-""")
-
-solution("ex1-anchors", r"""
+# %% id="ex1-anchors" role="solution"
 def make_anchors(grid_size: tuple[int, int], stride: tuple[int, int], sizes, aspect_ratios) -> torch.Tensor:
-    \"\"\"grid_size (H, W), stride (s_y, s_x) -> anchors (H * W * A, 4) xyxy, A = len(aspect_ratios) * len(sizes).\"\"\"
+    """grid_size (H, W), stride (s_y, s_x) -> anchors (H * W * A, 4) xyxy, A = len(aspect_ratios) * len(sizes)."""
     ### BEGIN SOLUTION
     sizes = torch.as_tensor(sizes, dtype=torch.float32)  # (S,)
     ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)  # (R,)
@@ -129,9 +137,9 @@ def make_anchors(grid_size: tuple[int, int], stride: tuple[int, int], sizes, asp
     shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=-1).reshape(-1, 1, 4)  # (H * W, 1, 4)
     return (shifts + cell[None]).reshape(-1, 4)  # (H * W * A, 4)
     ### END SOLUTION
-""")
 
-tests("test-anchors", r"""
+
+# %% id="test-anchors" role="tests" points=3
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
@@ -172,35 +180,33 @@ for grid, stride, sizes, ratios in [
                      "centres at (col * s_x, row * s_y); positions row-major, then ratio, then size")
     assert got.dtype == torch.float32, f"return float32 anchors, got {got.dtype}"
 ### END HIDDEN TESTS
-""", points=3)
 
-md("pyramid-md", r"""
-## 3. The feature pyramid and its anchors
+# %% [markdown] id="pyramid-md"
+# ## 3. The feature pyramid and its anchors
+#
+# One feature map cannot serve every object size: a fine map (small stride) sees small objects in
+# detail but its receptive field is too small for large ones; a coarse map has the opposite
+# problem. The **Feature Pyramid Network** builds one map per scale from the backbone's stages
+# $C_3, C_4, C_5$ (strides 8, 16, 32): a **top-down** path upsamples the coarse, semantically strong
+# map and adds a $1\times1$ projection of the finer stage (**lateral connection**), then a $3\times3$
+# conv smooths the sum:
+#
+# $$P_5 = \mathrm{conv}_{3\times3}(\mathrm{conv}_{1\times1} C_5), \qquad
+# P_l = \mathrm{conv}_{3\times3}\big(\mathrm{conv}_{1\times1} C_l
+#       + \mathrm{upsample}_{\times 2}(\text{inner}_{l+1})\big).$$
+#
+# RetinaNet adds $P_6$ (a stride-2 conv on $P_5$) and $P_7$ (another one on ReLU($P_6$)). Every level
+# has $C = 64$ channels here (256 in the paper), so the **same heads** run on all of them: a
+# classification subnet (4 conv layers, then $A \cdot K$ sigmoid outputs per position) and a box
+# subnet (4 conv layers, then $4A$ outputs per position).
+#
+# Level $P_l$ has stride $2^l$. In the paper its anchors have sizes $4 \cdot 2^l \cdot \{2^0, 2^{1/3},
+# 2^{2/3}\}$ (32 to 813 pixels, for 800-pixel images). Our images are 128 pixels and our objects
+# small, so our anchors are 1.5 strides wide: $1.5 \cdot 2^l \cdot \{2^0, 2^{1/3}, 2^{2/3}\}$, from 12 pixels
+# on $P_3$ to about 300 on $P_7$. Below, the model's own anchors, level by level, and what your
+# `make_anchors` gives for the same grid.
 
-One feature map cannot serve every object size: a fine map (small stride) sees small objects in
-detail but its receptive field is too small for large ones; a coarse map has the opposite
-problem. The **Feature Pyramid Network** builds one map per scale from the backbone's stages
-$C_3, C_4, C_5$ (strides 8, 16, 32): a **top-down** path upsamples the coarse, semantically strong
-map and adds a $1\times1$ projection of the finer stage (**lateral connection**), then a $3\times3$
-conv smooths the sum:
-
-$$P_5 = \mathrm{conv}_{3\times3}(\mathrm{conv}_{1\times1} C_5), \qquad
-P_l = \mathrm{conv}_{3\times3}\big(\mathrm{conv}_{1\times1} C_l
-      + \mathrm{upsample}_{\times 2}(\text{inner}_{l+1})\big).$$
-
-RetinaNet adds $P_6$ (a stride-2 conv on $P_5$) and $P_7$ (another one on ReLU($P_6$)). Every level
-has $C = 64$ channels here (256 in the paper), so the **same heads** run on all of them: a
-classification subnet (4 conv layers, then $A \cdot K$ sigmoid outputs per position) and a box
-subnet (4 conv layers, then $4A$ outputs per position).
-
-Level $P_l$ has stride $2^l$. In the paper its anchors have sizes $4 \cdot 2^l \cdot \{2^0, 2^{1/3},
-2^{2/3}\}$ (32 to 813 pixels, for 800-pixel images). Our images are 128 pixels and our objects
-small, so our anchors are 1.5 strides wide: $1.5 \cdot 2^l \cdot \{2^0, 2^{1/3}, 2^{2/3}\}$, from 12 pixels
-on $P_3$ to about 300 on $P_7$. Below, the model's own anchors, level by level, and what your
-`make_anchors` gives for the same grid.
-""")
-
-readonly("pyramid", r"""
+# %% id="pyramid" role="readonly"
 ANCHOR_SCALE, LEVELS, RATIOS = 1.5, (3, 4, 5, 6, 7), (0.5, 1.0, 2.0)
 model = build_retinanet(NUM_CLASSES + 1, IMAGE_SIZE, levels=LEVELS, anchor_scale=ANCHOR_SCALE, aspect_ratios=RATIOS)
 model_anchors = anchors_per_level(model, IMAGE_SIZE)  # one (H*W*A, 4) tensor per level
@@ -214,37 +220,36 @@ for level, anchors in zip(LEVELS, model_anchors):
           + ("identical" if same else "DIFFERENT: check exercise 1"))
 print(f"{sum(len(a) for a in model_anchors)} anchors per image, "
       f"{model.head.classification_head.num_anchors} per position")
-""")
 
-md("ex2-md", r"""
-## 4. Which anchor learns which object? (exercise 2a, 3 points)
 
-Training needs a target for every anchor. RetinaNet compares each anchor with every ground-truth
-box by IoU:
+# %% [markdown] id="ex2-md"
+# ## 4. Which anchor learns which object? (exercise 2a, 3 points)
+#
+# Training needs a target for every anchor. RetinaNet compares each anchor with every ground-truth
+# box by IoU:
+#
+# * an anchor whose **best IoU** with a ground truth is **≥ 0.5** (`fg_iou_thresh`) is **positive**:
+#   it must predict that object's class and box;
+# * an anchor whose best IoU is **< 0.4** (`bg_iou_thresh`) is **background**: all $K$ class
+#   targets are 0;
+# * in between, the anchor is **ignored** (no classification loss): it is neither clearly the object
+#   nor clearly not.
+#
+# An object that no anchor overlaps with IoU ≥ 0.5 — a small or oddly shaped one — would get no
+# positive anchor at all. With `allow_low_quality_matches=True` (as in RetinaNet): for each ground
+# truth, find its highest IoU over all anchors and every anchor that reaches it (ties included);
+# each of those anchors becomes positive, matched to **its own** best ground truth (the ground truth
+# with which it has its highest IoU — almost always that same object).
+#
+# Write `match_anchors(gt_boxes, anchors, ...)` returning, for each anchor, the index of its matched
+# ground truth (0..G-1), **-1** for background or **-2** for ignored, as int64 — torchvision's
+# `Matcher` convention. With no ground truth at all, every anchor is background. You may use
+# `ops.box_iou`.
 
-* an anchor whose **best IoU** with a ground truth is **≥ 0.5** (`fg_iou_thresh`) is **positive**:
-  it must predict that object's class and box;
-* an anchor whose best IoU is **< 0.4** (`bg_iou_thresh`) is **background**: all $K$ class
-  targets are 0;
-* in between, the anchor is **ignored** (no classification loss): it is neither clearly the object
-  nor clearly not.
-
-An object that no anchor overlaps with IoU ≥ 0.5 — a small or oddly shaped one — would get no
-positive anchor at all. With `allow_low_quality_matches=True` (as in RetinaNet): for each ground
-truth, find its highest IoU over all anchors and every anchor that reaches it (ties included);
-each of those anchors becomes positive, matched to **its own** best ground truth (the ground truth
-with which it has its highest IoU — almost always that same object).
-
-Write `match_anchors(gt_boxes, anchors, ...)` returning, for each anchor, the index of its matched
-ground truth (0..G-1), **-1** for background or **-2** for ignored, as int64 — torchvision's
-`Matcher` convention. With no ground truth at all, every anchor is background. You may use
-`ops.box_iou`.
-""")
-
-solution("ex2-matching", r"""
+# %% id="ex2-matching" role="solution"
 def match_anchors(gt_boxes: torch.Tensor, anchors: torch.Tensor, fg_iou_thresh: float = 0.5,
                   bg_iou_thresh: float = 0.4, allow_low_quality_matches: bool = True) -> torch.Tensor:
-    \"\"\"gt_boxes (G, 4), anchors (A, 4) xyxy -> (A,) int64: matched ground truth, -1 background, -2 ignored.\"\"\"
+    """gt_boxes (G, 4), anchors (A, 4) xyxy -> (A,) int64: matched ground truth, -1 background, -2 ignored."""
     ### BEGIN SOLUTION
     if len(gt_boxes) == 0:
         return torch.full((len(anchors),), -1, dtype=torch.int64)
@@ -259,9 +264,9 @@ def match_anchors(gt_boxes: torch.Tensor, anchors: torch.Tensor, fg_iou_thresh: 
         matches[anchor_idx] = best_gt[anchor_idx]
     return matches
     ### END SOLUTION
-""")
 
-tests("test-matching", r"""
+
+# %% id="test-matching" role="tests" points=3
 from torchvision.models.detection._utils import Matcher
 
 
@@ -335,34 +340,32 @@ out = match_anchors(torch.zeros(0, 4), grid_anchors)
 check_equal(out, torch.full((576,), -1), name="match_anchors(no ground truth, 576 anchors)")
 assert out.dtype == torch.int64, f"return int64 indices, got {out.dtype}"
 ### END HIDDEN TESTS
-""", points=3)
 
-md("ex2b-md", r"""
-## 5. Encoding boxes relative to anchors (exercise 2b, 3 points)
+# %% [markdown] id="ex2b-md"
+# ## 5. Encoding boxes relative to anchors (exercise 2b, 3 points)
+#
+# The box subnet does not predict coordinates: it predicts how to **move and stretch** its anchor
+# (R-CNN's parametrisation, used by Faster R-CNN and RetinaNet). With the anchor's centre and size
+# $(x_a, y_a, w_a, h_a)$ and the ground truth's $(x, y, w, h)$, and weights $(w_x, w_y, w_w, w_h)$:
+#
+# $$t_x = w_x \frac{x - x_a}{w_a}, \quad t_y = w_y \frac{y - y_a}{h_a}, \quad
+# t_w = w_w \log\frac{w}{w_a}, \quad t_h = w_h \log\frac{h}{h_a}.$$
+#
+# Offsets are in units of the anchor's size, so a 10-pixel shift means the same for a small and a
+# large anchor; sizes are log-ratios, so growing ×2 and shrinking ×2 are symmetric. RetinaNet uses
+# weights $(1, 1, 1, 1)$; Faster R-CNN's second stage $(10, 10, 5, 5)$.
+#
+# **Decoding** inverts it: $x = t_x / w_x \cdot w_a + x_a$, $w = w_a \exp(t_w / w_w)$ (and likewise
+# for $y$, $h$), then back to `xyxy` with $x_1 = x - w/2$, $x_2 = x + w/2$. An untrained network can
+# output a huge $t_w$, and $\exp$ overflows: clamp $t_w / w_w$ and $t_h / w_h$ from **above** at
+# `max_log_scale` $= \log(1000/16)$ before the exponential (no box grows more than 62.5× its anchor).
+#
+# Write `encode_boxes(gt_boxes, anchors, weights)` and `decode_boxes(deltas, anchors, weights,
+# max_log_scale)`; boxes and anchors are paired row by row, all `xyxy`, shape `(N, 4)`.
 
-The box subnet does not predict coordinates: it predicts how to **move and stretch** its anchor
-(R-CNN's parametrisation, used by Faster R-CNN and RetinaNet). With the anchor's centre and size
-$(x_a, y_a, w_a, h_a)$ and the ground truth's $(x, y, w, h)$, and weights $(w_x, w_y, w_w, w_h)$:
-
-$$t_x = w_x \frac{x - x_a}{w_a}, \quad t_y = w_y \frac{y - y_a}{h_a}, \quad
-t_w = w_w \log\frac{w}{w_a}, \quad t_h = w_h \log\frac{h}{h_a}.$$
-
-Offsets are in units of the anchor's size, so a 10-pixel shift means the same for a small and a
-large anchor; sizes are log-ratios, so growing ×2 and shrinking ×2 are symmetric. RetinaNet uses
-weights $(1, 1, 1, 1)$; Faster R-CNN's second stage $(10, 10, 5, 5)$.
-
-**Decoding** inverts it: $x = t_x / w_x \cdot w_a + x_a$, $w = w_a \exp(t_w / w_w)$ (and likewise
-for $y$, $h$), then back to `xyxy` with $x_1 = x - w/2$, $x_2 = x + w/2$. An untrained network can
-output a huge $t_w$, and $\exp$ overflows: clamp $t_w / w_w$ and $t_h / w_h$ from **above** at
-`max_log_scale` $= \log(1000/16)$ before the exponential (no box grows more than 62.5× its anchor).
-
-Write `encode_boxes(gt_boxes, anchors, weights)` and `decode_boxes(deltas, anchors, weights,
-max_log_scale)`; boxes and anchors are paired row by row, all `xyxy`, shape `(N, 4)`.
-""")
-
-solution("ex2-box-coding", r"""
+# %% id="ex2-box-coding" role="solution"
 def encode_boxes(gt_boxes: torch.Tensor, anchors: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0)) -> torch.Tensor:
-    \"\"\"gt_boxes (N, 4), anchors (N, 4) xyxy -> deltas (N, 4) = (t_x, t_y, t_w, t_h).\"\"\"
+    """gt_boxes (N, 4), anchors (N, 4) xyxy -> deltas (N, 4) = (t_x, t_y, t_w, t_h)."""
     ### BEGIN SOLUTION
     wx, wy, ww, wh = weights
     aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
@@ -376,7 +379,7 @@ def encode_boxes(gt_boxes: torch.Tensor, anchors: torch.Tensor, weights=(1.0, 1.
 
 def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0),
                  max_log_scale: float = math.log(1000.0 / 16)) -> torch.Tensor:
-    \"\"\"deltas (N, 4), anchors (N, 4) xyxy -> boxes (N, 4) xyxy.\"\"\"
+    """deltas (N, 4), anchors (N, 4) xyxy -> boxes (N, 4) xyxy."""
     ### BEGIN SOLUTION
     wx, wy, ww, wh = weights
     aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
@@ -387,9 +390,9 @@ def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor, weights=(1.0, 1.0,
     w, h = aw * torch.exp(dw), ah * torch.exp(dh)
     return torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=1)
     ### END SOLUTION
-""")
 
-tests("test-box-coding", r"""
+
+# %% id="test-box-coding" role="tests" points=3
 from torchvision.models.detection._utils import BoxCoder
 
 anchor = torch.tensor([[0.0, 0.0, 20.0, 10.0]])  # centre (10, 5), 20 x 10
@@ -434,19 +437,17 @@ for clip, weights in [(math.log(1000.0 / 16), (1.0, 1.0, 1.0, 1.0)), (2.0, (1.0,
 check_shape(encode_boxes(torch.zeros(0, 4), torch.zeros(0, 4)), (0, 4), name="encode_boxes with no boxes")
 check_shape(decode_boxes(torch.zeros(0, 4), torch.zeros(0, 4)), (0, 4), name="decode_boxes with no boxes")
 ### END HIDDEN TESTS
-""", points=3)
 
-md("explorer-md", r"""
-## 6. Anchors explorer
+# %% [markdown] id="explorer-md"
+# ## 6. Anchors explorer
+#
+# The anchors of one pyramid level drawn over a test image: on the left, the $A$ anchors of the
+# position nearest the image centre (one colour per aspect ratio); on the right, the **positive**
+# anchors of that level found by **your** `match_anchors` (solid: IoU ≥ 0.5; dashed: low-quality
+# matches). Change the level and the anchor scale (anchor side in strides): where do the small
+# objects find positive anchors? What happens to them with anchors twice as large?
 
-The anchors of one pyramid level drawn over a test image: on the left, the $A$ anchors of the
-position nearest the image centre (one colour per aspect ratio); on the right, the **positive**
-anchors of that level found by **your** `match_anchors` (solid: IoU ≥ 0.5; dashed: low-quality
-matches). Change the level and the anchor scale (anchor side in strides): where do the small
-objects find positive anchors? What happens to them with anchors twice as large?
-""")
-
-readonly("explorer", r"""
+# %% id="explorer" role="readonly"
 explorer_image, explorer_target = test_set[3]
 explorer_gt = explorer_target["boxes"].as_subclass(torch.Tensor)
 
@@ -482,36 +483,35 @@ viz.slider_figure(draw_anchors, {
     "ratios": widgets.Dropdown(options=["0.5, 1, 2", "1", "0.25, 0.5, 1, 2, 4"], value="0.5, 1, 2",
                                description="ratios"),
 })
-""")
 
-md("ex3-md", r"""
-## 7. The focal loss (exercise 3, 3 points)
 
-Each of the $K$ outputs of an anchor is a **binary** classifier ("is this anchor an object of class
-$k$?") with probability $p = \sigma(x)$ from its logit $x$, and target $y \in \{0, 1\}$. With
+# %% [markdown] id="ex3-md"
+# ## 7. The focal loss (exercise 3, 3 points)
+#
+# Each of the $K$ outputs of an anchor is a **binary** classifier ("is this anchor an object of class
+# $k$?") with probability $p = \sigma(x)$ from its logit $x$, and target $y \in \{0, 1\}$. With
+#
+# $$p_t = \begin{cases} p & y = 1 \\ 1 - p & y = 0 \end{cases} \;=\; p\,y + (1 - p)(1 - y),$$
+#
+# the binary cross-entropy is $\mathrm{CE} = -\log p_t$. The **focal loss** multiplies it by a
+# modulating factor that vanishes for well-classified examples ($p_t \to 1$), and by the class
+# weight $\alpha_t$ ($\alpha$ for positives, $1 - \alpha$ for negatives):
+#
+# $$\mathrm{FL}(p_t) = -\alpha_t\,(1 - p_t)^\gamma \log p_t, \qquad \alpha_t = \alpha\,y + (1 - \alpha)(1 - y).$$
+#
+# With $\gamma = 2$, an anchor classified with $p_t = 0.9$ has its loss divided by 100, one with
+# $p_t = 0.99$ by 10 000, while hard examples ($p_t \approx 0.5$) keep a quarter of theirs. The paper
+# uses $\gamma = 2$, $\alpha = 0.25$; a negative $\alpha$ means no $\alpha_t$ weighting at all.
+#
+# Write `focal_loss(logits, targets, alpha, gamma, reduction)` for tensors of any shape, with
+# `reduction` `"none"` (elementwise), `"mean"` or `"sum"`, and a `ValueError` for any other
+# reduction. Compute $-\log p_t$ with `F.binary_cross_entropy_with_logits` (stable for large
+# logits, unlike `torch.log(torch.sigmoid(x))`).
 
-$$p_t = \begin{cases} p & y = 1 \\ 1 - p & y = 0 \end{cases} \;=\; p\,y + (1 - p)(1 - y),$$
-
-the binary cross-entropy is $\mathrm{CE} = -\log p_t$. The **focal loss** multiplies it by a
-modulating factor that vanishes for well-classified examples ($p_t \to 1$), and by the class
-weight $\alpha_t$ ($\alpha$ for positives, $1 - \alpha$ for negatives):
-
-$$\mathrm{FL}(p_t) = -\alpha_t\,(1 - p_t)^\gamma \log p_t, \qquad \alpha_t = \alpha\,y + (1 - \alpha)(1 - y).$$
-
-With $\gamma = 2$, an anchor classified with $p_t = 0.9$ has its loss divided by 100, one with
-$p_t = 0.99$ by 10 000, while hard examples ($p_t \approx 0.5$) keep a quarter of theirs. The paper
-uses $\gamma = 2$, $\alpha = 0.25$; a negative $\alpha$ means no $\alpha_t$ weighting at all.
-
-Write `focal_loss(logits, targets, alpha, gamma, reduction)` for tensors of any shape, with
-`reduction` `"none"` (elementwise), `"mean"` or `"sum"`, and a `ValueError` for any other
-reduction. Compute $-\log p_t$ with `F.binary_cross_entropy_with_logits` (stable for large
-logits, unlike `torch.log(torch.sigmoid(x))`).
-""")
-
-solution("ex3-focal", r"""
+# %% id="ex3-focal" role="solution"
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
                reduction: str = "none") -> torch.Tensor:
-    \"\"\"logits, targets (any shape, same) -> the focal loss, elementwise or reduced to a scalar.\"\"\"
+    """logits, targets (any shape, same) -> the focal loss, elementwise or reduced to a scalar."""
     ### BEGIN SOLUTION
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log p_t
@@ -527,9 +527,9 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
         return loss.sum()
     raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     ### END SOLUTION
-""")
 
-tests("test-focal", r"""
+
+# %% id="test-focal" role="tests" points=3
 logits = torch.tensor([2.0, -1.0, 0.0, 3.0])
 targets = torch.tensor([1.0, 0.0, 1.0, 0.0])
 p = torch.sigmoid(logits)
@@ -578,16 +578,14 @@ check_close(focal_loss(torch.zeros(0, 3), torch.zeros(0, 3), reduction="sum"), 0
 check_raises(focal_loss, ValueError, logits, targets, reduction="average", name="focal_loss(reduction='average')",
              hint="raise a ValueError for an unknown reduction")
 ### END HIDDEN TESTS
-""", points=3)
 
-md("fl-ce-md", r"""
-Figure 1 of the paper: the loss of one example as a function of $p_t$, for several $\gamma$
-($\alpha$ aside), computed with **your** `focal_loss`. On the right, the same on a log scale, divided
-by the cross-entropy: the weight each example keeps. Examples with $p_t > 0.6$ are *well classified*;
-with $\gamma = 2$ an easy negative at $p_t = 0.99$ weighs $10^{-4}$ of its cross-entropy.
-""")
+# %% [markdown] id="fl-ce-md"
+# Figure 1 of the paper: the loss of one example as a function of $p_t$, for several $\gamma$
+# ($\alpha$ aside), computed with **your** `focal_loss`. On the right, the same on a log scale, divided
+# by the cross-entropy: the weight each example keeps. Examples with $p_t > 0.6$ are *well classified*;
+# with $\gamma = 2$ an easy negative at $p_t = 0.99$ weighs $10^{-4}$ of its cross-entropy.
 
-readonly("fl-vs-ce", r"""
+# %% id="fl-vs-ce" role="readonly"
 p_t = torch.linspace(0.001, 0.999, 500)
 logit = torch.log(p_t / (1 - p_t))  # a positive example (y = 1) with probability p_t
 ones = torch.ones_like(p_t)
@@ -605,27 +603,25 @@ ax1.set_yscale("log"); ax1.set_ylim(1e-6, 2); ax1.grid(alpha=0.3)
 ax1.set_xlabel("$p_t$"); ax1.set_ylabel("FL / CE = $(1 - p_t)^\\gamma$")
 ax1.set_title("how much of its cross-entropy an example keeps", fontsize=9)
 fig.tight_layout()
-""")
 
-md("train-md", r"""
-## 8. Training torchvision's RetinaNet
+# %% [markdown] id="train-md"
+# ## 8. Training torchvision's RetinaNet
+#
+# `torchvision.models.detection.RetinaNet` is built from the pieces you just wrote: its
+# `anchor_generator` makes the anchors of each level (exercise 1), its `proposal_matcher` matches
+# them with thresholds 0.5 / 0.4 and low-quality matches (exercise 2a), its `box_coder` encodes the
+# regression targets with weights $(1, 1, 1, 1)$ (exercise 2b) and its classification head sums
+# `sigmoid_focal_loss` with $\alpha = 0.25, \gamma = 2$ over all non-ignored anchors, divided by the
+# number of positive anchors (exercise 3). The cell below checks that on one training image, then
+# trains the model built in section 3: a small from-scratch backbone, the FPN, and the two heads
+# (`course_utils.models.build_retinanet`; GroupNorm in the heads, as in torchvision's RetinaNet v2).
+#
+# Two details from the paper matter when training from scratch: the last classification layer's bias
+# starts at $-\log((1 - \pi) / \pi)$ with $\pi = 0.01$, so that at the first step every anchor says
+# "background, $p = 0.01$" (otherwise the $\sim 10^4$ background anchors produce a huge loss at the first
+# step), and the loss is **normalised by the number of positive anchors**, not of all anchors.
 
-`torchvision.models.detection.RetinaNet` is built from the pieces you just wrote: its
-`anchor_generator` makes the anchors of each level (exercise 1), its `proposal_matcher` matches
-them with thresholds 0.5 / 0.4 and low-quality matches (exercise 2a), its `box_coder` encodes the
-regression targets with weights $(1, 1, 1, 1)$ (exercise 2b) and its classification head sums
-`sigmoid_focal_loss` with $\alpha = 0.25, \gamma = 2$ over all non-ignored anchors, divided by the
-number of positive anchors (exercise 3). The cell below checks that on one training image, then
-trains the model built in section 3: a small from-scratch backbone, the FPN, and the two heads
-(`course_utils.models.build_retinanet`; GroupNorm in the heads, as in torchvision's RetinaNet v2).
-
-Two details from the paper matter when training from scratch: the last classification layer's bias
-starts at $-\log((1 - \pi) / \pi)$ with $\pi = 0.01$, so that at the first step every anchor says
-"background, $p = 0.01$" (otherwise the $\sim 10^4$ background anchors produce a huge loss at the first
-step), and the loss is **normalised by the number of positive anchors**, not of all anchors.
-""")
-
-readonly("train", r"""
+# %% id="train" role="readonly"
 image, target = train_set[0]
 gt_boxes, gt_labels = target["boxes"].as_subclass(torch.Tensor), target["labels"]
 all_anchors = torch.cat(model_anchors)
@@ -662,18 +658,16 @@ history = fit(model, DataLoader(train_set, batch_size=16, shuffle=True, collate_
 if MODE != "smoke":  # lab 07 starts its RetinaNet from these weights (see checkpoint_path)
     save_cached(checkpoint_path("03_retinanet", "retinanet"), model, {"mode": MODE, "steps": STEPS})
 viz.plot_history(history, log=True).set_title("RetinaNet's two losses (per positive anchor)");
-""")
 
-md("eval-md", r"""
-## 9. Evaluation: COCO mAP
+# %% [markdown] id="eval-md"
+# ## 9. Evaluation: COCO mAP
+#
+# In eval mode the model returns, per image, boxes decoded from the anchors of every level (the 1000
+# best-scoring above 0.05 per level), merged and filtered by per-class NMS at IoU 0.5. COCO's mAP
+# averages AP over IoU thresholds 0.5 to 0.95; AP50 is the same at IoU 0.5 only; APs and APm are
+# the AP of small and medium objects.
 
-In eval mode the model returns, per image, boxes decoded from the anchors of every level (the 1000
-best-scoring above 0.05 per level), merged and filtered by per-class NMS at IoU 0.5. COCO's mAP
-averages AP over IoU thresholds 0.5 to 0.95; AP50 is the same at IoU 0.5 only; APs and APm are
-the AP of small and medium objects.
-""")
-
-readonly("evaluate", r"""
+# %% id="evaluate" role="readonly"
 test_loader = DataLoader(test_set, batch_size=50, collate_fn=collate)
 detections, _ = predict(model, test_loader, device=DEVICE)
 gt_coco = test_set.to_coco()
@@ -690,19 +684,17 @@ for i, ax in enumerate(axes):
                    detections[i]["scores"][keep], class_names=CLASS_NAMES, ax=ax,
                    title=f"{len(test_set[i][1]['boxes'])} objects, {int(keep.sum())} detections > 0.4")
 fig.tight_layout()
-""")
 
-md("levels-md", r"""
-## 10. Which level finds which object?
+# %% [markdown] id="levels-md"
+# ## 10. Which level finds which object?
+#
+# The heads are shared by all levels, yet each level should specialise: its anchors match objects of
+# its size only. Below we keep the detections of **one level at a time** (the others' scores are set
+# to zero, `course_utils.models.only_levels`) and measure AP on small objects (side below 32 pixels:
+# most of ours) and on medium ones (32 to 45 pixels here). Which level finds which? And what do
+# $P_6$ and $P_7$, whose anchors are larger than any of our objects, find?
 
-The heads are shared by all levels, yet each level should specialise: its anchors match objects of
-its size only. Below we keep the detections of **one level at a time** (the others' scores are set
-to zero, `course_utils.models.only_levels`) and measure AP on small objects (side below 32 pixels:
-most of ours) and on medium ones (32 to 45 pixels here). Which level finds which? And what do
-$P_6$ and $P_7$, whose anchors are larger than any of our objects, find?
-""")
-
-readonly("levels", r"""
+# %% id="levels" role="readonly"
 level_subset = torch.utils.data.Subset(test_set, range(by_mode(smoke=8, fast=150, full=300)))
 level_gt = test_set.to_coco()
 level_gt["images"] = level_gt["images"][:len(level_subset)]
@@ -723,19 +715,17 @@ ax.bar(x - 0.2, [by_level[lv][0] for lv in LEVELS], 0.4, label="small objects")
 ax.bar(x + 0.2, [by_level[lv][1] for lv in LEVELS], 0.4, label="medium objects")
 ax.set_xticks(x, [f"P{lv}" for lv in LEVELS]); ax.set_ylabel("COCO AP with this level alone"); ax.legend()
 ax.set_title("fine levels find small objects, coarse levels larger ones", fontsize=9);
-""")
 
-md("easy-md", r"""
-## 11. Where the loss goes: easy negatives
+# %% [markdown] id="easy-md"
+# ## 11. Where the loss goes: easy negatives
+#
+# On a batch of test images, we take the trained model's classification outputs for every
+# non-ignored anchor and ask how much of the loss comes from **easy negatives** (background anchors
+# with $p_t > 0.9$), with cross-entropy and with the focal loss. There are tens of thousands of them
+# per batch: with cross-entropy their small losses add up; the focal loss silences them, so training
+# concentrates on the objects and the hard background.
 
-On a batch of test images, we take the trained model's classification outputs for every
-non-ignored anchor and ask how much of the loss comes from **easy negatives** (background anchors
-with $p_t > 0.9$), with cross-entropy and with the focal loss. There are tens of thousands of them
-per batch: with cross-entropy their small losses add up; the focal loss silences them, so training
-concentrates on the objects and the hard background.
-""")
-
-readonly("easy-negatives", r"""
+# %% id="easy-negatives" role="readonly"
 model.eval()
 batch_images, batch_targets = collate([test_set[i] for i in range(min(16, len(test_set)))])
 with torch.no_grad():
@@ -773,20 +763,18 @@ ax.bar(x - 0.2, [float(ce[m].sum() / ce.sum()) for m in groups.values()], 0.4, l
 ax.bar(x + 0.2, [float(fl[m].sum() / fl.sum()) for m in groups.values()], 0.4, label="focal loss")
 ax.set_xticks(x, list(groups)); ax.set_ylabel("share of the total loss"); ax.legend()
 ax.set_title("the same outputs, two losses", fontsize=9);
-""")
 
-md("full-md", r"""
-## 12. Full mode: a COCO-pretrained RetinaNet on real photographs, then fine-tuning
+# %% [markdown] id="full-md"
+# ## 12. Full mode: a COCO-pretrained RetinaNet on real photographs, then fine-tuning
+#
+# With a GPU (`COURSE_MODE=full`), this section loads torchvision's `retinanet_resnet50_fpn` with
+# its COCO weights (ResNet-50 + FPN, 800-pixel images, 80 classes; downloaded once, 130 MB), runs it
+# on COCO val2017 images and evaluates it with `coco_eval`; then **fine-tunes** it on the
+# Penn-Fudan pedestrians (a new one-class head on the pretrained features) and compares AP before and
+# after. The model predicts COCO's category ids (1..90, with gaps); `COCOSubset` numbers its
+# classes 1..80, so predictions are mapped before evaluation. In `fast` mode this cell only says so.
 
-With a GPU (`COURSE_MODE=full`), this section loads torchvision's `retinanet_resnet50_fpn` with
-its COCO weights (ResNet-50 + FPN, 800-pixel images, 80 classes; downloaded once, 130 MB), runs it
-on COCO val2017 images and evaluates it with `coco_eval`; then **fine-tunes** it on the
-Penn-Fudan pedestrians (a new one-class head on the pretrained features) and compares AP before and
-after. The model predicts COCO's category ids (1..90, with gaps); `COCOSubset` numbers its
-classes 1..80, so predictions are mapped before evaluation. In `fast` mode this cell only says so.
-""")
-
-readonly("full-mode", r"""
+# %% id="full-mode" role="readonly"
 if MODE != "full":
     print("fast/smoke mode: the COCO-pretrained RetinaNet runs in full mode only (COURSE_MODE=full, with a GPU)")
 else:
@@ -846,21 +834,17 @@ else:
           f"mAP {before['AP']:.3f} -> {after['AP']:.3f} after fine-tuning")
     record("03_retinanet/pennfudan_mAP_before", before["AP"])
     record("03_retinanet/pennfudan_mAP_after", after["AP"])
-""")
 
-md("outro", r"""
-**What to remember.** A dense detector classifies every anchor of every level; anchors make the
-regression targets small and scale-free; the feature pyramid gives each object size a level with
-the right stride and receptive field; the focal loss keeps the flood of easy background anchors
-from drowning the few objects. RetinaNet still needs hand-set anchors, IoU thresholds and NMS.
-Next, **two-stage** detectors (lab 04: Faster R-CNN and Mask R-CNN) spend a first stage on proposing
-regions and a second on refining them — and later, DETR (lab 06) removes anchors and NMS altogether.
-
-**References.** T.-Y. Lin, P. Goyal, R. Girshick, K. He, P. Dollár, *Focal Loss for Dense Object
-Detection*, ICCV 2017. T.-Y. Lin, P. Dollár, R. Girshick, K. He, B. Hariharan, S. Belongie, *Feature
-Pyramid Networks for Object Detection*, CVPR 2017. S. Ren, K. He, R. Girshick, J. Sun, *Faster
-R-CNN*, NeurIPS 2015 (anchors, box parametrisation). R. Girshick et al., *Rich feature hierarchies*
-(R-CNN), CVPR 2014.
-""")
-
-write()
+# %% [markdown] id="outro"
+# **What to remember.** A dense detector classifies every anchor of every level; anchors make the
+# regression targets small and scale-free; the feature pyramid gives each object size a level with
+# the right stride and receptive field; the focal loss keeps the flood of easy background anchors
+# from drowning the few objects. RetinaNet still needs hand-set anchors, IoU thresholds and NMS.
+# Next, **two-stage** detectors (lab 04: Faster R-CNN and Mask R-CNN) spend a first stage on proposing
+# regions and a second on refining them — and later, DETR (lab 06) removes anchors and NMS altogether.
+#
+# **References.** T.-Y. Lin, P. Goyal, R. Girshick, K. He, P. Dollár, *Focal Loss for Dense Object
+# Detection*, ICCV 2017. T.-Y. Lin, P. Dollár, R. Girshick, K. He, B. Hariharan, S. Belongie, *Feature
+# Pyramid Networks for Object Detection*, CVPR 2017. S. Ren, K. He, R. Girshick, J. Sun, *Faster
+# R-CNN*, NeurIPS 2015 (anchors, box parametrisation). R. Girshick et al., *Rich feature hierarchies*
+# (R-CNN), CVPR 2014.

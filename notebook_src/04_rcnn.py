@@ -1,35 +1,46 @@
-"""The source of solutions/04_rcnn/04_rcnn.ipynb: `python notebook_src/04_rcnn.py solutions/04_rcnn/04_rcnn.ipynb` (or `make notebooks`)."""
+# %% [markdown] id="intro"
+# <!-- COLAB_BADGE: notebook_src/build.py puts the Open-in-Colab badge here -->
+#
+# # Lab 04 — Two-stage detection: Faster R-CNN and Mask R-CNN
+#
+# *CNNs part II — beyond image classification.*
+#
+# YOLO (lab 02) and RetinaNet (lab 03) predict boxes in **one** pass over a dense grid of
+# positions. The R-CNN family splits detection into **two stages**:
+#
+# 1. **propose** a few hundred *regions* that probably hold an object, whatever its class;
+# 2. **classify and refine** each region, looking only at the features inside it.
+#
+# The family grew in four steps, each removing a bottleneck of the previous one:
+#
+# | model | proposals | features of a region |
+# |---|---|---|
+# | R-CNN (Girshick et al., CVPR 2014) | selective search (not learned) | crop the *image*, warp to 227×227, run the CNN on every crop |
+# | Fast R-CNN (Girshick, ICCV 2015) | selective search | run the CNN **once**, crop the *feature map*: **RoI pooling** |
+# | Faster R-CNN (Ren, He, Girshick, Sun, NeurIPS 2015) | a **Region Proposal Network** on the same features | RoI pooling |
+# | Mask R-CNN (He, Gkioxari, Dollár, Girshick, ICCV 2017) | RPN | **RoIAlign** (no rounding), plus a third head: a **mask** per instance |
+#
+# In this lab you write the three operations that make a two-stage detector work: cropping regions
+# out of a feature map (RoI pooling and RoIAlign, exercise 1), turning the RPN's raw outputs into
+# proposals (exercise 2), and pasting a predicted mask back into the image and scoring it with mask
+# IoU (exercise 3). Then you train torchvision's own `MaskRCNN` — whose box branch *is* a
+# `FasterRCNN` — on synthetic shapes with instance masks, and evaluate boxes and masks with COCO mAP.
 
-from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
+# %% id="setup" role="readonly"
+# Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
 
-md("intro", colab_badge("04_rcnn") + r"""
-# Lab 04 — Two-stage detection: Faster R-CNN and Mask R-CNN
+# COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
-*CNNs part II — beyond image classification.*
+try:
+    import course_utils  # noqa: F401
+except ImportError as err:
+    raise ImportError(
+        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
+        "or `pip install -e .` in the environment of this kernel."
+    ) from err
 
-YOLO (lab 02) and RetinaNet (lab 03) predict boxes in **one** pass over a dense grid of
-positions. The R-CNN family splits detection into **two stages**:
-
-1. **propose** a few hundred *regions* that probably hold an object, whatever its class;
-2. **classify and refine** each region, looking only at the features inside it.
-
-The family grew in four steps, each removing a bottleneck of the previous one:
-
-| model | proposals | features of a region |
-|---|---|---|
-| R-CNN (Girshick et al., CVPR 2014) | selective search (not learned) | crop the *image*, warp to 227×227, run the CNN on every crop |
-| Fast R-CNN (Girshick, ICCV 2015) | selective search | run the CNN **once**, crop the *feature map*: **RoI pooling** |
-| Faster R-CNN (Ren, He, Girshick, Sun, NeurIPS 2015) | a **Region Proposal Network** on the same features | RoI pooling |
-| Mask R-CNN (He, Gkioxari, Dollár, Girshick, ICCV 2017) | RPN | **RoIAlign** (no rounding), plus a third head: a **mask** per instance |
-
-In this lab you write the three operations that make a two-stage detector work: cropping regions
-out of a feature map (RoI pooling and RoIAlign, exercise 1), turning the RPN's raw outputs into
-proposals (exercise 2), and pasting a predicted mask back into the image and scoring it with mask
-IoU (exercise 3). Then you train torchvision's own `MaskRCNN` — whose box branch *is* a
-`FasterRCNN` — on synthetic shapes with instance masks, and evaluate boxes and masks with COCO mAP.
-""")
-
-setup_cell(r"""
 import math
 
 import ipywidgets as widgets
@@ -54,20 +65,21 @@ from course_utils.grading import check_close, check_equal, check_shape
 from course_utils.metrics import coco_eval
 from course_utils.models.rcnn import build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn, count_by_part
 from course_utils.train import fit, predict
-""")
 
-md("data-md", r"""
-## 1. Data: shapes with instance masks
+SETUP = setup(seed=0)
+MODE, DEVICE = SETUP.mode, SETUP.device
 
-The synthetic shapes of the previous labs, 128×128 pixels, 1 to 4 objects of 3 classes. Each
-object comes with its box, its class and its **instance mask**: the pixels that belong to *this*
-object (colours = instances). Instance segmentation asks for all three.
+# %% [markdown] id="data-md"
+# ## 1. Data: shapes with instance masks
+#
+# The synthetic shapes of the previous labs, 128×128 pixels, 1 to 4 objects of 3 classes. Each
+# object comes with its box, its class and its **instance mask**: the pixels that belong to *this*
+# object (colours = instances). Instance segmentation asks for all three.
+#
+# In `full` mode the same code runs on **PennFudanPed** (170 street photographs, pedestrians with
+# instance masks), the data set of torchvision's own Mask R-CNN fine-tuning tutorial.
 
-In `full` mode the same code runs on **PennFudanPed** (170 street photographs, pedestrians with
-instance masks), the data set of torchvision's own Mask R-CNN fine-tuning tutorial.
-""")
-
-readonly("data", r"""
+# %% id="data" role="readonly"
 IMAGE_SIZE = 128
 if MODE == "full":
     # PennFudanPed: 170 images, one class (person). Downloaded once (53 MB; the host publishes no checksum),
@@ -100,84 +112,82 @@ for i, ax in enumerate(axes[:len(train_set)]):
     viz.draw_masks(image, target["masks"], ax=ax)  # one colour per instance
     viz.draw_boxes(None, target["boxes"], target["labels"], class_names=CLASS_NAMES, ax=ax)
 fig.tight_layout()
-""")
 
-md("pipeline-md", r"""
-## 2. The two-stage pipeline
 
-Faster R-CNN, as torchvision implements it (`torchvision.models.detection.FasterRCNN`):
+# %% [markdown] id="pipeline-md"
+# ## 2. The two-stage pipeline
+#
+# Faster R-CNN, as torchvision implements it (`torchvision.models.detection.FasterRCNN`):
+#
+# 1. **transform**: normalise the images and batch them (`GeneralizedRCNNTransform`);
+# 2. **backbone**: a CNN gives a feature map $F$ of stride $s$ (here $s = 8$: a 128-px image gives
+#    a 16×16 map);
+# 3. **RPN** (region proposal network): at every position of $F$, for each of $A$ **anchors**
+#    (boxes of fixed sizes and aspect ratios centred there), a small conv head predicts an
+#    **objectness** logit ("is there an object here?") and 4 **deltas** that move the anchor onto
+#    the object. The best few hundred decoded boxes, after NMS, are the **proposals**;
+# 4. **RoI heads**: each proposal (a *region of interest*, RoI) is cropped out of $F$ and resized to
+#    a fixed 7×7 grid — N regions give an N × depth × 7 × 7 tensor — then flattened through two fully
+#    connected layers into a **class score** (one of $C$ classes or background) and **class-specific
+#    box deltas** that refine the proposal once more; per-class NMS gives the detections.
+#
+# Stage 1 is class-agnostic and dense (like a one-stage detector with one class, "object"); stage 2
+# is class-specific and sparse: it only looks at a few hundred regions. Mask R-CNN adds a third head
+# in stage 2 (section 7).
 
-1. **transform**: normalise the images and batch them (`GeneralizedRCNNTransform`);
-2. **backbone**: a CNN gives a feature map $F$ of stride $s$ (here $s = 8$: a 128-px image gives
-   a 16×16 map);
-3. **RPN** (region proposal network): at every position of $F$, for each of $A$ **anchors**
-   (boxes of fixed sizes and aspect ratios centred there), a small conv head predicts an
-   **objectness** logit ("is there an object here?") and 4 **deltas** that move the anchor onto
-   the object. The best few hundred decoded boxes, after NMS, are the **proposals**;
-4. **RoI heads**: each proposal (a *region of interest*, RoI) is cropped out of $F$ and resized to
-   a fixed 7×7 grid — N regions give an N × depth × 7 × 7 tensor — then flattened through two fully
-   connected layers into a **class score** (one of $C$ classes or background) and **class-specific
-   box deltas** that refine the proposal once more; per-class NMS gives the detections.
+# %% [markdown] id="ex1-md"
+# ## 3. Cropping regions out of a feature map (exercise 1, 3 points)
+#
+# A region is given in **image** pixels as a row `[b, x1, y1, x2, y2]` (`b` = which image of the
+# batch); the feature map has stride $s$, so `spatial_scale` $= 1/s$ maps image pixels to feature
+# cells. Both operations divide the region into an `output_size` $= (o_h, o_w)$ grid of **bins** and
+# summarise each bin by one number per channel. Feature-map pixel $(i, j)$ (row, column) covers
+# $[j, j+1) \times [i, i+1)$ in map coordinates.
+#
+# ### RoI pooling (Fast R-CNN): quantise, then max
+#
+# 1. Scale and **round** the corners: $x_1' = \mathrm{round}(x_1 \cdot \text{scale})$, likewise
+#    $y_1', x_2', y_2'$ — round half **away from zero** as C does (`round(2.5) = 3`,
+#    `round(-0.5) = -1`; beware: `torch.round` and Python's `round` round halves to even).
+# 2. The region covers whole cells $x_1' \dots x_2'$ (inclusive): width
+#    $w = \max(x_2' - x_1' + 1, 1)$, height $h$ likewise; a bin is $h / o_h \times w / o_w$ cells
+#    (a real number).
+# 3. Bin $(p, q)$ covers rows $\lfloor p\,h/o_h \rfloor + y_1'$ to $\lceil (p+1)\,h/o_h \rceil +
+#    y_1'$ (end excluded) and columns likewise, each clipped to $[0, H]$ (resp. $[0, W]$).
+# 4. Its value is the **maximum** over those cells; an empty bin (after clipping) is 0.
+#
+# The two roundings (corners, then bin edges) move the region by up to half a cell — 4 pixels at
+# stride 8, 16 at stride 32: harmless for classification, harmful for pixel-accurate masks.
+#
+# ### RoIAlign (Mask R-CNN): no rounding, bilinear samples
+#
+# 1. Scale the corners without rounding; with `aligned=True` also subtract $0.5$ (a pixel's
+#    *centre* is at $+0.5$, so this puts continuous coordinates on pixel centres). With
+#    `aligned=False` (the original Mask R-CNN) the region's width and height are at least 1.
+# 2. Each bin is $\frac{h}{o_h} \times \frac{w}{o_w}$; in it, a regular grid of
+#    $g_h \times g_w$ sample points, at
+#    $y = y_1 + p\,\frac{h}{o_h} + (i + \tfrac12)\frac{h}{o_h\,g_h}$, $i = 0 \dots g_h - 1$
+#    (and $x$ likewise), where $g_h = g_w =$ `sampling_ratio` if it is $> 0$, else **adaptive**:
+#    $g_h = \lceil h / o_h \rceil$, $g_w = \lceil w / o_w \rceil$.
+# 3. The bin's value is the **mean** of the bilinearly interpolated feature at its sample points
+#    (a bin with no sample point is 0).
+#
+# **Bilinear sampling** at a real point $(y, x)$ of an $H \times W$ map, as torchvision does:
+# a point with $y < -1$, $y > H$, $x < -1$ or $x > W$ is outside: its value is 0 (it still counts in
+# the mean). Otherwise clamp negative coordinates to 0; let $y_0 = \lfloor y \rfloor$ — if
+# $y_0 \ge H - 1$, use row $H-1$ only ($y_0 = y_1 = H - 1$, $y = H - 1$), else $y_1 = y_0 + 1$ — and
+# $x_0, x_1$ likewise. With $l_y = y - y_0$, $l_x = x - x_0$:
+#
+# $$f(y, x) = (1-l_y)(1-l_x)\,F[y_0, x_0] + (1-l_y)\,l_x\,F[y_0, x_1] + l_y (1-l_x)\,F[y_1, x_0]
+# + l_y\,l_x\,F[y_1, x_1].$$
+#
+# Write `bilinear_sample`, `roi_pool` and `roi_align`. They must give what `torchvision.ops.roi_pool`
+# and `torchvision.ops.roi_align` give, for any `spatial_scale`, boxes partly outside the map, empty
+# box lists. A Python loop over the boxes is fine; vectorise inside a box if you like.
 
-Stage 1 is class-agnostic and dense (like a one-stage detector with one class, "object"); stage 2
-is class-specific and sparse: it only looks at a few hundred regions. Mask R-CNN adds a third head
-in stage 2 (section 7).
-""")
-
-md("ex1-md", r"""
-## 3. Cropping regions out of a feature map (exercise 1, 3 points)
-
-A region is given in **image** pixels as a row `[b, x1, y1, x2, y2]` (`b` = which image of the
-batch); the feature map has stride $s$, so `spatial_scale` $= 1/s$ maps image pixels to feature
-cells. Both operations divide the region into an `output_size` $= (o_h, o_w)$ grid of **bins** and
-summarise each bin by one number per channel. Feature-map pixel $(i, j)$ (row, column) covers
-$[j, j+1) \times [i, i+1)$ in map coordinates.
-
-### RoI pooling (Fast R-CNN): quantise, then max
-
-1. Scale and **round** the corners: $x_1' = \mathrm{round}(x_1 \cdot \text{scale})$, likewise
-   $y_1', x_2', y_2'$ — round half **away from zero** as C does (`round(2.5) = 3`,
-   `round(-0.5) = -1`; beware: `torch.round` and Python's `round` round halves to even).
-2. The region covers whole cells $x_1' \dots x_2'$ (inclusive): width
-   $w = \max(x_2' - x_1' + 1, 1)$, height $h$ likewise; a bin is $h / o_h \times w / o_w$ cells
-   (a real number).
-3. Bin $(p, q)$ covers rows $\lfloor p\,h/o_h \rfloor + y_1'$ to $\lceil (p+1)\,h/o_h \rceil +
-   y_1'$ (end excluded) and columns likewise, each clipped to $[0, H]$ (resp. $[0, W]$).
-4. Its value is the **maximum** over those cells; an empty bin (after clipping) is 0.
-
-The two roundings (corners, then bin edges) move the region by up to half a cell — 4 pixels at
-stride 8, 16 at stride 32: harmless for classification, harmful for pixel-accurate masks.
-
-### RoIAlign (Mask R-CNN): no rounding, bilinear samples
-
-1. Scale the corners without rounding; with `aligned=True` also subtract $0.5$ (a pixel's
-   *centre* is at $+0.5$, so this puts continuous coordinates on pixel centres). With
-   `aligned=False` (the original Mask R-CNN) the region's width and height are at least 1.
-2. Each bin is $\frac{h}{o_h} \times \frac{w}{o_w}$; in it, a regular grid of
-   $g_h \times g_w$ sample points, at
-   $y = y_1 + p\,\frac{h}{o_h} + (i + \tfrac12)\frac{h}{o_h\,g_h}$, $i = 0 \dots g_h - 1$
-   (and $x$ likewise), where $g_h = g_w =$ `sampling_ratio` if it is $> 0$, else **adaptive**:
-   $g_h = \lceil h / o_h \rceil$, $g_w = \lceil w / o_w \rceil$.
-3. The bin's value is the **mean** of the bilinearly interpolated feature at its sample points
-   (a bin with no sample point is 0).
-
-**Bilinear sampling** at a real point $(y, x)$ of an $H \times W$ map, as torchvision does:
-a point with $y < -1$, $y > H$, $x < -1$ or $x > W$ is outside: its value is 0 (it still counts in
-the mean). Otherwise clamp negative coordinates to 0; let $y_0 = \lfloor y \rfloor$ — if
-$y_0 \ge H - 1$, use row $H-1$ only ($y_0 = y_1 = H - 1$, $y = H - 1$), else $y_1 = y_0 + 1$ — and
-$x_0, x_1$ likewise. With $l_y = y - y_0$, $l_x = x - x_0$:
-
-$$f(y, x) = (1-l_y)(1-l_x)\,F[y_0, x_0] + (1-l_y)\,l_x\,F[y_0, x_1] + l_y (1-l_x)\,F[y_1, x_0]
-+ l_y\,l_x\,F[y_1, x_1].$$
-
-Write `bilinear_sample`, `roi_pool` and `roi_align`. They must give what `torchvision.ops.roi_pool`
-and `torchvision.ops.roi_align` give, for any `spatial_scale`, boxes partly outside the map, empty
-box lists. A Python loop over the boxes is fine; vectorise inside a box if you like.
-""")
-
-solution("ex1-roi", r"""
+# %% id="ex1-roi" role="solution"
 def bilinear_sample(feature: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    \"\"\"feature (C, H, W); y, x (P,) real coordinates in feature-map cells -> (C, P) sampled values.\"\"\"
+    """feature (C, H, W); y, x (P,) real coordinates in feature-map cells -> (C, P) sampled values."""
     ### BEGIN SOLUTION
     C, H, W = feature.shape
     outside = (y < -1) | (y > H) | (x < -1) | (x > W)  # (P,)
@@ -196,7 +206,7 @@ def bilinear_sample(feature: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> 
 
 def roi_pool(features: torch.Tensor, boxes: torch.Tensor, output_size: tuple[int, int],
              spatial_scale: float) -> torch.Tensor:
-    \"\"\"features (N, C, H, W); boxes (K, 5) rows [batch index, x1, y1, x2, y2], image pixels -> (K, C, oh, ow).\"\"\"
+    """features (N, C, H, W); boxes (K, 5) rows [batch index, x1, y1, x2, y2], image pixels -> (K, C, oh, ow)."""
     ### BEGIN SOLUTION
     oh, ow = output_size
     N, C, H, W = features.shape
@@ -220,7 +230,7 @@ def roi_pool(features: torch.Tensor, boxes: torch.Tensor, output_size: tuple[int
 
 def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: tuple[int, int], spatial_scale: float,
               sampling_ratio: int = -1, aligned: bool = False) -> torch.Tensor:
-    \"\"\"features (N, C, H, W); boxes (K, 5) [batch index, x1, y1, x2, y2] -> (K, C, oh, ow) bin averages.\"\"\"
+    """features (N, C, H, W); boxes (K, 5) [batch index, x1, y1, x2, y2] -> (K, C, oh, ow) bin averages."""
     ### BEGIN SOLUTION
     oh, ow = output_size
     N, C, H, W = features.shape
@@ -244,9 +254,9 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: tuple[in
         out[k] = samples.mean(dim=-1)
     return out
     ### END SOLUTION
-""")
 
-tests("test-roi", r"""
+
+# %% id="test-roi" role="tests" points=3
 feature = torch.arange(12.0).reshape(1, 3, 4)  # one channel, H=3, W=4: F[i, j] = 4 i + j
 check_close(bilinear_sample(feature, torch.tensor([0.5, 1.0, 2.5, -0.5, 3.5]), torch.tensor([1.5, 3.5, 0.0, 0.0, 0.0])),
             torch.tensor([[3.5, 7.0, 8.0, 0.0, 0.0]]), name="bilinear_sample",
@@ -297,17 +307,15 @@ one = torch.tensor([[0.0, 8.0, 16.0, 64.0, 48.0]])
 check_close(roi_align(fmap[:1], one, (7, 7), 1 / 8, -1, True), ops.roi_align(fmap[:1], one, (7, 7), 1 / 8, -1, True),
             name="roi_align, batch of one image")
 ### END HIDDEN TESTS
-""", points=3)
 
-md("roi-demo-md", r"""
-The difference shows on a map with a sharp edge. Below, one channel whose left half is 0 and
-right half 1 (a 16×16 map, stride 8: the step is at 64 px), and a region from $x = 61$ to 117 px,
-so the step lies 3 px inside its left edge. RoI pooling rounds the left edge from cell 7.6 to
-cell 8, onto the step: every bin is 1 and the edge is gone. RoIAlign keeps the region where it
-is: its first column of bins is partly bright (0.625), the edge is still there.
-""")
+# %% [markdown] id="roi-demo-md"
+# The difference shows on a map with a sharp edge. Below, one channel whose left half is 0 and
+# right half 1 (a 16×16 map, stride 8: the step is at 64 px), and a region from $x = 61$ to 117 px,
+# so the step lies 3 px inside its left edge. RoI pooling rounds the left edge from cell 7.6 to
+# cell 8, onto the step: every bin is 1 and the edge is gone. RoIAlign keeps the region where it
+# is: its first column of bins is partly bright (0.625), the edge is still there.
 
-readonly("roi-demo", r"""
+# %% id="roi-demo" role="readonly"
 step = torch.zeros(1, 1, 16, 16)
 step[..., 8:] = 1.0
 region = torch.tensor([[0.0, 61.0, 20.0, 117.0, 76.0]])  # x from 61 px (cell 7.6) to 117 px (cell 14.6)
@@ -321,40 +329,38 @@ for ax, (name, crop) in zip(axes[1:], crops.items()):
     ax.imshow(crop[0, 0], cmap="gray", vmin=0, vmax=1)
     ax.set_title(name)
 fig.tight_layout()
-""")
 
-md("ex2-md", r"""
-## 4. From RPN outputs to proposals (exercise 2, 3 points)
+# %% [markdown] id="ex2-md"
+# ## 4. From RPN outputs to proposals (exercise 2, 3 points)
+#
+# For anchor $a = (x_1, y_1, x_2, y_2)$ with width $w_a$, height $h_a$ and centre $(c_x, c_y)$, the
+# RPN predicts deltas $(d_x, d_y, d_w, d_h)$ (Faster R-CNN, eq. 2, with weights 1). The decoded box
+# has
+#
+# $$c_x' = c_x + d_x\,w_a,\quad c_y' = c_y + d_y\,h_a,\quad w' = w_a\,e^{d_w},\quad h' = h_a\,e^{d_h},$$
+#
+# and corners $c_x' \mp w'/2$, $c_y' \mp h'/2$. Before the exponential, clamp $d_w, d_h$ from above at
+# $\log(1000/16)$ (`BOX_CLIP`): an untrained RPN can predict $d_w = 50$, and $e^{50}$ is not a box.
+#
+# From all $A$ anchors of an image, the proposals are, in this order:
+#
+# 1. decode every anchor with its deltas;
+# 2. keep the `pre_nms_top_n` anchors with the highest objectness (ranking by logit or by
+#    probability is the same); scores are probabilities, $\sigma(\text{logit})$;
+# 3. **clip** the boxes to the image (`image_size` = (height, width));
+# 4. drop boxes whose width **or** height is below `min_size` pixels;
+# 5. **NMS** at `nms_threshold`, then keep the first `post_nms_top_n` survivors.
+#
+# Return the proposals `(P, 4)` and their scores `(P,)` in decreasing score order. You may use
+# `ops.clip_boxes_to_image`, `ops.remove_small_boxes` and `ops.nms` — this is exactly what
+# torchvision's `RegionProposalNetwork.filter_proposals` does for one feature level.
 
-For anchor $a = (x_1, y_1, x_2, y_2)$ with width $w_a$, height $h_a$ and centre $(c_x, c_y)$, the
-RPN predicts deltas $(d_x, d_y, d_w, d_h)$ (Faster R-CNN, eq. 2, with weights 1). The decoded box
-has
-
-$$c_x' = c_x + d_x\,w_a,\quad c_y' = c_y + d_y\,h_a,\quad w' = w_a\,e^{d_w},\quad h' = h_a\,e^{d_h},$$
-
-and corners $c_x' \mp w'/2$, $c_y' \mp h'/2$. Before the exponential, clamp $d_w, d_h$ from above at
-$\log(1000/16)$ (`BOX_CLIP`): an untrained RPN can predict $d_w = 50$, and $e^{50}$ is not a box.
-
-From all $A$ anchors of an image, the proposals are, in this order:
-
-1. decode every anchor with its deltas;
-2. keep the `pre_nms_top_n` anchors with the highest objectness (ranking by logit or by
-   probability is the same); scores are probabilities, $\sigma(\text{logit})$;
-3. **clip** the boxes to the image (`image_size` = (height, width));
-4. drop boxes whose width **or** height is below `min_size` pixels;
-5. **NMS** at `nms_threshold`, then keep the first `post_nms_top_n` survivors.
-
-Return the proposals `(P, 4)` and their scores `(P,)` in decreasing score order. You may use
-`ops.clip_boxes_to_image`, `ops.remove_small_boxes` and `ops.nms` — this is exactly what
-torchvision's `RegionProposalNetwork.filter_proposals` does for one feature level.
-""")
-
-solution("ex2-proposals", r"""
+# %% id="ex2-proposals" role="solution"
 BOX_CLIP = math.log(1000.0 / 16)
 
 
 def decode_deltas(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    \"\"\"deltas (A, 4) as (dx, dy, dw, dh); anchors (A, 4) xyxy -> boxes (A, 4) xyxy.\"\"\"
+    """deltas (A, 4) as (dx, dy, dw, dh); anchors (A, 4) xyxy -> boxes (A, 4) xyxy."""
     ### BEGIN SOLUTION
     widths = anchors[:, 2] - anchors[:, 0]
     heights = anchors[:, 3] - anchors[:, 1]
@@ -370,7 +376,7 @@ def decode_deltas(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 def select_proposals(objectness: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor,
                      image_size: tuple[int, int], pre_nms_top_n: int, post_nms_top_n: int,
                      nms_threshold: float, min_size: float) -> tuple[torch.Tensor, torch.Tensor]:
-    \"\"\"objectness (A,) logits, deltas (A, 4), anchors (A, 4) -> proposals (P, 4) xyxy, scores (P,) in (0, 1).\"\"\"
+    """objectness (A,) logits, deltas (A, 4), anchors (A, 4) -> proposals (P, 4) xyxy, scores (P,) in (0, 1)."""
     ### BEGIN SOLUTION
     boxes = decode_deltas(deltas, anchors)  # (A, 4)
     top = objectness.topk(min(pre_nms_top_n, len(objectness))).indices  # best first
@@ -381,9 +387,9 @@ def select_proposals(objectness: torch.Tensor, deltas: torch.Tensor, anchors: to
     keep = ops.nms(boxes, scores, nms_threshold)[:post_nms_top_n]
     return boxes[keep], scores[keep]
     ### END SOLUTION
-""")
 
-tests("test-proposals", r"""
+
+# %% id="test-proposals" role="tests" points=3
 anchor = torch.tensor([[10.0, 20.0, 30.0, 60.0]])  # centre (20, 40), w 20, h 40
 check_close(decode_deltas(torch.tensor([[0.5, -0.25, math.log(2.0), 0.0]]), anchor),
             torch.tensor([[10.0, 10.0, 50.0, 50.0]]),
@@ -449,22 +455,20 @@ empty_b, empty_s = select_proposals(torch.zeros(0), torch.zeros(0, 4), torch.zer
 check_shape(empty_b, (0, 4), name="proposals from no anchors")
 check_shape(empty_s, (0,), name="scores from no anchors")
 ### END HIDDEN TESTS
-""", points=3)
 
-md("model-md", r"""
-## 5. Faster R-CNN and Mask R-CNN in torchvision
+# %% [markdown] id="model-md"
+# ## 5. Faster R-CNN and Mask R-CNN in torchvision
+#
+# `course_utils.models.rcnn` builds torchvision's own classes around small parts sized for a CPU:
+# a 3-stage conv backbone (stride 8, 64 channels), anchors of 16, 32 and 64 pixels with aspect
+# ratios ½, 1, 2 (9 per position, 16×16×9 = 2304 per image), RoIAlign to 7×7 for the box head and
+# 14×14 for the mask head. Everything else — anchor matching, sampling, losses, NMS — is torchvision's.
+#
+# **Mask R-CNN's box branch is a Faster R-CNN.** `MaskRCNN` is a subclass of `FasterRCNN`; it adds
+# `mask_roi_pool`, `mask_head` and `mask_predictor` to the RoI heads and nothing else. Built with the
+# same arguments, the two models have the same backbone, RPN and box head, parameter for parameter:
 
-`course_utils.models.rcnn` builds torchvision's own classes around small parts sized for a CPU:
-a 3-stage conv backbone (stride 8, 64 channels), anchors of 16, 32 and 64 pixels with aspect
-ratios ½, 1, 2 (9 per position, 16×16×9 = 2304 per image), RoIAlign to 7×7 for the box head and
-14×14 for the mask head. Everything else — anchor matching, sampling, losses, NMS — is torchvision's.
-
-**Mask R-CNN's box branch is a Faster R-CNN.** `MaskRCNN` is a subclass of `FasterRCNN`; it adds
-`mask_roi_pool`, `mask_head` and `mask_predictor` to the RoI heads and nothing else. Built with the
-same arguments, the two models have the same backbone, RPN and box head, parameter for parameter:
-""")
-
-readonly("model", r"""
+# %% id="model" role="readonly"
 faster = build_faster_rcnn(NUM_CLASSES, IMAGE_SIZE)
 mask_rcnn = build_mask_rcnn(NUM_CLASSES, IMAGE_SIZE)
 print("MaskRCNN is a FasterRCNN:", issubclass(MaskRCNN, FasterRCNN))
@@ -473,33 +477,31 @@ for (part, n_faster), n_mask in zip(count_by_part(faster).items(), count_by_part
     print(f"{part:12}{n_faster:>12,}{n_mask:>12,}")
 extra = sorted({k.split(".")[1] for k in mask_rcnn.state_dict()} - {k.split(".")[1] for k in faster.state_dict()})
 print("modules only Mask R-CNN has:", extra)
-""")
 
-md("train-md", r"""
-## 6. Training the RPN and the heads jointly
+# %% [markdown] id="train-md"
+# ## 6. Training the RPN and the heads jointly
+#
+# The original Faster R-CNN alternated between training the RPN and the detection head (4 steps);
+# its authors also proposed, and torchvision implements, **approximate joint training**: one
+# backward pass through the *sum* of all losses,
+#
+# $$L = \underbrace{L_\text{objectness} + L_\text{rpn box}}_{\text{RPN}} +
+# \underbrace{L_\text{classifier} + L_\text{box}}_{\text{box head}} + \underbrace{L_\text{mask}}_{\text{mask head}}.$$
+#
+# "Approximate" because the proposals are treated as constants: the heads' losses do not
+# back-propagate into the box coordinates of the proposals (they do into the shared features).
+# The RPN is trained on 128 sampled anchors per image (positives: IoU ≥ 0.7 with a ground-truth box,
+# negatives: IoU < 0.3), the box head on 64 sampled proposals (positives: IoU ≥ 0.5), the mask head on
+# the positive proposals only, against the ground-truth mask cropped to the proposal with RoIAlign
+# and resized to 28×28 (binary cross-entropy, per pixel, on the channel of the true class).
+#
+# In fast mode we train only the Mask R-CNN: its box branch is the Faster R-CNN above, trained by
+# the same four losses, so training both would double the cost to learn nothing new (section 8
+# shows the trained box branch working as a plain `FasterRCNN`). In full mode: torchvision's
+# `maskrcnn_resnet50_fpn` with COCO weights, its box and mask predictors replaced for the new
+# classes, fine-tuned on PennFudan (the recipe of torchvision's tutorial).
 
-The original Faster R-CNN alternated between training the RPN and the detection head (4 steps);
-its authors also proposed, and torchvision implements, **approximate joint training**: one
-backward pass through the *sum* of all losses,
-
-$$L = \underbrace{L_\text{objectness} + L_\text{rpn box}}_{\text{RPN}} +
-\underbrace{L_\text{classifier} + L_\text{box}}_{\text{box head}} + \underbrace{L_\text{mask}}_{\text{mask head}}.$$
-
-"Approximate" because the proposals are treated as constants: the heads' losses do not
-back-propagate into the box coordinates of the proposals (they do into the shared features).
-The RPN is trained on 128 sampled anchors per image (positives: IoU ≥ 0.7 with a ground-truth box,
-negatives: IoU < 0.3), the box head on 64 sampled proposals (positives: IoU ≥ 0.5), the mask head on
-the positive proposals only, against the ground-truth mask cropped to the proposal with RoIAlign
-and resized to 28×28 (binary cross-entropy, per pixel, on the channel of the true class).
-
-In fast mode we train only the Mask R-CNN: its box branch is the Faster R-CNN above, trained by
-the same four losses, so training both would double the cost to learn nothing new (section 8
-shows the trained box branch working as a plain `FasterRCNN`). In full mode: torchvision's
-`maskrcnn_resnet50_fpn` with COCO weights, its box and mask predictors replaced for the new
-classes, fine-tuned on PennFudan (the recipe of torchvision's tutorial).
-""")
-
-readonly("train", r"""
+# %% id="train" role="readonly"
 if MODE == "full":
     model, pretrained = build_pretrained_mask_rcnn(NUM_CLASSES)
     print("COCO-pretrained Mask R-CNN:", pretrained)
@@ -520,38 +522,37 @@ if MODE != "smoke":  # lab 07 starts its Faster and Mask R-CNN from these weight
     save_cached(checkpoint_path("04_rcnn", "mask_rcnn"), model, {"mode": MODE, "steps": STEPS})
 viz.plot_history(history, ["loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"],
                  log=True).set_title("the five losses of Mask R-CNN, trained jointly")
-""")
 
-md("ex3-md", r"""
-## 7. Mask R-CNN's third head: a mask per instance (exercise 3, 2 points)
 
-For each detection, the mask head looks at the 14×14 RoIAlign features of its box and predicts a
-**28×28** map of logits *per class*; the map of the predicted class goes through a sigmoid. This
-small map lives in the box's frame: to get a mask in the image it is **pasted** at the box:
+# %% [markdown] id="ex3-md"
+# ## 7. Mask R-CNN's third head: a mask per instance (exercise 3, 2 points)
+#
+# For each detection, the mask head looks at the 14×14 RoIAlign features of its box and predicts a
+# **28×28** map of logits *per class*; the map of the predicted class goes through a sigmoid. This
+# small map lives in the box's frame: to get a mask in the image it is **pasted** at the box:
+#
+# 1. pad the $M \times M$ map with a border of zeros (1 pixel: $(M + 2) \times (M + 2)$), so the
+#    mask fades out at the box edge instead of being cut;
+# 2. grow the box about its centre by the same factor, $(M + 2) / M$, then make its corners integers
+#    by **truncation** (`.to(torch.int64)`);
+# 3. the grown box covers pixels $x_1 \dots x_2$ **inclusive**: resize the padded map to
+#    $h \times w$ with $w = \max(x_2 - x_1 + 1, 1)$, $h$ likewise (`F.interpolate`, bilinear,
+#    `align_corners=False`);
+# 4. write it into a zero image of size (H, W) at rows $y_1 \dots y_2$, columns $x_1 \dots x_2$,
+#    cutting whatever falls outside the image.
+#
+# Then **binarise**: a pixel belongs to the instance if its probability is **strictly greater**
+# than the threshold (0.5).
+#
+# **Mask IoU** compares two instances pixel by pixel: $|A \cap B| / |A \cup B|$, and is 0 when both
+# masks are empty. COCO's `segm` evaluation is box mAP with box IoU replaced by mask IoU.
+#
+# Write `paste_masks` (as `torchvision.models.detection.roi_heads.paste_masks_in_image` with
+# `padding=1`), `binarise`, and `mask_iou` (as `pycocotools.mask.iou` for non-crowd instances).
 
-1. pad the $M \times M$ map with a border of zeros (1 pixel: $(M + 2) \times (M + 2)$), so the
-   mask fades out at the box edge instead of being cut;
-2. grow the box about its centre by the same factor, $(M + 2) / M$, then make its corners integers
-   by **truncation** (`.to(torch.int64)`);
-3. the grown box covers pixels $x_1 \dots x_2$ **inclusive**: resize the padded map to
-   $h \times w$ with $w = \max(x_2 - x_1 + 1, 1)$, $h$ likewise (`F.interpolate`, bilinear,
-   `align_corners=False`);
-4. write it into a zero image of size (H, W) at rows $y_1 \dots y_2$, columns $x_1 \dots x_2$,
-   cutting whatever falls outside the image.
-
-Then **binarise**: a pixel belongs to the instance if its probability is **strictly greater**
-than the threshold (0.5).
-
-**Mask IoU** compares two instances pixel by pixel: $|A \cap B| / |A \cup B|$, and is 0 when both
-masks are empty. COCO's `segm` evaluation is box mAP with box IoU replaced by mask IoU.
-
-Write `paste_masks` (as `torchvision.models.detection.roi_heads.paste_masks_in_image` with
-`padding=1`), `binarise`, and `mask_iou` (as `pycocotools.mask.iou` for non-crowd instances).
-""")
-
-solution("ex3-masks", r"""
+# %% id="ex3-masks" role="solution"
 def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    \"\"\"masks (K, M, M) probabilities in box frames; boxes (K, 4) xyxy image pixels -> (K, H, W) probabilities.\"\"\"
+    """masks (K, M, M) probabilities in box frames; boxes (K, 4) xyxy image pixels -> (K, H, W) probabilities."""
     ### BEGIN SOLUTION
     H, W = image_size
     M = masks.shape[-1]
@@ -572,14 +573,14 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int,
 
 
 def binarise(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    \"\"\"(K, H, W) probabilities -> (K, H, W) bool.\"\"\"
+    """(K, H, W) probabilities -> (K, H, W) bool."""
     ### BEGIN SOLUTION
     return masks > threshold
     ### END SOLUTION
 
 
 def mask_iou(masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
-    \"\"\"(N, H, W) and (M, H, W) bool -> (N, M) float64 IoU, 0 where both masks are empty.\"\"\"
+    """(N, H, W) and (M, H, W) bool -> (N, M) float64 IoU, 0 where both masks are empty."""
     ### BEGIN SOLUTION
     a = masks_a.flatten(1).double()  # (N, H*W)
     b = masks_b.flatten(1).double()  # (M, H*W)
@@ -587,9 +588,9 @@ def mask_iou(masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
     union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
     ### END SOLUTION
-""")
 
-tests("test-masks", r"""
+
+# %% id="test-masks" role="tests" points=2
 def rle(masks):  # (N, H, W) bool -> pycocotools RLEs
     return coco_mask.encode(np.asfortranarray(masks.numpy().astype(np.uint8).transpose(1, 2, 0)))
 
@@ -650,22 +651,20 @@ check_shape(mask_iou(torch.zeros(0, 5, 5, dtype=torch.bool), mb[:, :5, :5]), (0,
 same = torch.rand(3, 9, 9, generator=g) > 0.5
 check_close(mask_iou(same, same).diagonal(), torch.ones(3, dtype=torch.float64), name="mask_iou of a mask with itself")
 ### END HIDDEN TESTS
-""", points=2)
 
-md("eval-md", r"""
-## 8. Evaluation: boxes and masks
+# %% [markdown] id="eval-md"
+# ## 8. Evaluation: boxes and masks
+#
+# COCO evaluation of the test set twice: `iou_type="bbox"` matches detections to ground truth by
+# box IoU, `iou_type="segm"` by mask IoU (on the binarised pasted masks). The headline numbers are
+# AP50 (IoU ≥ 0.5) and AP (averaged over IoU 0.5 … 0.95).
+#
+# Then two checks that the pieces you wrote are the ones inside the model: your `paste_masks`
+# applied to the model's raw 28×28 mask probabilities gives the masks the model returns, and the
+# trained Mask R-CNN's weights minus the mask branch, loaded into a plain `FasterRCNN`, give the same
+# boxes.
 
-COCO evaluation of the test set twice: `iou_type="bbox"` matches detections to ground truth by
-box IoU, `iou_type="segm"` by mask IoU (on the binarised pasted masks). The headline numbers are
-AP50 (IoU ≥ 0.5) and AP (averaged over IoU 0.5 … 0.95).
-
-Then two checks that the pieces you wrote are the ones inside the model: your `paste_masks`
-applied to the model's raw 28×28 mask probabilities gives the masks the model returns, and the
-trained Mask R-CNN's weights minus the mask branch, loaded into a plain `FasterRCNN`, give the same
-boxes.
-""")
-
-readonly("evaluate", r"""
+# %% id="evaluate" role="readonly"
 test_loader = DataLoader(test_set, batch_size=by_mode(smoke=4, fast=25, full=2), collate_fn=collate_detection)
 outputs, targets = predict(model, test_loader, device=DEVICE)
 image_ids = [int(t["image_id"]) for t in targets]
@@ -703,18 +702,16 @@ if MODE != "full":
     same = all(torch.equal(f["boxes"], m["boxes"]) for f, m in zip(faster_out, outputs))
     print("FasterRCNN with the Mask R-CNN's box-branch weights gives the same boxes:", same)
     record("04_rcnn/faster_same_boxes", float(same))
-""")
 
-md("show-md", r"""
-## 9. Proposals, detections and masks
+# %% [markdown] id="show-md"
+# ## 9. Proposals, detections and masks
+#
+# Left: the RPN's proposals for an image (the 30 best of the hundreds the model keeps at test
+# time) — class-agnostic, several per object. Middle: the final detections after the box
+# head's classification, refinement and per-class NMS. Right: their masks, binarised. Move the
+# slider to change the score threshold of the detections.
 
-Left: the RPN's proposals for an image (the 30 best of the hundreds the model keeps at test
-time) — class-agnostic, several per object. Middle: the final detections after the box
-head's classification, refinement and per-class NMS. Right: their masks, binarised. Move the
-slider to change the score threshold of the detections.
-""")
-
-readonly("show", r"""
+# %% id="show" role="readonly"
 proposals = {}  # the RPN's output and the image sizes it worked at (the model's transform may resize)
 hooks = [model.rpn.register_forward_hook(lambda m, i, out: proposals.update(boxes=[b.cpu() for b in out[0]])),
          model.transform.register_forward_hook(lambda m, i, out: proposals.update(sizes=out[0].image_sizes))]
@@ -747,15 +744,13 @@ def show_stages(score_threshold=0.5):
 viz.slider_figure(show_stages, {
     "score_threshold": widgets.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="score >"),
 })
-""")
 
-md("iou-md", r"""
-Finally your `mask_iou` on the test set: for every ground-truth instance, the best mask IoU among
-the detections of its class with score > 0.5. A box can be right while its mask is not: compare
-with the box IoU of the same pairs.
-""")
+# %% [markdown] id="iou-md"
+# Finally your `mask_iou` on the test set: for every ground-truth instance, the best mask IoU among
+# the detections of its class with score > 0.5. A box can be right while its mask is not: compare
+# with the box IoU of the same pairs.
 
-readonly("mask-quality", r"""
+# %% id="mask-quality" role="readonly"
 best_mask, best_box = [], []
 for i, (out, target) in enumerate(zip(outputs, targets)):
     keep = out["scores"] > 0.5
@@ -780,25 +775,21 @@ fig, ax = plt.subplots(figsize=(4.5, 4))
 ax.scatter(best_box, best_mask, s=8, alpha=0.5)
 ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
 ax.set_xlabel("box IoU"); ax.set_ylabel("mask IoU"); ax.set_title("each ground-truth instance, best detection");
-""")
 
-md("outro", r"""
-**Instance segmentation = detection + segmentation.** Mask R-CNN finds each object as a box, then
-segments inside the box — one binary mask per instance, so two touching objects of the same class
-stay apart, which a per-pixel classifier (lab 05) cannot do. Its masks are only as good as its boxes
-(a missed object has no mask) and only as fine as 28×28 in the box frame (large objects get
-blurred outlines).
-
-Two stages cost time: the heads run once per region, and RoIAlign's backward pass is a large share
-of a training step on a CPU. Lab 07 puts Faster R-CNN next to YOLO, RetinaNet and DETR on one test
-set, accuracy against speed.
-
-**References.** R. Girshick et al., *Rich feature hierarchies for accurate object detection and
-semantic segmentation*, CVPR 2014 (R-CNN). R. Girshick, *Fast R-CNN*, ICCV 2015 (RoI pooling).
-S. Ren, K. He, R. Girshick, J. Sun, *Faster R-CNN: Towards Real-Time Object Detection with Region
-Proposal Networks*, NeurIPS 2015 (RPN, anchors, joint training). K. He, G. Gkioxari, P. Dollár,
-R. Girshick, *Mask R-CNN*, ICCV 2017 (RoIAlign, the mask head). T.-Y. Lin et al., *Microsoft COCO:
-Common Objects in Context*, ECCV 2014 (`segm` evaluation).
-""")
-
-write()
+# %% [markdown] id="outro"
+# **Instance segmentation = detection + segmentation.** Mask R-CNN finds each object as a box, then
+# segments inside the box — one binary mask per instance, so two touching objects of the same class
+# stay apart, which a per-pixel classifier (lab 05) cannot do. Its masks are only as good as its boxes
+# (a missed object has no mask) and only as fine as 28×28 in the box frame (large objects get
+# blurred outlines).
+#
+# Two stages cost time: the heads run once per region, and RoIAlign's backward pass is a large share
+# of a training step on a CPU. Lab 07 puts Faster R-CNN next to YOLO, RetinaNet and DETR on one test
+# set, accuracy against speed.
+#
+# **References.** R. Girshick et al., *Rich feature hierarchies for accurate object detection and
+# semantic segmentation*, CVPR 2014 (R-CNN). R. Girshick, *Fast R-CNN*, ICCV 2015 (RoI pooling).
+# S. Ren, K. He, R. Girshick, J. Sun, *Faster R-CNN: Towards Real-Time Object Detection with Region
+# Proposal Networks*, NeurIPS 2015 (RPN, anchors, joint training). K. He, G. Gkioxari, P. Dollár,
+# R. Girshick, *Mask R-CNN*, ICCV 2017 (RoIAlign, the mask head). T.-Y. Lin et al., *Microsoft COCO:
+# Common Objects in Context*, ECCV 2014 (`segm` evaluation).

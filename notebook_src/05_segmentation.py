@@ -1,35 +1,45 @@
-"""The source of solutions/05_segmentation/05_segmentation.ipynb (`make notebooks`, or
-`python notebook_src/05_segmentation.py solutions/05_segmentation/05_segmentation.ipynb`)."""
+# %% [markdown] id="intro"
+# <!-- COLAB_BADGE: notebook_src/build.py puts the Open-in-Colab badge here -->
+#
+# # Lab 05 — Semantic segmentation: FCN, transposed convolution, U-Net, stacked hourglass
+#
+# *CNNs part II — beyond image classification.*
+#
+# Detection draws a box around each object. **Semantic segmentation** labels every **pixel** with a
+# class (here: background, circle, square, triangle). The output is an image of class scores,
+# $(K, H, W)$ for $K$ classes, trained with a cross-entropy per pixel.
+#
+# The path of this lab follows the slides:
+#
+# 1. **Convolutionize** — a classifier's fully connected layers are convolutions in disguise.
+#    Rewrite them as convolutions (exercise 1) and the classifier slides over a larger image for
+#    free: a coarse class **heatmap** without any pixel labels (Long, Shelhamer, Darrell, *Fully
+#    Convolutional Networks for Semantic Segmentation*, CVPR 2015; Sermanet et al., *OverFeat*, 2014).
+# 2. **Deconvolution** — to go back to full resolution, upsample with a **transposed convolution**.
+#    Write it from scratch (exercise 2) and see it as the transpose of the convolution's matrix;
+#    initialise it as bilinear interpolation.
+# 3. **Measure** a segmentation: per-class IoU and mIoU with an ignore label (exercise 3).
+# 4. **U-Net** (Ronneberger, Fischer, Brox, MICCAI 2015) — an encoder–decoder whose **skip
+#    connections** bring the sharp early features to the decoder. Measured against the same
+#    network without skips.
+# 5. **Stacked hourglass** (Newell, Yang, Deng, ECCV 2016) — U-Net-like blocks in sequence, a loss at
+#    every stack (exercise 4), each stack refining the previous one.
 
-from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
+# %% id="setup" role="readonly"
+# Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
 
-md("intro", colab_badge("05_segmentation") + r"""
-# Lab 05 — Semantic segmentation: FCN, transposed convolution, U-Net, stacked hourglass
+# COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
-*CNNs part II — beyond image classification.*
+try:
+    import course_utils  # noqa: F401
+except ImportError as err:
+    raise ImportError(
+        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
+        "or `pip install -e .` in the environment of this kernel."
+    ) from err
 
-Detection draws a box around each object. **Semantic segmentation** labels every **pixel** with a
-class (here: background, circle, square, triangle). The output is an image of class scores,
-$(K, H, W)$ for $K$ classes, trained with a cross-entropy per pixel.
-
-The path of this lab follows the slides:
-
-1. **Convolutionize** — a classifier's fully connected layers are convolutions in disguise.
-   Rewrite them as convolutions (exercise 1) and the classifier slides over a larger image for
-   free: a coarse class **heatmap** without any pixel labels (Long, Shelhamer, Darrell, *Fully
-   Convolutional Networks for Semantic Segmentation*, CVPR 2015; Sermanet et al., *OverFeat*, 2014).
-2. **Deconvolution** — to go back to full resolution, upsample with a **transposed convolution**.
-   Write it from scratch (exercise 2) and see it as the transpose of the convolution's matrix;
-   initialise it as bilinear interpolation.
-3. **Measure** a segmentation: per-class IoU and mIoU with an ignore label (exercise 3).
-4. **U-Net** (Ronneberger, Fischer, Brox, MICCAI 2015) — an encoder–decoder whose **skip
-   connections** bring the sharp early features to the decoder. Measured against the same
-   network without skips.
-5. **Stacked hourglass** (Newell, Yang, Deng, ECCV 2016) — U-Net-like blocks in sequence, a loss at
-   every stack (exercise 4), each stack refining the previous one.
-""")
-
-setup_cell(r"""
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
@@ -48,20 +58,21 @@ from course_utils.metrics import mean_iou as reference_mean_iou
 from course_utils.metrics import per_class_iou as reference_per_class_iou
 from course_utils.models import StackedHourglass, UNet, load_backbone
 from course_utils.train import fit, predict
-""")
 
-md("data-md", r"""
-## 1. The data: a class for every pixel
+SETUP = setup(seed=0)
+MODE, DEVICE = SETUP.mode, SETUP.device
 
-Offline, the synthetic shapes again (64×64 pixels, 1 to 4 objects): each image comes with a
-`semantic_mask`, the class index of every pixel — 0 for the background, 1..3 for the shapes. In
-`full` mode the same code runs on the Oxford-IIIT Pet **trimaps** (background / cat / dog at
-128×128); their uncertain border ring is marked `IGNORE_INDEX` (−100, the default `ignore_index` of
-`F.cross_entropy`): those pixels count neither in the loss nor in the metrics, like the "void"
-borders of Pascal VOC.
-""")
+# %% [markdown] id="data-md"
+# ## 1. The data: a class for every pixel
+#
+# Offline, the synthetic shapes again (64×64 pixels, 1 to 4 objects): each image comes with a
+# `semantic_mask`, the class index of every pixel — 0 for the background, 1..3 for the shapes. In
+# `full` mode the same code runs on the Oxford-IIIT Pet **trimaps** (background / cat / dog at
+# 128×128); their uncertain border ring is marked `IGNORE_INDEX` (−100, the default `ignore_index` of
+# `F.cross_entropy`): those pixels count neither in the loss nor in the metrics, like the "void"
+# borders of Pascal VOC.
 
-readonly("data", r"""
+# %% id="data" role="readonly"
 IMAGE_SIZE = by_mode(smoke=64, fast=64, full=128)
 if MODE == "full":
     # Oxford-IIIT Pet trimaps (downloaded once, about 800 MB, sha256-verified; the same as
@@ -94,7 +105,7 @@ print("test pixels per class:", {n: f"{(counted == k).float().mean():.1%}" for k
 
 
 def show_masks(images, columns, titles, n=4):
-    \"\"\"One row per image: the image, then each (N, H, W) class map of ``columns`` overlaid on it.\"\"\"
+    """One row per image: the image, then each (N, H, W) class map of ``columns`` overlaid on it."""
     n = min(n, len(images), *(len(maps) for maps in columns))
     fig, axes = plt.subplots(n, 1 + len(columns), figsize=(2.3 * (1 + len(columns)), 2.3 * n), squeeze=False)
     for i in range(n):
@@ -109,35 +120,34 @@ def show_masks(images, columns, titles, n=4):
 
 
 show_masks(test_images, [test_masks], ["ground truth"]);
-""")
 
-md("conv-md", r"""
-## 2. Convolutionize (exercise 1, 2 points)
 
-Take an ordinary classifier: convolutions and pooling produce a feature map $(C, h, w)$, which is
-**flattened** into a vector of $C h w$ numbers and fed to fully connected (Dense) layers. Look at
-one output unit $o$ of the first Dense layer:
+# %% [markdown] id="conv-md"
+# ## 2. Convolutionize (exercise 1, 2 points)
+#
+# Take an ordinary classifier: convolutions and pooling produce a feature map $(C, h, w)$, which is
+# **flattened** into a vector of $C h w$ numbers and fed to fully connected (Dense) layers. Look at
+# one output unit $o$ of the first Dense layer:
+#
+# $$y_o = b_o + \sum_{c, i, j} W_{o,\,(c, i, j)}\; x_{c, i, j}.$$
+#
+# That is exactly a **convolution with a kernel of size $h \times w$** evaluated at one position:
+# weights $W_{o, c, i, j}$, bias $b_o$. The following Dense layers see a $1 \times 1$ "map", so
+# they are $1 \times 1$ convolutions. Rewritten this way the network computes *the same outputs* at
+# the training size — but it now accepts **any larger image** and returns a **map** of class scores:
+# the classifier evaluated on every window, sharing all computation between overlapping windows.
+#
+# Flattening a `(C, h, w)` tensor in PyTorch runs over $c$ first, then $i$ (rows), then $j$
+# (columns): `x.flatten(1)[:, c * h * w + i * w + j] == x[:, c, i, j]`.
+#
+# Write `convolutionize(linear, in_shape)`: given an `nn.Linear` that was applied to flattened
+# `(C, h, w)` features (`in_shape = (C, h, w)`), return the equivalent `nn.Conv2d` (`C` input
+# channels, `linear.out_features` output channels, kernel `(h, w)`, a bias only if `linear` has one)
+# holding the same weights. Raise a `ValueError` if `in_shape` does not match `linear.in_features`.
 
-$$y_o = b_o + \sum_{c, i, j} W_{o,\,(c, i, j)}\; x_{c, i, j}.$$
-
-That is exactly a **convolution with a kernel of size $h \times w$** evaluated at one position:
-weights $W_{o, c, i, j}$, bias $b_o$. The following Dense layers see a $1 \times 1$ "map", so
-they are $1 \times 1$ convolutions. Rewritten this way the network computes *the same outputs* at
-the training size — but it now accepts **any larger image** and returns a **map** of class scores:
-the classifier evaluated on every window, sharing all computation between overlapping windows.
-
-Flattening a `(C, h, w)` tensor in PyTorch runs over $c$ first, then $i$ (rows), then $j$
-(columns): `x.flatten(1)[:, c * h * w + i * w + j] == x[:, c, i, j]`.
-
-Write `convolutionize(linear, in_shape)`: given an `nn.Linear` that was applied to flattened
-`(C, h, w)` features (`in_shape = (C, h, w)`), return the equivalent `nn.Conv2d` (`C` input
-channels, `linear.out_features` output channels, kernel `(h, w)`, a bias only if `linear` has one)
-holding the same weights. Raise a `ValueError` if `in_shape` does not match `linear.in_features`.
-""")
-
-solution("ex1-convolutionize", r"""
+# %% id="ex1-convolutionize" role="solution"
 def convolutionize(linear: nn.Linear, in_shape: tuple[int, int, int]) -> nn.Conv2d:
-    \"\"\"nn.Linear(C*h*w -> D) applied to flattened (C, h, w) features -> the equivalent nn.Conv2d(C, D, (h, w)).\"\"\"
+    """nn.Linear(C*h*w -> D) applied to flattened (C, h, w) features -> the equivalent nn.Conv2d(C, D, (h, w))."""
     ### BEGIN SOLUTION
     channels, h, w = in_shape
     if linear.in_features != channels * h * w:
@@ -150,9 +160,9 @@ def convolutionize(linear: nn.Linear, in_shape: tuple[int, int, int]) -> nn.Conv
             conv.bias.copy_(linear.bias)
     return conv
     ### END SOLUTION
-""")
 
-tests("test-convolutionize", r"""
+
+# %% id="test-convolutionize" role="tests" points=2
 torch.manual_seed(0)
 linear = nn.Linear(2 * 3 * 3, 5)
 conv = convolutionize(linear, (2, 3, 3))
@@ -192,17 +202,15 @@ for (c_, h_, w_), d_, bias_, n_ in [((3, 2, 5), 4, False, 1), ((8, 1, 1), 6, Tru
                     name=f"convolutionize on a larger input, in_shape={(c_, h_, w_)}")
     check_equal(lin.weight.detach(), before, name="the linear layer's weights must not change")
 ### END HIDDEN TESTS
-""", points=2)
 
-md("clf-md", r"""
-### A classifier to convolutionize
+# %% [markdown] id="clf-md"
+# ### A classifier to convolutionize
+#
+# This section uses the synthetic shapes in every mode. The classifier sees **32×32 crops**: centred
+# on an object (its class) or on an empty area (class 0, background), cut from 64×64 training
+# images. Three conv–pool stages give a `(32, 4, 4)` feature map; two Dense layers classify it.
 
-This section uses the synthetic shapes in every mode. The classifier sees **32×32 crops**: centred
-on an object (its class) or on an empty area (class 0, background), cut from 64×64 training
-images. Three conv–pool stages give a `(32, 4, 4)` feature map; two Dense layers classify it.
-""")
-
-readonly("classifier", r"""
+# %% id="classifier" role="readonly"
 CROP = 32
 crop_source = ShapesDataset(by_mode(smoke=24, fast=600, full=2000), 64, seed=10)
 SHAPE_NAMES = ["background", *crop_source.class_names]
@@ -226,19 +234,17 @@ with torch.no_grad():
     crop_accuracy = (classifier(crops[:n_val]).argmax(1) == crop_labels[:n_val]).float().mean().item()
 print(f"crop classification accuracy on held-out crops: {crop_accuracy:.3f}")
 record("05_segmentation/crop_classifier_accuracy", crop_accuracy)
-""")
 
-md("fcn-md", r"""
-Now convolutionize the two Dense layers: the first becomes a 4×4 convolution, the second a 1×1
-convolution. On a 32×32 crop the outputs are identical; on a 64×64 image the same weights give a
-5×5 map. Each output cell $(i, j)$ is the classifier applied to the window of pixels
-$[8i, 8i + 32) \times [8j, 8j + 32)$: the **stride** of the map is the network's total
-downsampling (3 poolings: 8), its **receptive field** the crop size. (Near the edges of a window
-the results differ slightly from classifying the crop alone: inside a large image, the zero
-padding of the crop is replaced by real neighbouring pixels.)
-""")
+# %% [markdown] id="fcn-md"
+# Now convolutionize the two Dense layers: the first becomes a 4×4 convolution, the second a 1×1
+# convolution. On a 32×32 crop the outputs are identical; on a 64×64 image the same weights give a
+# 5×5 map. Each output cell $(i, j)$ is the classifier applied to the window of pixels
+# $[8i, 8i + 32) \times [8j, 8j + 32)$: the **stride** of the map is the network's total
+# downsampling (3 poolings: 8), its **receptive field** the crop size. (Near the edges of a window
+# the results differ slightly from classifying the crop alone: inside a large image, the zero
+# padding of the crop is replaced by real neighbouring pixels.)
 
-readonly("fully-conv", r"""
+# %% id="fully-conv" role="readonly"
 features = classifier[:12]  # the conv-pool stages: (B, 3, H, W) -> (B, 32, H/8, W/8)
 fully_conv = nn.Sequential(features, convolutionize(classifier[13], (32, 4, 4)), nn.ReLU(),
                            convolutionize(classifier[15], (64, 1, 1))).eval()
@@ -250,8 +256,8 @@ with torch.no_grad():
 
 
 def heatmap_to_pixels(scores: torch.Tensor, window: int = CROP, stride: int = 8) -> torch.Tensor:
-    \"\"\"(B, K, n, m) window scores -> (B, K, (n-1)*stride + window, ...) pixel scores: each cell's value is
-    placed at the centre of its window, interpolated bilinearly in between, repeated beyond the outer centres.\"\"\"
+    """(B, K, n, m) window scores -> (B, K, (n-1)*stride + window, ...) pixel scores: each cell's value is
+    placed at the centre of its window, interpolated bilinearly in between, repeated beyond the outer centres."""
     up = F.interpolate(scores, scale_factor=stride, mode="bilinear", align_corners=False)  # centres: stride*(i + 1/2)
     margin = (window - stride) // 2
     return F.pad(up, (margin, margin, margin, margin), mode="replicate")  # shift centres to stride*i + window/2
@@ -270,49 +276,47 @@ for k in range(1, 4):
 coarse = heatmap_to_pixels(big_scores).argmax(1)[0]
 viz.draw_semantic_mask(big_image, coarse, ax=axes[4]); axes[4].set_title("argmax, upsampled")
 fig.tight_layout()
-""")
 
-md("fcn-coarse-md", r"""
-No pixel label was used: the classifier only ever saw crops with one class each, and yet it
-finds *where* each class is. But the map is coarse — one value every 8 pixels, from a window of
-32 — so shapes come out as blobs. How good is it as a segmentation? The mIoU (defined in
-exercise 3) of the upsampled heatmap on the test images is printed after exercise 3. FCN (Long et
-al.) therefore **learns the upsampling**, trained on pixel labels: next section.
-""")
 
-md("tconv-md", r"""
-## 3. Transposed convolution (exercise 2, 3 points)
+# %% [markdown] id="fcn-coarse-md"
+# No pixel label was used: the classifier only ever saw crops with one class each, and yet it
+# finds *where* each class is. But the map is coarse — one value every 8 pixels, from a window of
+# 32 — so shapes come out as blobs. How good is it as a segmentation? The mIoU (defined in
+# exercise 3) of the upsampled heatmap on the test images is printed after exercise 3. FCN (Long et
+# al.) therefore **learns the upsampling**, trained on pixel labels: next section.
 
-A convolution with stride $s$ shrinks; the **transposed convolution** ("deconvolution" in the FCN
-paper, a misnomer) goes the other way. Its simplest description is a **scatter-add**: every input
-pixel $x[c_{in}, p, q]$ stamps a copy of the kernel, scaled by its value, onto the output at
-position $(s\,p, s\,q)$; overlapping stamps add up:
+# %% [markdown] id="tconv-md"
+# ## 3. Transposed convolution (exercise 2, 3 points)
+#
+# A convolution with stride $s$ shrinks; the **transposed convolution** ("deconvolution" in the FCN
+# paper, a misnomer) goes the other way. Its simplest description is a **scatter-add**: every input
+# pixel $x[c_{in}, p, q]$ stamps a copy of the kernel, scaled by its value, onto the output at
+# position $(s\,p, s\,q)$; overlapping stamps add up:
+#
+# $$y_{\text{full}}[c_{out},\, s\,p + i,\, s\,q + j] \mathrel{+}= x[c_{in}, p, q]\; W[c_{in}, c_{out}, i, j].$$
+#
+# The full output has $(H - 1)\,s + k$ rows. Then, to mirror the convolution with the same
+# arguments (which pads its input by $p$ on each side), `padding` **removes** $p$ rows and columns
+# on each side of the full output, and `output_padding` $\in [0, s)$ adds rows/columns at the
+# bottom/right (it resolves the ambiguity of stride: convolutions of inputs of sizes 7 and 8 with
+# stride 2 both give 4):
+#
+# $$H_{out} = (H - 1)\,s - 2p + k + \text{output\_padding}.$$
+#
+# Note the weight layout of `nn.ConvTranspose2d`: `(C_in, C_out, k_h, k_w)` — the transpose of a
+# convolution from `C_out` to `C_in` channels.
+#
+# Write `conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0)` for `x` of
+# shape `(N, C_in, H, W)`, `weight` `(C_in, C_out, k_h, k_w)`, `bias` `(C_out,)` or None, and integer
+# `stride`, `padding`, `output_padding` (the same for both dimensions), giving exactly what
+# `F.conv_transpose2d` gives (without calling it, `F.conv2d` or `F.fold`). Loop over the kernel
+# positions $(i, j)$ (not over pixels); `torch.einsum` or a matrix product handles the channels.
 
-$$y_{\text{full}}[c_{out},\, s\,p + i,\, s\,q + j] \mathrel{+}= x[c_{in}, p, q]\; W[c_{in}, c_{out}, i, j].$$
-
-The full output has $(H - 1)\,s + k$ rows. Then, to mirror the convolution with the same
-arguments (which pads its input by $p$ on each side), `padding` **removes** $p$ rows and columns
-on each side of the full output, and `output_padding` $\in [0, s)$ adds rows/columns at the
-bottom/right (it resolves the ambiguity of stride: convolutions of inputs of sizes 7 and 8 with
-stride 2 both give 4):
-
-$$H_{out} = (H - 1)\,s - 2p + k + \text{output\_padding}.$$
-
-Note the weight layout of `nn.ConvTranspose2d`: `(C_in, C_out, k_h, k_w)` — the transpose of a
-convolution from `C_out` to `C_in` channels.
-
-Write `conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0)` for `x` of
-shape `(N, C_in, H, W)`, `weight` `(C_in, C_out, k_h, k_w)`, `bias` `(C_out,)` or None, and integer
-`stride`, `padding`, `output_padding` (the same for both dimensions), giving exactly what
-`F.conv_transpose2d` gives (without calling it, `F.conv2d` or `F.fold`). Loop over the kernel
-positions $(i, j)$ (not over pixels); `torch.einsum` or a matrix product handles the channels.
-""")
-
-solution("ex2-conv-transpose", r"""
+# %% id="ex2-conv-transpose" role="solution"
 def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
                      padding: int = 0, output_padding: int = 0) -> torch.Tensor:
-    \"\"\"x (N, C_in, H, W), weight (C_in, C_out, kh, kw) -> (N, C_out, H_out, W_out), with
-    H_out = (H - 1) * stride - 2 * padding + kh + output_padding (W_out likewise).\"\"\"
+    """x (N, C_in, H, W), weight (C_in, C_out, kh, kw) -> (N, C_out, H_out, W_out), with
+    H_out = (H - 1) * stride - 2 * padding + kh + output_padding (W_out likewise)."""
     ### BEGIN SOLUTION
     n, _, h, w = x.shape
     _, c_out, kh, kw = weight.shape
@@ -328,9 +332,9 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         out = out + bias.view(1, -1, 1, 1)
     return out
     ### END SOLUTION
-""")
 
-tests("test-conv-transpose", r"""
+
+# %% id="test-conv-transpose" role="tests" points=3
 x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, 1, 2, 2)
 ones = torch.ones(1, 1, 2, 2)
 blocks = torch.tensor([[[[1.0, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]]])
@@ -371,20 +375,18 @@ for idx, (stride_, kh_, kw_, padding_, output_padding_) in enumerate(cases):
                 hint="padding crops the full output on both sides; output_padding adds rows at the bottom/right; "
                      "weight is (C_in, C_out, kh, kw); no kernel flip in the scatter view")
 ### END HIDDEN TESTS
-""", points=3)
 
-md("tconv-matrix-md", r"""
-### The transpose of the convolution matrix
+# %% [markdown] id="tconv-matrix-md"
+# ### The transpose of the convolution matrix
+#
+# A convolution is linear: on a flattened input $\mathbf{x} \in \mathbb{R}^{C_{in} H W}$ it is a
+# (sparse) matrix product $\mathbf{y} = C\,\mathbf{x}$. Column $k$ of $C$ is the convolution of the
+# $k$-th basis image. The **transposed** convolution with the same kernel is the product with
+# $C^\top$ — hence the name, and why it is also the **gradient** of the convolution with respect to
+# its input. Below: $C$ for a 3×3 kernel, stride 2, padding 1 on a 5×5 input, and the check that
+# $C^\top \mathbf{y}$ is your `conv_transpose2d` of $\mathbf{y}$.
 
-A convolution is linear: on a flattened input $\mathbf{x} \in \mathbb{R}^{C_{in} H W}$ it is a
-(sparse) matrix product $\mathbf{y} = C\,\mathbf{x}$. Column $k$ of $C$ is the convolution of the
-$k$-th basis image. The **transposed** convolution with the same kernel is the product with
-$C^\top$ — hence the name, and why it is also the **gradient** of the convolution with respect to
-its input. Below: $C$ for a 3×3 kernel, stride 2, padding 1 on a 5×5 input, and the check that
-$C^\top \mathbf{y}$ is your `conv_transpose2d` of $\mathbf{y}$.
-""")
-
-readonly("tconv-matrix", r"""
+# %% id="tconv-matrix" role="readonly"
 torch.manual_seed(0)
 kernel = torch.randn(1, 1, 3, 3, dtype=torch.float64)
 basis = torch.eye(25, dtype=torch.float64).reshape(25, 1, 5, 5)  # every one-pixel image
@@ -397,22 +399,21 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 2.6), gridspec_kw={"width_ratios": [
 axes[0].imshow(C, cmap="coolwarm"); axes[0].set_title("C: 3x3 outputs (rows) x 5x5 inputs (columns)")
 axes[1].imshow(C.T @ C, cmap="coolwarm"); axes[1].set_title("C^T C")
 fig.tight_layout()
-""")
 
-md("bilinear-md", r"""
-### Bilinear initialisation
 
-FCN initialises its upsampling layers to **bilinear interpolation**, then lets training adjust
-them. For a factor $f$, the kernel has size $k = 2f$, stride $f$, padding $f/2$, and is the outer
-product of a 1-D "tent" $t_i = 1 - |i - c| / f$ with centre $c = (k - 1)/2$, applied to each
-channel separately (weight $(C, C, k, k)$, zero between different channels). Away from the
-borders it gives exactly `F.interpolate(..., mode="bilinear", align_corners=False)`; at the
-borders the missing neighbours count as zeros.
-""")
+# %% [markdown] id="bilinear-md"
+# ### Bilinear initialisation
+#
+# FCN initialises its upsampling layers to **bilinear interpolation**, then lets training adjust
+# them. For a factor $f$, the kernel has size $k = 2f$, stride $f$, padding $f/2$, and is the outer
+# product of a 1-D "tent" $t_i = 1 - |i - c| / f$ with centre $c = (k - 1)/2$, applied to each
+# channel separately (weight $(C, C, k, k)$, zero between different channels). Away from the
+# borders it gives exactly `F.interpolate(..., mode="bilinear", align_corners=False)`; at the
+# borders the missing neighbours count as zeros.
 
-readonly("bilinear", r"""
+# %% id="bilinear" role="readonly"
 def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
-    \"\"\"(channels, channels, 2f, 2f) weight of a transposed convolution that upsamples by ``factor`` bilinearly.\"\"\"
+    """(channels, channels, 2f, 2f) weight of a transposed convolution that upsamples by ``factor`` bilinearly."""
     k = 2 * factor
     centre = (k - 1) / 2
     tent = 1 - (torch.arange(k, dtype=torch.float32) - centre).abs() / factor  # (k,)
@@ -433,41 +434,40 @@ for ax, im, title in zip(axes, [small, upsampled, reference], ["8x8 input", "tra
                                                                 "F.interpolate(bilinear)"]):
     ax.imshow(viz.to_hwc(im[0].clamp(0, 1))); ax.set_title(title); ax.set_axis_off()
 fig.tight_layout()
-""")
 
-md("ex3-md", r"""
-## 4. Measuring a segmentation: IoU per class and mIoU (exercise 3, 2 points)
 
-For each class $c$, over **all** counted pixels of the evaluated set (not image by image):
+# %% [markdown] id="ex3-md"
+# ## 4. Measuring a segmentation: IoU per class and mIoU (exercise 3, 2 points)
+#
+# For each class $c$, over **all** counted pixels of the evaluated set (not image by image):
+#
+# $$\mathrm{IoU}_c = \frac{TP_c}{TP_c + FP_c + FN_c}
+# = \frac{|\text{pred} = c \,\wedge\, \text{target} = c|}{|\text{pred} = c \,\vee\, \text{target} = c|},
+# \qquad \mathrm{mIoU} = \frac{1}{|\mathcal{C}|} \sum_{c \in \mathcal{C}} \mathrm{IoU}_c .$$
+#
+# The conventions, which decide the number you report:
+#
+# * the prediction is the **argmax over the class dimension** of the logits `(N, K, H, W)`;
+# * pixels whose target is `ignore_index` are **not counted at all** — neither as a miss nor as a
+#   false positive for the class predicted there;
+# * the **background is a class** like the others and is included in the mean;
+# * a class absent from both the predictions and the targets has an undefined IoU ($0/0$): return
+#   **NaN** for it and leave it **out of the mean** ($\mathcal{C}$ = classes with a non-empty union).
+#   Counting it as 0 would punish a model for a class the test set does not contain. This is what
+#   MMSegmentation's `IoUMetric` and Hugging Face's `mean_iou` do (a `nanmean` over classes); Pascal
+#   VOC's devkit and Cityscapes' scripts likewise accumulate one confusion matrix over the whole
+#   test set and average over classes, where every class occurs;
+# * the mean is over **classes**, not pixels (a mean over pixels is the *pixel accuracy*, dominated
+#   by the background).
+#
+# Write `segmentation_iou(logits, target, num_classes, ignore_index=IGNORE_INDEX)` returning
+# `(iou, miou)`: `iou` a float64 tensor `(num_classes,)` with NaN for undefined classes, `miou` a
+# Python float (NaN if no class is defined).
 
-$$\mathrm{IoU}_c = \frac{TP_c}{TP_c + FP_c + FN_c}
-= \frac{|\text{pred} = c \,\wedge\, \text{target} = c|}{|\text{pred} = c \,\vee\, \text{target} = c|},
-\qquad \mathrm{mIoU} = \frac{1}{|\mathcal{C}|} \sum_{c \in \mathcal{C}} \mathrm{IoU}_c .$$
-
-The conventions, which decide the number you report:
-
-* the prediction is the **argmax over the class dimension** of the logits `(N, K, H, W)`;
-* pixels whose target is `ignore_index` are **not counted at all** — neither as a miss nor as a
-  false positive for the class predicted there;
-* the **background is a class** like the others and is included in the mean;
-* a class absent from both the predictions and the targets has an undefined IoU ($0/0$): return
-  **NaN** for it and leave it **out of the mean** ($\mathcal{C}$ = classes with a non-empty union).
-  Counting it as 0 would punish a model for a class the test set does not contain. This is what
-  MMSegmentation's `IoUMetric` and Hugging Face's `mean_iou` do (a `nanmean` over classes); Pascal
-  VOC's devkit and Cityscapes' scripts likewise accumulate one confusion matrix over the whole
-  test set and average over classes, where every class occurs;
-* the mean is over **classes**, not pixels (a mean over pixels is the *pixel accuracy*, dominated
-  by the background).
-
-Write `segmentation_iou(logits, target, num_classes, ignore_index=IGNORE_INDEX)` returning
-`(iou, miou)`: `iou` a float64 tensor `(num_classes,)` with NaN for undefined classes, `miou` a
-Python float (NaN if no class is defined).
-""")
-
-solution("ex3-iou", r"""
+# %% id="ex3-iou" role="solution"
 def segmentation_iou(logits: torch.Tensor, target: torch.Tensor, num_classes: int,
                      ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, float]:
-    \"\"\"logits (N, K, H, W), target (N, H, W) -> IoU per class (K,) float64 (NaN if undefined), mIoU.\"\"\"
+    """logits (N, K, H, W), target (N, H, W) -> IoU per class (K,) float64 (NaN if undefined), mIoU."""
     ### BEGIN SOLUTION
     pred = logits.argmax(dim=1)  # (N, H, W)
     counted = target != ignore_index
@@ -480,9 +480,9 @@ def segmentation_iou(logits: torch.Tensor, target: torch.Tensor, num_classes: in
             iou[c] = (is_pred & is_true).sum().double() / union
     return iou, float(iou.nanmean())
     ### END SOLUTION
-""")
 
-tests("test-iou", r"""
+
+# %% id="test-iou" role="tests" points=2
 logits = torch.zeros(1, 3, 2, 3)
 logits[0, 1, 0, :2] = 1  # prediction: [[1, 1, 0], [0, 0, 0]]
 target = torch.tensor([[[1, 0, 0], [0, 0, IGNORE_INDEX]]])
@@ -528,58 +528,55 @@ iou_, miou_ = segmentation_iou(perfect, torch.zeros(1, 2, 2, dtype=torch.long), 
 check_close(miou_, 1.0, name="mIoU when only the background is present and predicted",
             hint="classes absent from both are NaN and left out of the mean")
 ### END HIDDEN TESTS
-""", points=2)
 
-readonly("coarse-miou", r"""
+# %% id="coarse-miou" role="readonly"
 with torch.no_grad():
     coarse_scores = heatmap_to_pixels(fully_conv(scene_images))  # (B, 4, 64, 64)
 scene_masks = test_masks[:8] if MODE != "full" else semantic_tensors(ShapesDataset(8, 64, seed=1))[1]
 _, coarse_miou = segmentation_iou(coarse_scores, scene_masks, 4)
 print(f"convolutionized classifier, upsampled heatmap: mIoU {coarse_miou:.3f} (no pixel labels used)")
 record("05_segmentation/convolutionized_mIoU", coarse_miou)
-""")
 
-md("unet-md", r"""
-## 5. U-Net: an encoder, a decoder, and skips
+# %% [markdown] id="unet-md"
+# ## 5. U-Net: an encoder, a decoder, and skips
+#
+# An FCN upsamples a coarse map in one or a few big steps, so its masks stay blobby. **U-Net**
+# (Ronneberger et al., 2015) makes the decoder a mirror of the encoder:
+#
+# * **encoder**: at each level two 3×3 convolutions, then a 2×2 max-pool (resolution / 2, channels × 2);
+# * **decoder**: at each level a **transposed convolution** (kernel 2, stride 2) doubles the
+#   resolution, then two 3×3 convolutions;
+# * **skip connections**: the encoder's features of the same resolution are **concatenated** to the
+#   upsampled ones before those convolutions;
+# * a final 1×1 convolution gives the $K$ class logits at every pixel.
+#
+# Deep features know **what** (large receptive field, semantics) but have lost **where** (they are
+# 8× coarser here); early features are sharp but know little. The skips give the decoder both. Here
+# the model is `course_utils.models.UNet` (widths 8, 32, 64, 128: three poolings); `skips=False`
+# gives the same network with the concatenations removed. Both are trained with the same steps and
+# the per-pixel cross-entropy (`F.cross_entropy` skips `IGNORE_INDEX` pixels by default).
+#
+# **Class balance.** Most pixels are background (the cell prints the shares: about 88 % on the
+# synthetic set). With the plain cross-entropy a network first learns "everything is background",
+# and only much later tells a circle from a square. Weighting each pixel's loss by its true class,
+# $w_c$, and dividing by the sum of the weights instead of the number of pixels,
+#
+# $$\mathcal{L} = \frac{\sum_i w_{y_i}\,\ell_i}{\sum_i w_{y_i}}, \qquad w_c \propto \frac{1}{\sqrt{\text{share of class } c}},$$
+#
+# gives the rare classes a louder voice (`F.cross_entropy(..., weight=w)` computes exactly this).
+# Measured on this set, the U-Net below after its 200 fast-mode steps:
+#
+# | loss | mIoU | circle IoU | triangle IoU |
+# |---|---|---|---|
+# | plain cross-entropy | 0.39 | 0.00 | 0.00 |
+# | weights $1/\sqrt{\text{share}}$ (used here) | 0.93 | 0.91 | 0.90 |
+# | weights $1/\text{share}$ | 0.76 | 0.69 | 0.66 |
+#
+# Eigen & Fergus (2015) and SegNet weight by *median frequency / frequency*, i.e. $1/\text{share}$ up
+# to scale; the square root is a softer version: the full inverse over-weights the rare classes and
+# the background suffers. (Try `train_segmenter(model, loss_fn=F.cross_entropy)` to see the first row.)
 
-An FCN upsamples a coarse map in one or a few big steps, so its masks stay blobby. **U-Net**
-(Ronneberger et al., 2015) makes the decoder a mirror of the encoder:
-
-* **encoder**: at each level two 3×3 convolutions, then a 2×2 max-pool (resolution / 2, channels × 2);
-* **decoder**: at each level a **transposed convolution** (kernel 2, stride 2) doubles the
-  resolution, then two 3×3 convolutions;
-* **skip connections**: the encoder's features of the same resolution are **concatenated** to the
-  upsampled ones before those convolutions;
-* a final 1×1 convolution gives the $K$ class logits at every pixel.
-
-Deep features know **what** (large receptive field, semantics) but have lost **where** (they are
-8× coarser here); early features are sharp but know little. The skips give the decoder both. Here
-the model is `course_utils.models.UNet` (widths 8, 32, 64, 128: three poolings); `skips=False`
-gives the same network with the concatenations removed. Both are trained with the same steps and
-the per-pixel cross-entropy (`F.cross_entropy` skips `IGNORE_INDEX` pixels by default).
-
-**Class balance.** Most pixels are background (the cell prints the shares: about 88 % on the
-synthetic set). With the plain cross-entropy a network first learns "everything is background",
-and only much later tells a circle from a square. Weighting each pixel's loss by its true class,
-$w_c$, and dividing by the sum of the weights instead of the number of pixels,
-
-$$\mathcal{L} = \frac{\sum_i w_{y_i}\,\ell_i}{\sum_i w_{y_i}}, \qquad w_c \propto \frac{1}{\sqrt{\text{share of class } c}},$$
-
-gives the rare classes a louder voice (`F.cross_entropy(..., weight=w)` computes exactly this).
-Measured on this set, the U-Net below after its 200 fast-mode steps:
-
-| loss | mIoU | circle IoU | triangle IoU |
-|---|---|---|---|
-| plain cross-entropy | 0.39 | 0.00 | 0.00 |
-| weights $1/\sqrt{\text{share}}$ (used here) | 0.93 | 0.91 | 0.90 |
-| weights $1/\text{share}$ | 0.76 | 0.69 | 0.66 |
-
-Eigen & Fergus (2015) and SegNet weight by *median frequency / frequency*, i.e. $1/\text{share}$ up
-to scale; the square root is a softer version: the full inverse over-weights the rare classes and
-the background suffers. (Try `train_segmenter(model, loss_fn=F.cross_entropy)` to see the first row.)
-""")
-
-readonly("unet-train", r"""
+# %% id="unet-train" role="readonly"
 UNET_STEPS = by_mode(smoke=3, fast=200, full=3000)
 counted_train = train_masks[train_masks != IGNORE_INDEX]  # (P,) class of every counted training pixel
 pixel_share = torch.bincount(counted_train, minlength=NUM_CLASSES).double() / counted_train.numel()  # (K,)
@@ -590,7 +587,7 @@ print("class weights:", {n: round(v, 2) for n, v in zip(CLASS_NAMES, CLASS_WEIGH
 
 
 def weighted_cross_entropy(logits, target):
-    \"\"\"logits (N, K, H, W), target (N, H, W) -> the class-weighted mean cross-entropy over counted pixels.\"\"\"
+    """logits (N, K, H, W), target (N, H, W) -> the class-weighted mean cross-entropy over counted pixels."""
     return F.cross_entropy(logits, target, weight=CLASS_WEIGHTS.to(logits.device), ignore_index=IGNORE_INDEX)
 
 
@@ -611,17 +608,16 @@ fig, ax = plt.subplots(figsize=(5, 3.2))
 ax.plot(unet_history["step"], unet_history["loss"], label="U-Net (skips)")
 ax.plot(noskip_history["step"], noskip_history["loss"], label="without skips")
 ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("cross-entropy"); ax.legend(); ax.grid(alpha=0.3);
-""")
 
-md("unet-eval-md", r"""
-Evaluate both with **your** `segmentation_iou` (checked against the confusion-matrix reference of
-`course_utils.metrics`). To see *where* the skips help, also measure the pixel accuracy in a
-2-pixel band around every class boundary: the pixels where sharpness matters.
-""")
 
-readonly("unet-eval", r"""
+# %% [markdown] id="unet-eval-md"
+# Evaluate both with **your** `segmentation_iou` (checked against the confusion-matrix reference of
+# `course_utils.metrics`). To see *where* the skips help, also measure the pixel accuracy in a
+# 2-pixel band around every class boundary: the pixels where sharpness matters.
+
+# %% id="unet-eval" role="readonly"
 def boundary_band(masks: torch.Tensor, width: int = 2) -> torch.Tensor:
-    \"\"\"(N, H, W) class maps -> (N, H, W) bool: pixels within ``width`` of a change of class.\"\"\"
+    """(N, H, W) class maps -> (N, H, W) bool: pixels within ``width`` of a change of class."""
     m = masks.float()[:, None]
     edges = torch.zeros_like(m, dtype=torch.bool)
     edges[..., 1:, :] |= m[..., 1:, :] != m[..., :-1, :]
@@ -649,16 +645,15 @@ record("05_segmentation/unet_boundary_accuracy", results["U-Net"]["boundary"])
 record("05_segmentation/unet_noskip_boundary_accuracy", results["no skips"]["boundary"])
 show_masks(test_images, [test_masks, results["no skips"]["logits"].argmax(1), results["U-Net"]["logits"].argmax(1)],
            ["ground truth", f"no skips (mIoU {noskip_miou:.2f})", f"U-Net (mIoU {unet_miou:.2f})"]);
-""")
 
-md("unet-why-md", r"""
-Without skips the decoder must rebuild the outlines from 8×8 features: the classes are mostly
-right (the deep features carry the semantics) but corners are rounded and thin parts vanish — the
-boundary accuracy shows it. With skips the decoder copies the precise edges from the first level.
-Move the slider to compare image by image.
-""")
 
-readonly("unet-slider", r"""
+# %% [markdown] id="unet-why-md"
+# Without skips the decoder must rebuild the outlines from 8×8 features: the classes are mostly
+# right (the deep features carry the semantics) but corners are rounded and thin parts vanish — the
+# boundary accuracy shows it. With skips the decoder copies the precise edges from the first level.
+# Move the slider to compare image by image.
+
+# %% id="unet-slider" role="readonly"
 def compare(index=0):
     fig = show_masks(test_images[index:index + 1], [test_masks[index:index + 1],
                      results["no skips"]["logits"][index:index + 1].argmax(1),
@@ -668,43 +663,42 @@ def compare(index=0):
 
 viz.slider_figure(compare, {"index": widgets.IntSlider(value=0, min=0, max=len(test_images) - 1,
                                                        description="test image")})
-""")
 
-md("ex4-md", r"""
-## 6. Stacked hourglass and intermediate supervision (exercise 4, 2 points)
 
-An **hourglass** is a U-Net-like block (pool down to 1/8, upsample back, with a skip branch at
-every resolution — added, not concatenated). Newell et al. **stack** several: after each
-hourglass a 1×1 head predicts the output, and the features *and* the prediction are mapped back
-and added to the input of the next hourglass, which can correct the previous guess with the whole
-image in view. Each stack's prediction receives a loss against the **same** target
-(**intermediate supervision**): the early stacks get a direct gradient instead of one diluted
-through the later stacks, and each stack learns to refine.
+# %% [markdown] id="ex4-md"
+# ## 6. Stacked hourglass and intermediate supervision (exercise 4, 2 points)
+#
+# An **hourglass** is a U-Net-like block (pool down to 1/8, upsample back, with a skip branch at
+# every resolution — added, not concatenated). Newell et al. **stack** several: after each
+# hourglass a 1×1 head predicts the output, and the features *and* the prediction are mapped back
+# and added to the input of the next hourglass, which can correct the previous guess with the whole
+# image in view. Each stack's prediction receives a loss against the **same** target
+# (**intermediate supervision**): the early stacks get a direct gradient instead of one diluted
+# through the later stacks, and each stack learns to refine.
+#
+# `StackedHourglass(num_classes, num_stacks, channels, depth)` in `course_utils.models` returns a
+# tuple of `num_stacks` logits tensors `(N, K, H, W)`. Write its loss:
+#
+# $$\mathcal{L} = \sum_{s=1}^{S} \mathrm{CE}(\text{logits}_s, \text{target}),$$
+#
+# the **sum** over stacks (not the mean) of the per-pixel cross-entropy **averaged over the counted
+# pixels** of the batch (pixels with `ignore_index` excluded from both numerator and count — what
+# `F.cross_entropy(..., ignore_index=...)` does). With class weights `weight` $(K,)$ (section 5's
+# `CLASS_WEIGHTS`; `None` means all 1) the average is the **weighted** one,
+# $\sum_i w_{y_i}\ell_{s,i} / \sum_i w_{y_i}$ over the counted pixels. Every stack's loss must send its
+# gradient to its own output: no `detach`.
 
-`StackedHourglass(num_classes, num_stacks, channels, depth)` in `course_utils.models` returns a
-tuple of `num_stacks` logits tensors `(N, K, H, W)`. Write its loss:
-
-$$\mathcal{L} = \sum_{s=1}^{S} \mathrm{CE}(\text{logits}_s, \text{target}),$$
-
-the **sum** over stacks (not the mean) of the per-pixel cross-entropy **averaged over the counted
-pixels** of the batch (pixels with `ignore_index` excluded from both numerator and count — what
-`F.cross_entropy(..., ignore_index=...)` does). With class weights `weight` $(K,)$ (section 5's
-`CLASS_WEIGHTS`; `None` means all 1) the average is the **weighted** one,
-$\sum_i w_{y_i}\ell_{s,i} / \sum_i w_{y_i}$ over the counted pixels. Every stack's loss must send its
-gradient to its own output: no `detach`.
-""")
-
-solution("ex4-hourglass-loss", r"""
+# %% id="ex4-hourglass-loss" role="solution"
 def hourglass_loss(outputs, target: torch.Tensor, weight: torch.Tensor | None = None,
                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    \"\"\"outputs: S logits (N, K, H, W); target (N, H, W); weight (K,) or None
-    -> scalar: sum over stacks of the (weighted) mean cross-entropy over counted pixels.\"\"\"
+    """outputs: S logits (N, K, H, W); target (N, H, W); weight (K,) or None
+    -> scalar: sum over stacks of the (weighted) mean cross-entropy over counted pixels."""
     ### BEGIN SOLUTION
     return sum(F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index) for logits in outputs)
     ### END SOLUTION
-""")
 
-tests("test-hourglass-loss", r"""
+
+# %% id="test-hourglass-loss" role="tests" points=2
 torch.manual_seed(0)
 outs = [torch.randn(2, 3, 4, 5, requires_grad=True) for _ in range(2)]
 target = torch.randint(0, 3, (2, 4, 5))
@@ -748,9 +742,8 @@ for s_, n_, k_, ign, w_ in cases:
     for k, (o, r) in enumerate(zip(outs, ref_outs)):
         check_close(o.grad, r.grad, name=f"gradient w.r.t. stack {k + 1} of {s_} ({what})", atol=1e-6)
 ### END HIDDEN TESTS
-""", points=2)
 
-readonly("hourglass-train", r"""
+# %% id="hourglass-train" role="readonly"
 def weighted_hourglass_loss(outputs, target):
     return hourglass_loss(outputs, target, weight=CLASS_WEIGHTS.to(target.device))  # your loss, section 5's weights
 
@@ -769,33 +762,31 @@ for s, logits in enumerate(stack_logits, start=1):
 hourglass_miou = record("05_segmentation/hourglass_mIoU", stack_mious[-1])
 show_masks(test_images, [test_masks, *[logits.argmax(1) for logits in stack_logits]],
            ["ground truth", *[f"stack {s} (mIoU {m:.2f})" for s, m in enumerate(stack_mious, start=1)]]);
-""")
 
-md("hourglass-md", r"""
-Stack by stack the masks get cleaner: the first stack has seen the image once; the next ones
-start from its guess and fix the pixels that disagree with their larger context. The last stack
-is the network's answer.
-""")
 
-md("full-md", r"""
-## 7. Pretrained networks (`full` mode)
+# %% [markdown] id="hourglass-md"
+# Stack by stack the masks get cleaner: the first stack has seen the image once; the next ones
+# start from its guess and fix the pixels that disagree with their larger context. The last stack
+# is the network's answer.
 
-With a GPU (`COURSE_MODE=full`) two more cells run:
+# %% [markdown] id="full-md"
+# ## 7. Pretrained networks (`full` mode)
+#
+# With a GPU (`COURSE_MODE=full`) two more cells run:
+#
+# * **FCN-32s on a pretrained encoder**: the ImageNet ResNet-18 trunk (stride 32), a 1×1
+#   convolution to the class scores, and one transposed convolution with **bilinear initialisation**
+#   that upsamples ×32 — the original FCN recipe, fine-tuned on the trimaps;
+# * torchvision's **`fcn_resnet50`** trained on a subset of COCO with the 20 Pascal VOC classes,
+#   used as is: its `cat` and `dog` outputs segment the pets without any training here.
+#
+# In `fast` mode the FCN-32s cell runs briefly on the shapes with the small from-scratch backbone
+# (stride 32 on 64-pixel images: a 2×2 map, so expect blobs) and the `fcn_resnet50` cell only says
+# what it would do.
 
-* **FCN-32s on a pretrained encoder**: the ImageNet ResNet-18 trunk (stride 32), a 1×1
-  convolution to the class scores, and one transposed convolution with **bilinear initialisation**
-  that upsamples ×32 — the original FCN recipe, fine-tuned on the trimaps;
-* torchvision's **`fcn_resnet50`** trained on a subset of COCO with the 20 Pascal VOC classes,
-  used as is: its `cat` and `dog` outputs segment the pets without any training here.
-
-In `fast` mode the FCN-32s cell runs briefly on the shapes with the small from-scratch backbone
-(stride 32 on 64-pixel images: a 2×2 map, so expect blobs) and the `fcn_resnet50` cell only says
-what it would do.
-""")
-
-readonly("fcn32", r"""
+# %% id="fcn32" role="readonly"
 class FCN32s(nn.Module):
-    \"\"\"(B, 3, H, W) -> (B, K, H, W): backbone (stride 32) -> 1x1 conv -> transposed conv x32, bilinear init.\"\"\"
+    """(B, 3, H, W) -> (B, K, H, W): backbone (stride 32) -> 1x1 conv -> transposed conv x32, bilinear init."""
 
     def __init__(self, backbone: nn.Module, num_classes: int):
         super().__init__()
@@ -820,9 +811,8 @@ _, fcn32_miou = segmentation_iou(fcn32_logits, test_masks, NUM_CLASSES)
 record("05_segmentation/fcn32s_mIoU", fcn32_miou)
 print(f"FCN-32s ({'pretrained' if backbone.pretrained else 'from scratch'} encoder): mIoU {fcn32_miou:.3f}; "
       f"U-Net {unet_miou:.3f}")
-""")
 
-readonly("fcn-resnet50", r"""
+# %% id="fcn-resnet50" role="readonly"
 if MODE != "full":
     print("fcn_resnet50 (torchvision, 135 MB of weights) runs in full mode only: skipped.")
 else:
@@ -850,21 +840,17 @@ else:
         record("05_segmentation/fcn_resnet50_mIoU", pretrained_miou)
         print(f"fcn_resnet50 (VOC classes, no training here): mIoU {pretrained_miou:.3f} on {len(voc_pred)} pets")
         show_masks(test_images, [test_masks[:4], voc_pred[:4]], ["trimap", "fcn_resnet50"]);
-""")
 
-md("outro", r"""
-**What to remember.** Dense layers are convolutions: a classifier slides over images for free and
-localises without pixel labels, coarsely. Transposed convolutions (the transpose of a
-convolution's matrix) learn the upsampling; initialised bilinearly, they start as interpolation.
-U-Net's skips put the sharp early features next to the semantic late ones; a stacked hourglass
-repeats the U-shape, with a loss at every stack, so each one refines the previous prediction.
-Instance segmentation — one mask per object — is Mask R-CNN's job (lab 04).
-
-**References.** J. Long, E. Shelhamer, T. Darrell, *Fully Convolutional Networks for Semantic
-Segmentation*, CVPR 2015. P. Sermanet et al., *OverFeat*, ICLR 2014. V. Dumoulin, F. Visin, *A
-guide to convolution arithmetic for deep learning*, 2016. O. Ronneberger, P. Fischer, T. Brox,
-*U-Net*, MICCAI 2015. A. Newell, K. Yang, J. Deng, *Stacked Hourglass Networks for Human Pose
-Estimation*, ECCV 2016. M. Everingham et al., *The Pascal VOC Challenge*, IJCV 2010.
-""")
-
-write()
+# %% [markdown] id="outro"
+# **What to remember.** Dense layers are convolutions: a classifier slides over images for free and
+# localises without pixel labels, coarsely. Transposed convolutions (the transpose of a
+# convolution's matrix) learn the upsampling; initialised bilinearly, they start as interpolation.
+# U-Net's skips put the sharp early features next to the semantic late ones; a stacked hourglass
+# repeats the U-shape, with a loss at every stack, so each one refines the previous prediction.
+# Instance segmentation — one mask per object — is Mask R-CNN's job (lab 04).
+#
+# **References.** J. Long, E. Shelhamer, T. Darrell, *Fully Convolutional Networks for Semantic
+# Segmentation*, CVPR 2015. P. Sermanet et al., *OverFeat*, ICLR 2014. V. Dumoulin, F. Visin, *A
+# guide to convolution arithmetic for deep learning*, 2016. O. Ronneberger, P. Fischer, T. Brox,
+# *U-Net*, MICCAI 2015. A. Newell, K. Yang, J. Deng, *Stacked Hourglass Networks for Human Pose
+# Estimation*, ECCV 2016. M. Everingham et al., *The Pascal VOC Challenge*, IJCV 2010.

@@ -1,36 +1,47 @@
-"""The source of solutions/06_detr/06_detr.ipynb: `python notebook_src/06_detr.py solutions/06_detr/06_detr.ipynb` (or `make notebooks`)."""
+# %% [markdown] id="intro"
+# <!-- COLAB_BADGE: notebook_src/build.py puts the Open-in-Colab badge here -->
+#
+# # Lab 06 — DETR: detection as set prediction with a transformer
+#
+# *CNNs part II — beyond image classification.*
+#
+# Every detector so far produced **many more boxes than objects** — one per grid cell (YOLO), per
+# anchor (RetinaNet), per proposal (Faster R-CNN) — assigned them to the ground truth with
+# hand-made rules (the cell holding the centre, IoU thresholds with anchors), and removed the
+# duplicates afterwards with **non-maximum suppression**. **DETR** (N. Carion, F. Massa, G. Synnaeve,
+# N. Usunier, A. Kirillov, S. Zagoruyko, *End-to-End Object Detection with Transformers*, ECCV 2020)
+# removes all three:
+#
+# * a CNN backbone turns the image into an $h \times w$ feature map; a **transformer encoder** lets
+#   its $hw$ positions attend to each other;
+# * a **transformer decoder** takes a fixed set of $Q$ learned vectors, the **object queries**, and
+#   turns each into one prediction: a class among $C$ objects **or "no object"** ($\varnothing$), and
+#   a box $(c_x, c_y, w, h)$ normalised to $[0, 1]$;
+# * the loss first finds the **best one-to-one assignment** $\hat\sigma$ between the $Q$ predictions and
+#   the $N \le Q$ ground-truth objects (Hungarian algorithm), then trains each matched prediction
+#   towards its object and every unmatched one towards $\varnothing$. Two queries cannot both be
+#   rewarded for the same object, so the network learns **not to produce duplicates**: no NMS.
+#
+# In this lab you will write the generalized IoU (exercise 1), the matching cost and the Hungarian
+# matching (exercise 2) and the set loss (exercise 3); overfit one batch, train a small DETR on the
+# synthetic shapes, evaluate it with COCO mAP, and look inside: the decoder's attention, and which
+# region and box size each query learns to look for.
 
-from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
+# %% id="setup" role="readonly"
+# Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
 
-md("intro", colab_badge("06_detr") + r"""
-# Lab 06 — DETR: detection as set prediction with a transformer
+# COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
-*CNNs part II — beyond image classification.*
+try:
+    import course_utils  # noqa: F401
+except ImportError as err:
+    raise ImportError(
+        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
+        "or `pip install -e .` in the environment of this kernel."
+    ) from err
 
-Every detector so far produced **many more boxes than objects** — one per grid cell (YOLO), per
-anchor (RetinaNet), per proposal (Faster R-CNN) — assigned them to the ground truth with
-hand-made rules (the cell holding the centre, IoU thresholds with anchors), and removed the
-duplicates afterwards with **non-maximum suppression**. **DETR** (N. Carion, F. Massa, G. Synnaeve,
-N. Usunier, A. Kirillov, S. Zagoruyko, *End-to-End Object Detection with Transformers*, ECCV 2020)
-removes all three:
-
-* a CNN backbone turns the image into an $h \times w$ feature map; a **transformer encoder** lets
-  its $hw$ positions attend to each other;
-* a **transformer decoder** takes a fixed set of $Q$ learned vectors, the **object queries**, and
-  turns each into one prediction: a class among $C$ objects **or "no object"** ($\varnothing$), and
-  a box $(c_x, c_y, w, h)$ normalised to $[0, 1]$;
-* the loss first finds the **best one-to-one assignment** $\hat\sigma$ between the $Q$ predictions and
-  the $N \le Q$ ground-truth objects (Hungarian algorithm), then trains each matched prediction
-  towards its object and every unmatched one towards $\varnothing$. Two queries cannot both be
-  rewarded for the same object, so the network learns **not to produce duplicates**: no NMS.
-
-In this lab you will write the generalized IoU (exercise 1), the matching cost and the Hungarian
-matching (exercise 2) and the set loss (exercise 3); overfit one batch, train a small DETR on the
-synthetic shapes, evaluate it with COCO mAP, and look inside: the decoder's attention, and which
-region and box size each query learns to look for.
-""")
-
-setup_cell(r"""
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -48,18 +59,19 @@ from course_utils.grading import check_close, check_equal, check_shape
 from course_utils.metrics import coco_eval
 from course_utils.models.detr import build_small_detr, detr_loss, detr_targets, postprocess
 from course_utils.train import fit
-""")
 
-md("data-md", r"""
-## 1. Data
+SETUP = setup(seed=0)
+MODE, DEVICE = SETUP.mode, SETUP.device
 
-The synthetic shapes with 1 to 4 objects per image, at 64×64 pixels so that a transformer trains on
-a CPU in minutes. DETR works with **normalised** boxes: `detr_targets` turns each target into
-`boxes` $(c_x, c_y, w, h) \in [0, 1]$ and class indices `labels` in $0..C-1$; index $C$ will mean
-"no object".
-""")
+# %% [markdown] id="data-md"
+# ## 1. Data
+#
+# The synthetic shapes with 1 to 4 objects per image, at 64×64 pixels so that a transformer trains on
+# a CPU in minutes. DETR works with **normalised** boxes: `detr_targets` turns each target into
+# `boxes` $(c_x, c_y, w, h) \in [0, 1]$ and class indices `labels` in $0..C-1$; index $C$ will mean
+# "no object".
 
-readonly("data", r"""
+# %% id="data" role="readonly"
 IMAGE_SIZE = 64
 N_TRAIN = by_mode(smoke=64, fast=4000, full=20000)
 N_TEST = by_mode(smoke=16, fast=300, full=1000)
@@ -80,27 +92,26 @@ fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
 for i, ax in enumerate(axes):
     viz.show_sample(*test_set[i], class_names=CLASS_NAMES, masks=False, ax=ax)
 fig.tight_layout()
-""")
 
-md("ex1-md", r"""
-## 2. Generalized IoU (exercise 1, 2 points)
 
-DETR compares boxes with the L1 distance of their $(c_x, c_y, w, h)$ — which depends on the boxes'
-size — and with an overlap measure that does not. IoU is zero for every pair of disjoint boxes, so
-it gives no gradient that says "move closer". The **generalized IoU** (H. Rezatofighi et al.,
-*Generalized Intersection over Union*, CVPR 2019) subtracts the part of the **smallest enclosing
-box** $C$ that neither box covers:
+# %% [markdown] id="ex1-md"
+# ## 2. Generalized IoU (exercise 1, 2 points)
+#
+# DETR compares boxes with the L1 distance of their $(c_x, c_y, w, h)$ — which depends on the boxes'
+# size — and with an overlap measure that does not. IoU is zero for every pair of disjoint boxes, so
+# it gives no gradient that says "move closer". The **generalized IoU** (H. Rezatofighi et al.,
+# *Generalized Intersection over Union*, CVPR 2019) subtracts the part of the **smallest enclosing
+# box** $C$ that neither box covers:
+#
+# $$\mathrm{GIoU}(A, B) = \mathrm{IoU}(A, B) - \frac{|C| - |A \cup B|}{|C|} \in [-1, 1].$$
+#
+# Write `generalized_box_iou(boxes1, boxes2)` for `(N, 4)` and `(M, 4)` boxes in `xyxy`, returning
+# the `(N, M)` matrix — what `torchvision.ops.generalized_box_iou` returns. Only use basic tensor
+# operations (no `ops.box_iou`). Widths and heights of intersections are clamped at 0.
 
-$$\mathrm{GIoU}(A, B) = \mathrm{IoU}(A, B) - \frac{|C| - |A \cup B|}{|C|} \in [-1, 1].$$
-
-Write `generalized_box_iou(boxes1, boxes2)` for `(N, 4)` and `(M, 4)` boxes in `xyxy`, returning
-the `(N, M)` matrix — what `torchvision.ops.generalized_box_iou` returns. Only use basic tensor
-operations (no `ops.box_iou`). Widths and heights of intersections are clamped at 0.
-""")
-
-solution("ex1-giou", r"""
+# %% id="ex1-giou" role="solution"
 def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    \"\"\"boxes1 (N, 4), boxes2 (M, 4) xyxy -> (N, M) GIoU.\"\"\"
+    """boxes1 (N, 4), boxes2 (M, 4) xyxy -> (N, M) GIoU."""
     ### BEGIN SOLUTION
     area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])  # (N,)
     area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])  # (M,)
@@ -116,9 +127,9 @@ def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
     enclosing = enclosing_wh[..., 0] * enclosing_wh[..., 1]  # (N, M)
     return iou - (enclosing - union) / enclosing
     ### END SOLUTION
-""")
 
-tests("test-giou", r"""
+
+# %% id="test-giou" role="tests" points=2
 a = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
 b = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 15.0, 15.0], [20.0, 0.0, 30.0, 10.0], [2.0, 2.0, 4.0, 4.0]])
 check_close(generalized_box_iou(a, b), ops.generalized_box_iou(a, b), name="generalized_box_iou(a, b)",
@@ -146,46 +157,44 @@ check_close(generalized_box_iou(line, b), ops.generalized_box_iou(line, b), name
 check_shape(generalized_box_iou(torch.zeros(0, 4), b), (0, 4), name="GIoU with no boxes1")
 check_shape(generalized_box_iou(b, torch.zeros(0, 4)), (4, 0), name="GIoU with no boxes2")
 ### END HIDDEN TESTS
-""", points=2)
 
-md("ex2-md", r"""
-## 3. The matching cost and the Hungarian algorithm (exercise 2, 3 points)
+# %% [markdown] id="ex2-md"
+# ## 3. The matching cost and the Hungarian algorithm (exercise 2, 3 points)
+#
+# For one image, let prediction $i$ have class probabilities $\hat p_i$ (a softmax over $C + 1$
+# classes) and box $\hat b_i$, and target $j$ have class $c_j$ and box $b_j$. DETR's **matching
+# cost** (eq. 1 and the appendix of the paper) is
+#
+# $$\mathcal{C}_{ij} = -\lambda_{\text{class}}\,\hat p_i(c_j)
+#  + \lambda_{L1}\,\lVert \hat b_i - b_j \rVert_1
+#  - \lambda_{\text{giou}}\,\mathrm{GIoU}(\hat b_i, b_j)$$
+#
+# with the L1 distance on **normalised** $(c_x, c_y, w, h)$ and the GIoU on the same boxes converted
+# to `xyxy` (use `ops.box_convert`). The probability enters with a minus sign (a likely class is a
+# cheap match) and, unlike in the loss, not as a log — it keeps the class term on the scale of the
+# box terms. The defaults are $\lambda_{\text{class}} = 1$, $\lambda_{L1} = 5$, $\lambda_{\text{giou}} = 2$.
+#
+# The **optimal assignment** is the permutation $\hat\sigma$ minimising $\sum_j \mathcal{C}_{\hat\sigma(j) j}$:
+# the Hungarian algorithm (H. W. Kuhn, 1955) finds it in polynomial time;
+# `scipy.optimize.linear_sum_assignment(cost)` implements it for a rectangular `(Q, N)` cost with
+# $Q \ge N$ and returns `(row_indices, col_indices)`. Matching is **per image**: each image has its own
+# objects.
+#
+# Write
+#
+# * `matching_cost(pred_logits (Q, C+1), pred_boxes (Q, 4), tgt_labels (N,), tgt_boxes (N, 4), cost_class,
+#   cost_bbox, cost_giou)` → the `(Q, N)` cost (use your `generalized_box_iou`; `torch.cdist(x, y, p=1)`
+#   gives pairwise L1 distances);
+# * `hungarian_match(pred_logits (B, Q, C+1), pred_boxes (B, Q, 4), targets, cost_class=1, cost_bbox=5,
+#   cost_giou=2)` → a list of `B` pairs `(pred_idx, tgt_idx)` of int64 tensors of length $N_b$ —
+#   prediction `pred_idx[k]` is matched to target `tgt_idx[k]`. An image without objects gives two
+#   empty int64 tensors. No gradient flows through the matching (`torch.no_grad()`).
 
-For one image, let prediction $i$ have class probabilities $\hat p_i$ (a softmax over $C + 1$
-classes) and box $\hat b_i$, and target $j$ have class $c_j$ and box $b_j$. DETR's **matching
-cost** (eq. 1 and the appendix of the paper) is
-
-$$\mathcal{C}_{ij} = -\lambda_{\text{class}}\,\hat p_i(c_j)
- + \lambda_{L1}\,\lVert \hat b_i - b_j \rVert_1
- - \lambda_{\text{giou}}\,\mathrm{GIoU}(\hat b_i, b_j)$$
-
-with the L1 distance on **normalised** $(c_x, c_y, w, h)$ and the GIoU on the same boxes converted
-to `xyxy` (use `ops.box_convert`). The probability enters with a minus sign (a likely class is a
-cheap match) and, unlike in the loss, not as a log — it keeps the class term on the scale of the
-box terms. The defaults are $\lambda_{\text{class}} = 1$, $\lambda_{L1} = 5$, $\lambda_{\text{giou}} = 2$.
-
-The **optimal assignment** is the permutation $\hat\sigma$ minimising $\sum_j \mathcal{C}_{\hat\sigma(j) j}$:
-the Hungarian algorithm (H. W. Kuhn, 1955) finds it in polynomial time;
-`scipy.optimize.linear_sum_assignment(cost)` implements it for a rectangular `(Q, N)` cost with
-$Q \ge N$ and returns `(row_indices, col_indices)`. Matching is **per image**: each image has its own
-objects.
-
-Write
-
-* `matching_cost(pred_logits (Q, C+1), pred_boxes (Q, 4), tgt_labels (N,), tgt_boxes (N, 4), cost_class,
-  cost_bbox, cost_giou)` → the `(Q, N)` cost (use your `generalized_box_iou`; `torch.cdist(x, y, p=1)`
-  gives pairwise L1 distances);
-* `hungarian_match(pred_logits (B, Q, C+1), pred_boxes (B, Q, 4), targets, cost_class=1, cost_bbox=5,
-  cost_giou=2)` → a list of `B` pairs `(pred_idx, tgt_idx)` of int64 tensors of length $N_b$ —
-  prediction `pred_idx[k]` is matched to target `tgt_idx[k]`. An image without objects gives two
-  empty int64 tensors. No gradient flows through the matching (`torch.no_grad()`).
-""")
-
-solution("ex2-match", r"""
+# %% id="ex2-match" role="solution"
 def matching_cost(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, tgt_labels: torch.Tensor,
                   tgt_boxes: torch.Tensor, cost_class: float = 1.0, cost_bbox: float = 5.0,
                   cost_giou: float = 2.0) -> torch.Tensor:
-    \"\"\"(Q, C+1) logits, (Q, 4) cxcywh, (N,) labels, (N, 4) cxcywh -> (Q, N) cost.\"\"\"
+    """(Q, C+1) logits, (Q, 4) cxcywh, (N,) labels, (N, 4) cxcywh -> (Q, N) cost."""
     ### BEGIN SOLUTION
     prob = pred_logits.softmax(-1)  # (Q, C + 1)
     c_class = -prob[:, tgt_labels]  # (Q, N)
@@ -200,7 +209,7 @@ def matching_cost(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, tgt_label
 def hungarian_match(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: list[dict],
                     cost_class: float = 1.0, cost_bbox: float = 5.0,
                     cost_giou: float = 2.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    \"\"\"(B, Q, C+1) logits, (B, Q, 4) cxcywh, B targets -> B pairs (pred_idx, tgt_idx) of int64 tensors.\"\"\"
+    """(B, Q, C+1) logits, (B, Q, 4) cxcywh, B targets -> B pairs (pred_idx, tgt_idx) of int64 tensors."""
     ### BEGIN SOLUTION
     indices = []
     for logits, boxes, target in zip(pred_logits, pred_boxes, targets):
@@ -209,9 +218,9 @@ def hungarian_match(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets
         indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
     return indices
     ### END SOLUTION
-""")
 
-tests("test-match", r"""
+
+# %% id="test-match" role="tests" points=3
 def reference_cost(logits, boxes, labels, tgt_boxes, w_class=1.0, w_bbox=5.0, w_giou=2.0):
     l1 = (boxes[:, None, :] - tgt_boxes[None, :, :]).abs().sum(-1)
     giou = ops.generalized_box_iou(ops.box_convert(boxes, "cxcywh", "xyxy"), ops.box_convert(tgt_boxes, "cxcywh", "xyxy"))
@@ -282,34 +291,32 @@ for b in range(len(counts)):
 check_shape(matching_cost(logits[0], boxes[0], targets[0]["labels"], targets[0]["boxes"]), (6, 0),
             name="matching_cost with no targets")
 ### END HIDDEN TESTS
-""", points=3)
 
-md("ex3-md", r"""
-## 4. The set loss (exercise 3, 3 points)
+# %% [markdown] id="ex3-md"
+# ## 4. The set loss (exercise 3, 3 points)
+#
+# Given the matching $\hat\sigma$, the loss for a batch has three terms:
+#
+# * **classification**: every one of the $B \cdot Q$ predictions has a target class — its matched
+#   object's class, or $\varnothing$ (index $C$) if unmatched. Most queries are unmatched, so the
+#   $\varnothing$ class is **down-weighted** by `eos_coef` $= 0.1$: a weighted cross-entropy
+#   `F.cross_entropy(logits, classes, weight=w)` with $w = (1, \dots, 1, \texttt{eos\_coef})$, averaged
+#   as PyTorch does (divided by the sum of the weights);
+# * **L1**: $\sum \lVert \hat b_{\hat\sigma(j)} - b_j \rVert_1$ over the **matched pairs only**, on normalised $(c_x, c_y, w, h)$;
+# * **GIoU**: $\sum \big(1 - \mathrm{GIoU}(\hat b_{\hat\sigma(j)}, b_j)\big)$ over the matched pairs (boxes in `xyxy`).
+#
+# The two box losses are divided by the number of target boxes **in the whole batch** (at least 1),
+# not by the number of queries: each object counts the same whatever the batch.
+#
+# Write `set_criterion(pred_logits, pred_boxes, targets, indices, num_classes, eos_coef=0.1)` returning
+# `{"loss_ce": ..., "loss_bbox": ..., "loss_giou": ...}` (unweighted scalars; `detr_loss` multiplies
+# them by $\lambda_{\text{class}}, \lambda_{L1}, \lambda_{\text{giou}}$).
 
-Given the matching $\hat\sigma$, the loss for a batch has three terms:
-
-* **classification**: every one of the $B \cdot Q$ predictions has a target class — its matched
-  object's class, or $\varnothing$ (index $C$) if unmatched. Most queries are unmatched, so the
-  $\varnothing$ class is **down-weighted** by `eos_coef` $= 0.1$: a weighted cross-entropy
-  `F.cross_entropy(logits, classes, weight=w)` with $w = (1, \dots, 1, \texttt{eos\_coef})$, averaged
-  as PyTorch does (divided by the sum of the weights);
-* **L1**: $\sum \lVert \hat b_{\hat\sigma(j)} - b_j \rVert_1$ over the **matched pairs only**, on normalised $(c_x, c_y, w, h)$;
-* **GIoU**: $\sum \big(1 - \mathrm{GIoU}(\hat b_{\hat\sigma(j)}, b_j)\big)$ over the matched pairs (boxes in `xyxy`).
-
-The two box losses are divided by the number of target boxes **in the whole batch** (at least 1),
-not by the number of queries: each object counts the same whatever the batch.
-
-Write `set_criterion(pred_logits, pred_boxes, targets, indices, num_classes, eos_coef=0.1)` returning
-`{"loss_ce": ..., "loss_bbox": ..., "loss_giou": ...}` (unweighted scalars; `detr_loss` multiplies
-them by $\lambda_{\text{class}}, \lambda_{L1}, \lambda_{\text{giou}}$).
-""")
-
-solution("ex3-criterion", r"""
+# %% id="ex3-criterion" role="solution"
 def set_criterion(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: list[dict],
                   indices: list[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
                   eos_coef: float = 0.1) -> dict[str, torch.Tensor]:
-    \"\"\"(B, Q, C+1) logits, (B, Q, 4) cxcywh, B targets, B (pred_idx, tgt_idx) -> dict of 3 scalar losses.\"\"\"
+    """(B, Q, C+1) logits, (B, Q, 4) cxcywh, B targets, B (pred_idx, tgt_idx) -> dict of 3 scalar losses."""
     ### BEGIN SOLUTION
     B, Q, _ = pred_logits.shape
     num_boxes = max(sum(len(t["labels"]) for t in targets), 1)
@@ -328,9 +335,9 @@ def set_criterion(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: 
     loss_giou = (1 - giou).sum() / num_boxes
     return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
     ### END SOLUTION
-""")
 
-tests("test-criterion", r"""
+
+# %% id="test-criterion" role="tests" points=3
 def reference_criterion(logits, boxes, targets, indices, C, eos_coef=0.1):
     B, Q, _ = logits.shape
     classes = torch.full((B, Q), C, dtype=torch.int64)
@@ -392,43 +399,41 @@ none = [(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))] 
 check_criterion(torch.randn(2, 3, 4, generator=g), torch.rand(2, 3, 4, generator=g) * 0.5 + 0.2, empty, none, 3,
                 "set_criterion on a batch without objects", eos_coef=0.2)
 ### END HIDDEN TESTS
-""", points=3)
 
-md("model-md", r"""
-## 5. A small DETR
+# %% [markdown] id="model-md"
+# ## 5. A small DETR
+#
+# `course_utils.models.detr.SmallDETR` follows the paper's figure 2 at toy scale:
+#
+# 1. a conv **backbone** of stride 8 (64×64 image → 8×8 feature map), projected to $d = 64$ channels;
+# 2. the $8 \cdot 8 = 64$ positions become a sequence of tokens, plus a fixed 2-D **sine positional
+#    encoding** (attention alone does not know where a token is);
+# 3. a 2-layer **transformer encoder** (self-attention among the 64 tokens: every position sees the
+#    whole image);
+# 4. a 3-layer **decoder**: $Q$ learned query vectors attend to each other (self-attention: this is
+#    how a query learns that another query already took an object) and to the encoder's tokens
+#    (**cross-attention**: where to look);
+# 5. shared heads on each query: a linear layer → $C + 1$ class logits, a 3-layer MLP → a box.
+#
+# Three accelerants, all from later DETR variants and all keeping the DETR idea (a fixed set of
+# queries, one-to-one matching, no anchors, no NMS), make it train in minutes instead of days:
+#
+# * **reference points**: each query owns a learned point $(x, y)$ (initialised on a 3×3 grid); its
+#   positional query is an MLP of the point's sine encoding and it predicts its box centre as an offset
+#   from the point (DAB-DETR, S. Liu et al., ICLR 2022); each decoder layer starts from the previous
+#   layer's box (iterative refinement, Deformable DETR, X. Zhu et al., ICLR 2021);
+# * a **Gaussian spatial prior** added to the cross-attention logits around that point, as wide as
+#   the box predicted so far (SMCA, P. Gao et al., ICCV 2021): a query looks near its box from the start
+#   instead of having to learn where to look;
+# * **auxiliary losses**: the heads run after *every* decoder layer, and each layer's predictions are
+#   matched and penalised on their own, so the lower layers get a direct signal (the DETR paper, section 3.2).
+#
+# `detr_loss` below runs **your** `hungarian_match` and `set_criterion` on every layer's output and
+# adds the terms with the weights $(\lambda_{\text{class}}, \lambda_{L1}, \lambda_{\text{giou}}) = (2, 5, 2)$ — the
+# same weights in the matching cost and in the loss; a class weight of 2 rather than the paper's 1 makes
+# the class term count more early on, when the boxes are still far off.
 
-`course_utils.models.detr.SmallDETR` follows the paper's figure 2 at toy scale:
-
-1. a conv **backbone** of stride 8 (64×64 image → 8×8 feature map), projected to $d = 64$ channels;
-2. the $8 \cdot 8 = 64$ positions become a sequence of tokens, plus a fixed 2-D **sine positional
-   encoding** (attention alone does not know where a token is);
-3. a 2-layer **transformer encoder** (self-attention among the 64 tokens: every position sees the
-   whole image);
-4. a 3-layer **decoder**: $Q$ learned query vectors attend to each other (self-attention: this is
-   how a query learns that another query already took an object) and to the encoder's tokens
-   (**cross-attention**: where to look);
-5. shared heads on each query: a linear layer → $C + 1$ class logits, a 3-layer MLP → a box.
-
-Three accelerants, all from later DETR variants and all keeping the DETR idea (a fixed set of
-queries, one-to-one matching, no anchors, no NMS), make it train in minutes instead of days:
-
-* **reference points**: each query owns a learned point $(x, y)$ (initialised on a 3×3 grid); its
-  positional query is an MLP of the point's sine encoding and it predicts its box centre as an offset
-  from the point (DAB-DETR, S. Liu et al., ICLR 2022); each decoder layer starts from the previous
-  layer's box (iterative refinement, Deformable DETR, X. Zhu et al., ICLR 2021);
-* a **Gaussian spatial prior** added to the cross-attention logits around that point, as wide as
-  the box predicted so far (SMCA, P. Gao et al., ICCV 2021): a query looks near its box from the start
-  instead of having to learn where to look;
-* **auxiliary losses**: the heads run after *every* decoder layer, and each layer's predictions are
-  matched and penalised on their own, so the lower layers get a direct signal (the DETR paper, section 3.2).
-
-`detr_loss` below runs **your** `hungarian_match` and `set_criterion` on every layer's output and
-adds the terms with the weights $(\lambda_{\text{class}}, \lambda_{L1}, \lambda_{\text{giou}}) = (2, 5, 2)$ — the
-same weights in the matching cost and in the loss; a class weight of 2 rather than the paper's 1 makes
-the class term count more early on, when the boxes are still far off.
-""")
-
-readonly("model", r"""
+# %% id="model" role="readonly"
 NUM_QUERIES = 9
 model = build_small_detr(NUM_CLASSES, NUM_QUERIES)
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {NUM_QUERIES} queries, {NUM_CLASSES} classes + no-object")
@@ -442,18 +447,16 @@ def criterion(outputs, targets):
 
 
 print("loss at initialisation:", {k: round(v.item(), 3) for k, v in criterion(out, example_targets).items()})
-""")
 
-md("overfit-md", r"""
-## 6. First, overfit one batch
+# %% [markdown] id="overfit-md"
+# ## 6. First, overfit one batch
+#
+# DETR is known to train slowly (the paper trains 500 epochs on COCO). Before a long run, check that
+# the whole pipeline — matching, losses, heads — can at least **memorise** 8 images: the loss must
+# fall close to zero and the predictions land on the objects. If it cannot, no amount of training
+# will help: look for a bug first.
 
-DETR is known to train slowly (the paper trains 500 epochs on COCO). Before a long run, check that
-the whole pipeline — matching, losses, heads — can at least **memorise** 8 images: the loss must
-fall close to zero and the predictions land on the objects. If it cannot, no amount of training
-will help: look for a bug first.
-""")
-
-readonly("overfit", r"""
+# %% id="overfit" role="readonly"
 batch_set = ShapesDataset(8, IMAGE_SIZE, seed=0)  # the first 8 training images, without flips
 one_batch = collate([batch_set[i] for i in range(8)])
 tiny = build_small_detr(NUM_CLASSES, NUM_QUERIES)
@@ -472,16 +475,14 @@ for i, ax in enumerate(axes[1:]):
                    class_names=CLASS_NAMES, colour="white", linestyle="--", ax=ax, title=f"{int(keep.sum())} predictions > 0.5")
 fig.tight_layout()
 print(f"loss: {overfit_history['loss'][0]:.2f} -> {overfit_history['loss'][-1]:.2f}")
-""")
 
-md("train-md", r"""
-## 7. Training
+# %% [markdown] id="train-md"
+# ## 7. Training
+#
+# Now the real run on the training set: AdamW, gradient clipping at 0.1 (as in the paper), a
+# one-cycle learning-rate schedule. The losses are summed over the 3 decoder layers.
 
-Now the real run on the training set: AdamW, gradient clipping at 0.1 (as in the paper), a
-one-cycle learning-rate schedule. The losses are summed over the 3 decoder layers.
-""")
-
-readonly("train", r"""
+# %% id="train" role="readonly"
 STEPS = by_mode(smoke=3, fast=500, full=20000)
 model = build_small_detr(NUM_CLASSES, NUM_QUERIES)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -491,17 +492,16 @@ history = fit(model, DataLoader(train_set, batch_size=32, shuffle=True, collate_
 if MODE != "smoke":  # lab 07 starts its DETR from these weights (see checkpoint_path)
     save_cached(checkpoint_path("06_detr", "detr"), model, {"mode": MODE, "steps": STEPS})
 viz.plot_history(history, log=True).set_title("DETR losses (summed over decoder layers)")
-""")
 
-md("eval-md", r"""
-## 8. Evaluation: every query is a detection, no NMS
 
-`postprocess` turns each query into one detection: its box in pixels, its best object class and
-that class's probability as the score. All $Q$ queries of every image go to COCO's evaluation —
-low-scored "no object" queries only add low-ranked false positives.
-""")
+# %% [markdown] id="eval-md"
+# ## 8. Evaluation: every query is a detection, no NMS
+#
+# `postprocess` turns each query into one detection: its box in pixels, its best object class and
+# that class's probability as the score. All $Q$ queries of every image go to COCO's evaluation —
+# low-scored "no object" queries only add low-ranked false positives.
 
-readonly("evaluate", r"""
+# %% id="evaluate" role="readonly"
 @torch.no_grad()
 def detect(model, images, layer=-1):
     model.eval()
@@ -528,20 +528,18 @@ for i, ax in enumerate(axes):
     viz.draw_boxes(None, detections[i]["boxes"][keep], detections[i]["labels"][keep], detections[i]["scores"][keep],
                    class_names=CLASS_NAMES, colour="white", linestyle="--", ax=ax, title=f"{int(keep.sum())} detections > 0.5")
 fig.tight_layout()
-""")
 
-md("nms-md", r"""
-### Does DETR need NMS?
+# %% [markdown] id="nms-md"
+# ### Does DETR need NMS?
+#
+# The paper (section 4.2, figure 4) finds that NMS helps the predictions of the **first** decoder
+# layer, which still contain duplicates, and stops helping at the last layers, where self-attention
+# between queries has removed them. Our auxiliary heads give predictions after every layer, so we can
+# check: AP50 per decoder layer, with and without class-wise NMS at IoU 0.5. With our reference
+# points, spatial prior and only 9 queries, even the first layer has few duplicates, so expect small
+# differences everywhere: read the table rather than the paper.
 
-The paper (section 4.2, figure 4) finds that NMS helps the predictions of the **first** decoder
-layer, which still contain duplicates, and stops helping at the last layers, where self-attention
-between queries has removed them. Our auxiliary heads give predictions after every layer, so we can
-check: AP50 per decoder layer, with and without class-wise NMS at IoU 0.5. With our reference
-points, spatial prior and only 9 queries, even the first layer has few duplicates, so expect small
-differences everywhere: read the table rather than the paper.
-""")
-
-readonly("nms", r"""
+# %% id="nms" role="readonly"
 rows = []
 for layer in range(len(model.decoder_layers)):
     dets = []
@@ -559,24 +557,23 @@ for layer, (plain, nms) in enumerate(rows, 1):
     print(f"{layer:>14}{plain:>8.3f}{nms:>12.3f}")
 record("06_detr/first_layer_nms_gain", rows[0][1] - rows[0][0])
 record("06_detr/last_layer_nms_gain", rows[-1][1] - rows[-1][0])
-""")
 
-md("attention-md", r"""
-## 9. Inside the decoder: where does each query look?
 
-The decoder's **cross-attention** weights say, for each query, how much each of the $8 \times 8$
-encoder positions contributes to its output. Below, for two test images, the last layer's attention
-(averaged over heads) of the four highest-scoring queries, upsampled onto the image, with each
-query's box and score. A score near 0 is a query that predicts "no object": it still looks
-somewhere, usually at its own region. Two queries on one object (one confident, one less) are the
-near-duplicates that the matching teaches the decoder to suppress.
+# %% [markdown] id="attention-md"
+# ## 9. Inside the decoder: where does each query look?
+#
+# The decoder's **cross-attention** weights say, for each query, how much each of the $8 \times 8$
+# encoder positions contributes to its output. Below, for two test images, the last layer's attention
+# (averaged over heads) of the four highest-scoring queries, upsampled onto the image, with each
+# query's box and score. A score near 0 is a query that predicts "no object": it still looks
+# somewhere, usually at its own region. Two queries on one object (one confident, one less) are the
+# near-duplicates that the matching teaches the decoder to suppress.
+#
+# The paper (figure 6) finds that, at full resolution, the decoder attends to the **extremities** of
+# objects (legs, heads: what fixes the box). Here, on an 8×8 map and with the Gaussian prior, the
+# attention is a blob around the object.
 
-The paper (figure 6) finds that, at full resolution, the decoder attends to the **extremities** of
-objects (legs, heads: what fixes the box). Here, on an 8×8 map and with the Gaussian prior, the
-attention is a blob around the object.
-""")
-
-readonly("attention", r"""
+# %% id="attention" role="readonly"
 def show_attention(index, max_queries=4):
     image = test_images[index:index + 1]
     with torch.no_grad():
@@ -596,19 +593,17 @@ def show_attention(index, max_queries=4):
 
 for index in range(2):
     show_attention(index)
-""")
 
-md("queries-md", r"""
-## 10. What does each query specialise in?
+# %% [markdown] id="queries-md"
+# ## 10. What does each query specialise in?
+#
+# There are no anchors, but the queries become something like learned anchors: each one predicts
+# boxes in **its own region** and of its own typical sizes. As in the paper's figure 7, we plot the
+# centre of every box each query predicts on the test set (score > 0.3), coloured by box size. The
+# figure below `centre spread` compares how scattered one query's centres are with how scattered all
+# centres are: well below 1 means the queries divided the image between them.
 
-There are no anchors, but the queries become something like learned anchors: each one predicts
-boxes in **its own region** and of its own typical sizes. As in the paper's figure 7, we plot the
-centre of every box each query predicts on the test set (score > 0.3), coloured by box size. The
-figure below `centre spread` compares how scattered one query's centres are with how scattered all
-centres are: well below 1 means the queries divided the image between them.
-""")
-
-readonly("queries", r"""
+# %% id="queries" role="readonly"
 all_boxes = torch.stack([d["boxes"] for d in detections]) / IMAGE_SIZE  # (N, Q, 4) xyxy in [0, 1]
 all_scores = torch.stack([d["scores"] for d in detections])  # (N, Q)
 centres = (all_boxes[..., :2] + all_boxes[..., 2:]) / 2  # (N, Q, 2)
@@ -634,19 +629,17 @@ spread = float(sum(n * s for n, s in spreads) / sum(n for n, _ in spreads) / ove
 print(f"centre spread of one query / of all queries: {spread:.2f}")
 if np.isfinite(spread):
     record("06_detr/query_centre_spread", spread)
-""")
 
-md("full-md", r"""
-## 11. Full mode: the authors' DETR-R50 on real images
+# %% [markdown] id="full-md"
+# ## 11. Full mode: the authors' DETR-R50 on real images
+#
+# With `COURSE_MODE=full` (a GPU and internet), this cell loads the public DETR with a ResNet-50
+# backbone (42.0 AP on COCO val2017, trained for 500 epochs on 16 GPUs) from torch hub, runs it on the
+# COCO val2017 images fetched by `python -m data_scripts.download coco_val2017`, scores it with COCO
+# mAP and shows its decoder attention on a real image. In other modes, or offline, it says what it
+# would do.
 
-With `COURSE_MODE=full` (a GPU and internet), this cell loads the public DETR with a ResNet-50
-backbone (42.0 AP on COCO val2017, trained for 500 epochs on 16 GPUs) from torch hub, runs it on the
-COCO val2017 images fetched by `python -m data_scripts.download coco_val2017`, scores it with COCO
-mAP and shows its decoder attention on a real image. In other modes, or offline, it says what it
-would do.
-""")
-
-readonly("full", r"""
+# %% id="full" role="readonly"
 from course_utils.data.real import COCOSubset, dataset_root
 from course_utils.models import WeightsUnavailable
 from course_utils.models.detr import load_detr_resnet50
@@ -700,23 +693,19 @@ else:
                          f"{det['scores'][q]:.2f}")
             ax.axis("off")
         fig.tight_layout()
-""")
 
-md("outro", r"""
-**What to take away.** DETR states detection as what it is — predicting a *set* — and gets rid of
-anchors, assignment heuristics and NMS: the Hungarian matching makes every object the
-responsibility of exactly one query, and the decoder's self-attention lets the queries agree on
-who takes what. The price is training time: the matching is unstable early on (a query may be
-matched to a different object at every step), and the attention must learn from scratch where to
-look. The follow-ups attack exactly that: Deformable DETR (X. Zhu et al., ICLR 2021: sparse
-attention around reference points), Conditional DETR (D. Meng et al., ICCV 2021), DAB-DETR (S. Liu
-et al., ICLR 2022: queries as boxes), DN-DETR (F. Li et al., CVPR 2022: denoising queries), DINO
-(H. Zhang et al., ICLR 2023) — which converge in 12 to 50 epochs.
-
-**References.** N. Carion et al., *End-to-End Object Detection with Transformers*, ECCV 2020.
-H. Rezatofighi et al., *Generalized Intersection over Union*, CVPR 2019. H. W. Kuhn, *The Hungarian
-method for the assignment problem*, Naval Research Logistics Quarterly 1955. A. Vaswani et al.,
-*Attention is all you need*, NeurIPS 2017.
-""")
-
-write()
+# %% [markdown] id="outro"
+# **What to take away.** DETR states detection as what it is — predicting a *set* — and gets rid of
+# anchors, assignment heuristics and NMS: the Hungarian matching makes every object the
+# responsibility of exactly one query, and the decoder's self-attention lets the queries agree on
+# who takes what. The price is training time: the matching is unstable early on (a query may be
+# matched to a different object at every step), and the attention must learn from scratch where to
+# look. The follow-ups attack exactly that: Deformable DETR (X. Zhu et al., ICLR 2021: sparse
+# attention around reference points), Conditional DETR (D. Meng et al., ICCV 2021), DAB-DETR (S. Liu
+# et al., ICLR 2022: queries as boxes), DN-DETR (F. Li et al., CVPR 2022: denoising queries), DINO
+# (H. Zhang et al., ICLR 2023) — which converge in 12 to 50 epochs.
+#
+# **References.** N. Carion et al., *End-to-End Object Detection with Transformers*, ECCV 2020.
+# H. Rezatofighi et al., *Generalized Intersection over Union*, CVPR 2019. H. W. Kuhn, *The Hungarian
+# method for the assignment problem*, Naval Research Logistics Quarterly 1955. A. Vaswani et al.,
+# *Attention is all you need*, NeurIPS 2017.

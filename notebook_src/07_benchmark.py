@@ -1,40 +1,51 @@
-"""The source of solutions/07_benchmark/07_benchmark.ipynb: `python notebook_src/07_benchmark.py solutions/07_benchmark/07_benchmark.ipynb` (or `make notebooks`)."""
+# %% [markdown] id="intro"
+# <!-- COLAB_BADGE: notebook_src/build.py puts the Open-in-Colab badge here -->
+#
+# # Lab 07 — Benchmark: every detector on one test set
+#
+# *CNNs part II — beyond image classification.*
+#
+# Papers and slides compare detectors in one table: **accuracy** (COCO mAP@[.5:.95], AP50, AP for
+# small, medium and large objects) against **cost** (parameters, FLOPs, images per second). In this
+# lab we build that table ourselves for the five detectors of the course, trained the same way on the
+# same synthetic data:
+#
+# | detector | lab | idea |
+# |---|---|---|
+# | YOLO v1 | 02 | one pass, an $S \times S$ grid, one object per cell |
+# | RetinaNet | 03 | dense anchors on a feature pyramid, focal loss |
+# | Faster R-CNN | 04 | region proposals (RPN), then RoIAlign and a box head |
+# | Mask R-CNN (boxes) | 04 | Faster R-CNN plus a mask branch; scored on its boxes here |
+# | DETR | 06 | a transformer predicts a set of boxes, Hungarian matching, no NMS |
+#
+# With tiny backbones every torchvision detector reaches AP50 ≈ 1 on the easy shapes within two
+# minutes — a table of 1.0s teaches nothing. So the benchmark uses the **hard** preset of the shapes:
+# 4 to 14 objects per image, small to medium, touching and occluding each other, on a cluttered and
+# noisier background, six classes.
+#
+# You will write one function (graded): **measuring speed correctly** is harder than it looks.
+# Then you will read the table (manually graded question).
+#
+# **Fair comparison?** Only roughly. Each detector gets the same data and about the same training
+# *time*, not the same number of steps; the backbones differ (each lab sized its own); nothing is
+# tuned per model. Papers compare at convergence on COCO with ResNet backbones: treat our ranking as
+# an illustration of the ideas, not as the papers' numbers.
 
-from nbsource import code, colab_badge, md, readonly, setup_cell, solution, tests, write  # noqa: F401
+# %% id="setup" role="readonly"
+# Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
 
-md("intro", colab_badge("07_benchmark") + r"""
-# Lab 07 — Benchmark: every detector on one test set
+# COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
 
-*CNNs part II — beyond image classification.*
+try:
+    import course_utils  # noqa: F401
+except ImportError as err:
+    raise ImportError(
+        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
+        "or `pip install -e .` in the environment of this kernel."
+    ) from err
 
-Papers and slides compare detectors in one table: **accuracy** (COCO mAP@[.5:.95], AP50, AP for
-small, medium and large objects) against **cost** (parameters, FLOPs, images per second). In this
-lab we build that table ourselves for the five detectors of the course, trained the same way on the
-same synthetic data:
-
-| detector | lab | idea |
-|---|---|---|
-| YOLO v1 | 02 | one pass, an $S \times S$ grid, one object per cell |
-| RetinaNet | 03 | dense anchors on a feature pyramid, focal loss |
-| Faster R-CNN | 04 | region proposals (RPN), then RoIAlign and a box head |
-| Mask R-CNN (boxes) | 04 | Faster R-CNN plus a mask branch; scored on its boxes here |
-| DETR | 06 | a transformer predicts a set of boxes, Hungarian matching, no NMS |
-
-With tiny backbones every torchvision detector reaches AP50 ≈ 1 on the easy shapes within two
-minutes — a table of 1.0s teaches nothing. So the benchmark uses the **hard** preset of the shapes:
-4 to 14 objects per image, small to medium, touching and occluding each other, on a cluttered and
-noisier background, six classes.
-
-You will write one function (graded): **measuring speed correctly** is harder than it looks.
-Then you will read the table (manually graded question).
-
-**Fair comparison?** Only roughly. Each detector gets the same data and about the same training
-*time*, not the same number of steps; the backbones differ (each lab sized its own); nothing is
-tuned per model. Papers compare at convergence on COCO with ResNet backbones: treat our ranking as
-an illustration of the ideas, not as the papers' numbers.
-""")
-
-setup_cell(r"""
 import statistics
 import time
 
@@ -53,24 +64,25 @@ from course_utils.config import by_mode, read_results, record, setup
 from course_utils.data import ShapesDataset, collate_detection, detections_to_coco
 from course_utils.grading import check_close, check_equal
 from course_utils.train import fit, predict, to_device
-""")
 
-md("models-md", r"""
-## 1. The five detectors
+SETUP = setup(seed=0)
+MODE, DEVICE = SETUP.mode, SETUP.device
 
-All builders come from `course_utils.models` (the labs 02–06 wrote them); they are imported in the
-next cell and nowhere else. Every detector is called the same way, as torchvision's detectors
-are: `model(images, targets)` returns a dict of losses in train mode, `model(images)` returns one
-`{"boxes", "scores", "labels"}` dict per image in eval mode (YOLO and DETR are wrapped to behave
-so). So one training loop (`fit`) and one evaluation serve all five.
+# %% [markdown] id="models-md"
+# ## 1. The five detectors
+#
+# All builders come from `course_utils.models` (the labs 02–06 wrote them); they are imported in the
+# next cell and nowhere else. Every detector is called the same way, as torchvision's detectors
+# are: `model(images, targets)` returns a dict of losses in train mode, `model(images)` returns one
+# `{"boxes", "scores", "labels"}` dict per image in eval mode (YOLO and DETR are wrapped to behave
+# so). So one training loop (`fit`) and one evaluation serve all five.
+#
+# In `full` mode (GPU) RetinaNet, Faster R-CNN and Mask R-CNN start from torchvision's
+# COCO-pretrained ResNet-50-FPN models (fine-tuned here); YOLO and DETR are the course's small ones,
+# trained longer. Offline, the pretrained ones fall back to the small from-scratch builders, with a
+# printed notice.
 
-In `full` mode (GPU) RetinaNet, Faster R-CNN and Mask R-CNN start from torchvision's
-COCO-pretrained ResNet-50-FPN models (fine-tuned here); YOLO and DETR are the course's small ones,
-trained longer. Offline, the pretrained ones fall back to the small from-scratch builders, with a
-printed notice.
-""")
-
-readonly("models", r"""
+# %% id="models" role="readonly"
 # ---- every builder of the course, in one place -------------------------------------------------
 from course_utils.models.detr import build_small_detr, detr_loss, detr_targets, postprocess
 from course_utils.models.rcnn import build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn
@@ -141,23 +153,21 @@ WARM_STARTS = {
     "detr": ("06_detr", "detr", lambda model: model.model),
 }
 BATCH_SIZE = by_mode(smoke=4, fast=8, full=8)
-""")
 
-md("data-md", r"""
-## 2. The benchmark set
+# %% [markdown] id="data-md"
+# ## 2. The benchmark set
+#
+# The `hard` preset at 128×128 pixels. The training set is the same for every detector, and so is the
+# test set (other images, never seen in training).
+#
+# **Object sizes.** COCO calls an object *small* below 32² pixels of area, *medium* up to 96², *large*
+# above — on COCO images, about 640 pixels a side. On 128-pixel images nearly every object would be
+# "small" by those numbers. `coco_ap_row` therefore evaluates with every coordinate scaled by
+# $640 / 128 = 5$: an object is small, medium or large when it covers the same *fraction of the
+# image* as a small, medium or large COCO object (small: below about 6×6 of our pixels; large: above
+# about 19×19). AP and AP50 do not change with the scale; only the size split does.
 
-The `hard` preset at 128×128 pixels. The training set is the same for every detector, and so is the
-test set (other images, never seen in training).
-
-**Object sizes.** COCO calls an object *small* below 32² pixels of area, *medium* up to 96², *large*
-above — on COCO images, about 640 pixels a side. On 128-pixel images nearly every object would be
-"small" by those numbers. `coco_ap_row` therefore evaluates with every coordinate scaled by
-$640 / 128 = 5$: an object is small, medium or large when it covers the same *fraction of the
-image* as a small, medium or large COCO object (small: below about 6×6 of our pixels; large: above
-about 19×19). AP and AP50 do not change with the scale; only the size split does.
-""")
-
-readonly("data", r"""
+# %% id="data" role="readonly"
 N_TRAIN = by_mode(smoke=16, fast=1200, full=8000)
 N_TEST = by_mode(smoke=8, fast=150, full=100)
 train_set = ShapesDataset(N_TRAIN, IMAGE_SIZE, preset="hard", seed=0, cache=True)
@@ -170,31 +180,29 @@ fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
 for i, ax in enumerate(axes):
     viz.show_sample(*test_set[i], class_names=CLASS_NAMES, masks=False, ax=ax)
 fig.tight_layout()
-""")
 
-md("train-md", r"""
-## 3. Training (or reusing) the five detectors
+# %% [markdown] id="train-md"
+# ## 3. Training (or reusing) the five detectors
+#
+# Each detector is trained with AdamW and a one-cycle learning rate, batch size 8, for the number
+# of steps in `RECIPES` — chosen so that each gets roughly the same CPU time, 30 to 40 seconds on two
+# idle cores (a Mask R-CNN step costs about six YOLO steps). That is very little: the table compares
+# how far each detector gets **in the same short time** as much as the architectures themselves.
+#
+# **Warm starts.** Labs 02, 03, 04 and 06 save their trained detector when they run in `fast` mode.
+# If you ran them, each detector here *starts from those weights* and is fine-tuned on the hard
+# preset with the same steps — pretraining then fine-tuning, as every real detector starts from
+# ImageNet or COCO weights. Tensors whose shape changed (the classifiers: six classes here against
+# three there; DETR's 25 queries against 9) start fresh. The cell prints where each detector started;
+# so does the `start` column of the table. Without those files every detector starts from scratch.
+#
+# **Cache.** The weights are saved as `07_benchmark/<model>.pt` with the training configuration, in
+# `results/` of the course folder (in a copy of the labs without one, e.g. on JupyterHub or Colab: in
+# `~/.cache/cnns-part2/results/`; `checkpoint_path` says where): run the notebook again and a
+# detector whose configuration has not changed is loaded instead of retrained (delete the file to
+# retrain). Labs 02–06 save theirs in the same place.
 
-Each detector is trained with AdamW and a one-cycle learning rate, batch size 8, for the number
-of steps in `RECIPES` — chosen so that each gets roughly the same CPU time, 30 to 40 seconds on two
-idle cores (a Mask R-CNN step costs about six YOLO steps). That is very little: the table compares
-how far each detector gets **in the same short time** as much as the architectures themselves.
-
-**Warm starts.** Labs 02, 03, 04 and 06 save their trained detector when they run in `fast` mode.
-If you ran them, each detector here *starts from those weights* and is fine-tuned on the hard
-preset with the same steps — pretraining then fine-tuning, as every real detector starts from
-ImageNet or COCO weights. Tensors whose shape changed (the classifiers: six classes here against
-three there; DETR's 25 queries against 9) start fresh. The cell prints where each detector started;
-so does the `start` column of the table. Without those files every detector starts from scratch.
-
-**Cache.** The weights are saved as `07_benchmark/<model>.pt` with the training configuration, in
-`results/` of the course folder (in a copy of the labs without one, e.g. on JupyterHub or Colab: in
-`~/.cache/cnns-part2/results/`; `checkpoint_path` says where): run the notebook again and a
-detector whose configuration has not changed is loaded instead of retrained (delete the file to
-retrain). Labs 02–06 save theirs in the same place.
-""")
-
-readonly("train", r"""
+# %% id="train" role="readonly"
 models, train_seconds, started_from = {}, {}, {}
 loader = DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True, collate_fn=collate_detection)
 for name, (title, build) in BUILDERS.items():
@@ -230,17 +238,15 @@ for name, (title, build) in BUILDERS.items():
         if MODE != "smoke":
             save_cached(path, model, config, train_seconds=train_seconds[name])
     models[name] = model.to(DEVICE).eval()
-""")
 
-md("eval-md", r"""
-## 4. Accuracy: COCO AP on the test set
+# %% [markdown] id="eval-md"
+# ## 4. Accuracy: COCO AP on the test set
+#
+# Every detector's test-set detections go through the same COCO evaluation (`coco_eval`, identical
+# to `pycocotools`). **mAP** averages AP over IoU thresholds 0.5, 0.55, …, 0.95: it rewards boxes
+# that fit tightly; **AP50** only asks for IoU ≥ 0.5.
 
-Every detector's test-set detections go through the same COCO evaluation (`coco_eval`, identical
-to `pycocotools`). **mAP** averages AP over IoU thresholds 0.5, 0.55, …, 0.95: it rewards boxes
-that fit tightly; **AP50** only asks for IoU ≥ 0.5.
-""")
-
-readonly("evaluate", r"""
+# %% id="evaluate" role="readonly"
 test_loader = DataLoader(test_set, batch_size=25, collate_fn=collate_detection)
 accuracy, detections = {}, {}
 for name, model in models.items():
@@ -251,58 +257,55 @@ for name, model in models.items():
     for key in ("AP50", "APs", "APm", "APl"):
         record(f"07_benchmark/{name}/{key}", accuracy[name][key])
     print(f"{BUILDERS[name][0]:13} " + "  ".join(f"{k} {v:.3f}" for k, v in accuracy[name].items()))
-""")
 
-md("compute-md", r"""
-## 5. Size and compute
+# %% [markdown] id="compute-md"
+# ## 5. Size and compute
+#
+# **Parameters** are counted from the weights. **FLOPs** are counted by PyTorch's
+# `torch.utils.flop_counter.FlopCounterMode` on one forward pass in eval mode: it adds up the
+# matrix products and convolutions (at 2 FLOPs per multiply-add, so MACs = FLOPs / 2) and **misses
+# everything else** — BatchNorm, activations, pooling, box decoding, non-maximum suppression and
+# RoIAlign (torchvision's custom operators). Those are few FLOPs but not little time: NMS and
+# RoIAlign are sequential, memory-bound steps. FLOPs are a property of the network; speed is a
+# property of the network *on a device*.
 
-**Parameters** are counted from the weights. **FLOPs** are counted by PyTorch's
-`torch.utils.flop_counter.FlopCounterMode` on one forward pass in eval mode: it adds up the
-matrix products and convolutions (at 2 FLOPs per multiply-add, so MACs = FLOPs / 2) and **misses
-everything else** — BatchNorm, activations, pooling, box decoding, non-maximum suppression and
-RoIAlign (torchvision's custom operators). Those are few FLOPs but not little time: NMS and
-RoIAlign are sequential, memory-bound steps. FLOPs are a property of the network; speed is a
-property of the network *on a device*.
-""")
-
-readonly("compute", r"""
+# %% id="compute" role="readonly"
 example_images = [test_set[i][0].as_subclass(torch.Tensor).to(DEVICE) for i in range(8)]
 compute = {name: {"params": count_parameters(model), "gflops": count_flops(model, example_images[:2]) / 1e9}
            for name, model in models.items()}
 for name, c in compute.items():
     print(f"{BUILDERS[name][0]:13} {c['params'] / 1e6:6.2f} M parameters  {c['gflops']:6.3f} GFLOPs per image")
-""")
 
-md("ex1-md", r"""
-## 6. Measuring speed (exercise, 4 points)
 
-"Images per second" is easy to get wrong. A correct measurement:
+# %% [markdown] id="ex1-md"
+# ## 6. Measuring speed (exercise, 4 points)
+#
+# "Images per second" is easy to get wrong. A correct measurement:
+#
+# 1. takes the batch `images[:batch_size]` **once, before timing** — loading and preparing data is
+#    not the model's time;
+# 2. puts the model in **eval mode** (`model.eval()`: BatchNorm uses its running statistics and a
+#    detector post-processes instead of computing losses) and runs under **`torch.no_grad()`** (no
+#    autograd graph is recorded); afterwards it **restores** the mode the model was in
+#    (`model.train(was_training)`);
+# 3. makes `warmup` **untimed** calls first: the first calls pay for lazy initialisation, memory
+#    allocation, cuDNN's algorithm search, cold caches;
+# 4. times each of `repeats` calls `model(batch)` separately with `time.perf_counter()` (call it as
+#    `time.perf_counter()`, the tests replace the clock);
+# 5. on a GPU (`device.type == "cuda"`) calls **`torch.cuda.synchronize(device)` before starting and
+#    before stopping the clock**: CUDA kernels run asynchronously, `model(batch)` returns as soon as
+#    the work is *queued*;
+# 6. takes the **median** of the times (a single hiccup — another process, the garbage collector —
+#    does not move it) and returns **images** per second: `batch_size / median`.
+#
+# Write `measure_throughput(model, images, batch_size, warmup=3, repeats=10, device)`. The model and
+# the images (a list of (3, H, W) tensors) are already on `device`: do not move them. Raise a
+# `ValueError` when there are fewer than `batch_size` images.
 
-1. takes the batch `images[:batch_size]` **once, before timing** — loading and preparing data is
-   not the model's time;
-2. puts the model in **eval mode** (`model.eval()`: BatchNorm uses its running statistics and a
-   detector post-processes instead of computing losses) and runs under **`torch.no_grad()`** (no
-   autograd graph is recorded); afterwards it **restores** the mode the model was in
-   (`model.train(was_training)`);
-3. makes `warmup` **untimed** calls first: the first calls pay for lazy initialisation, memory
-   allocation, cuDNN's algorithm search, cold caches;
-4. times each of `repeats` calls `model(batch)` separately with `time.perf_counter()` (call it as
-   `time.perf_counter()`, the tests replace the clock);
-5. on a GPU (`device.type == "cuda"`) calls **`torch.cuda.synchronize(device)` before starting and
-   before stopping the clock**: CUDA kernels run asynchronously, `model(batch)` returns as soon as
-   the work is *queued*;
-6. takes the **median** of the times (a single hiccup — another process, the garbage collector —
-   does not move it) and returns **images** per second: `batch_size / median`.
-
-Write `measure_throughput(model, images, batch_size, warmup=3, repeats=10, device)`. The model and
-the images (a list of (3, H, W) tensors) are already on `device`: do not move them. Raise a
-`ValueError` when there are fewer than `batch_size` images.
-""")
-
-solution("ex1-throughput", r"""
+# %% id="ex1-throughput" role="solution"
 def measure_throughput(model: torch.nn.Module, images: list, batch_size: int, warmup: int = 3, repeats: int = 10,
                        device: torch.device = torch.device("cpu")) -> float:
-    \"\"\"Images per second of model(images[:batch_size]): median over `repeats` timed calls after `warmup`.\"\"\"
+    """Images per second of model(images[:batch_size]): median over `repeats` timed calls after `warmup`."""
     ### BEGIN SOLUTION
     if len(images) < batch_size:
         raise ValueError(f"batch_size={batch_size} but only {len(images)} images")
@@ -327,9 +330,9 @@ def measure_throughput(model: torch.nn.Module, images: list, batch_size: int, wa
         model.train(was_training)
     return batch_size / statistics.median(seconds)
     ### END SOLUTION
-""")
 
-tests("test-throughput", r"""
+
+# %% id="test-throughput" role="tests" points=4
 # a fake detector on a fake clock: a call on n images costs 0.2 + 0.05 n seconds, the first two calls 5 s more,
 # reading the image list costs 1 s; with cuda=True the work only shows when torch.cuda.synchronize waits for it
 def probe_run(batch_size=4, warmup=3, repeats=5, cuda=False, **probe_options):
@@ -381,17 +384,15 @@ except ValueError:
 else:
     raise AssertionError("measure_throughput must raise ValueError when there are fewer images than batch_size")
 ### END HIDDEN TESTS
-""", points=4)
 
-md("speed-md", r"""
-## 7. Speed on this device
+# %% [markdown] id="speed-md"
+# ## 7. Speed on this device
+#
+# Now the real thing, with **your** `measure_throughput`, at batch size 1 (latency: one image at a
+# time, as a camera delivers them) and 8 (throughput: a batch). The numbers are for *this* machine,
+# now — on a shared or busy CPU they move; run it twice and compare.
 
-Now the real thing, with **your** `measure_throughput`, at batch size 1 (latency: one image at a
-time, as a camera delivers them) and 8 (throughput: a batch). The numbers are for *this* machine,
-now — on a shared or busy CPU they move; run it twice and compare.
-""")
-
-readonly("speed", r"""
+# %% id="speed" role="readonly"
 speed = {}
 for name, model in models.items():
     speed[name] = {f"ips_b{b}": measure_throughput(model, example_images, b, warmup=by_mode(smoke=1, fast=2, full=3),
@@ -400,13 +401,11 @@ for name, model in models.items():
     record(f"07_benchmark/{name}/images_per_s", speed[name]["ips_b8"])
     print(f"{BUILDERS[name][0]:13} {speed[name]['ips_b1']:7.1f} images/s at batch 1, "
           f"{speed[name]['ips_b8']:7.1f} at batch 8")
-""")
 
-md("table-md", r"""
-## 8. The table
-""")
+# %% [markdown] id="table-md"
+# ## 8. The table
 
-readonly("table", r"""
+# %% id="table" role="readonly"
 rows = [{"detector": BUILDERS[name][0], **accuracy[name], **compute[name], **speed[name],
          "train_s": train_seconds[name], "start": started_from[name]} for name in models]
 display(Markdown(markdown_table(rows, {
@@ -420,9 +419,8 @@ earlier = {k: v for k, v in read_results().items() if k.split("/")[0] in
            ("02_yolo", "03_retinanet", "04_rcnn", "06_detr") and k.split("/")[-1] in ("mAP", "box_mAP")}
 if earlier:
     print("for comparison, what the labs recorded on their own (easier) data:", earlier)
-""")
 
-readonly("plots", r"""
+# %% id="plots" role="readonly"
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.6))
 for k, name in enumerate(models):
     ax1.scatter(speed[name]["ips_b8"], accuracy[name]["AP"], s=80, color=viz.class_colour(k + 1))
@@ -437,9 +435,8 @@ for k, name in enumerate(models):
 ax2.set_xticks(range(3), [f"small ({counts['small']})", f"medium ({counts['medium']})", f"large ({counts['large']})"])
 ax2.set_ylabel("AP@[.5:.95]"); ax2.set_title("AP by object size (number of test objects)"); ax2.legend(fontsize=8)
 fig.tight_layout()
-""")
 
-readonly("examples", r"""
+# %% id="examples" role="readonly"
 fig, axes = plt.subplots(2, 5, figsize=(16, 6.8))
 for row, index in enumerate((0, 1)):
     image, target = test_set[index]
@@ -450,74 +447,68 @@ for row, index in enumerate((0, 1)):
                        ax=ax, title=f"{BUILDERS[name][0]}: {int(keep.sum())} boxes / {len(target['labels'])} objects")
 fig.suptitle("detections with score > 0.4 on two test images")
 fig.tight_layout()
-""")
 
-md("lessons-md", r"""
-## 9. Reading the table (manually graded, 3 points)
+# %% [markdown] id="lessons-md"
+# ## 9. Reading the table (manually graded, 3 points)
+#
+# Answer in the cell below, in a few sentences each, **quoting numbers from your table** (say whether
+# your detectors started from scratch or from labs 02–06: the `start` column):
+#
+# 1. Which detector is the most accurate, and which the fastest? Is any detector both more accurate
+#    and faster than another (it *dominates* it)?
+# 2. Compare YOLO v1 with Faster R-CNN, then with RetinaNet, on **small** objects (APs) and overall
+#    (AP). Which ideas of labs 02–04 explain what you see? Does RetinaNet's pyramid pay off, and if
+#    not, why might that be?
+# 3. FLOPs and images per second do not rank the detectors the same way. Give one example from
+#    your table and one reason (section 5 names some).
+# 4. Mask R-CNN computes everything Faster R-CNN does, plus masks. What does the table say about the
+#    cost of the mask branch, at training and at test time, and does it help the boxes here?
 
-Answer in the cell below, in a few sentences each, **quoting numbers from your table** (say whether
-your detectors started from scratch or from labs 02–06: the `start` column):
+# %% [markdown] id="lessons-answer" role="answer" points=3
+# ### BEGIN SOLUTION
+# (Numbers from the instructor's fast-mode runs on a 2-core CPU, first after running labs 02–06
+# (every detector starts from its lab's model), then from scratch in brackets; yours differ, the
+# speeds most.)
+#
+# 1. Faster R-CNN is the most accurate: mAP 0.30 (0.10), with by far the best AP75, 0.33 (0.08): its
+#    second stage refines the boxes on stride-8 features. YOLO v1 is the fastest (about 330 images/s
+#    at batch 8) and the cheapest (0.4 M parameters, 0.15 GFLOPs), with the second-best mAP, 0.15
+#    (0.08): good AP50, poor AP75, its boxes are coarse. Faster R-CNN dominates RetinaNet, Mask R-CNN
+#    and DETR here: more accurate *and* faster. DETR has hardly started learning in its 150 steps (mAP
+#    0.01, and about 0 from scratch): set prediction with Hungarian matching converges slowly (the
+#    paper trains for 500 epochs), and its 25 queries start fresh even after lab 06.
+# 2. YOLO v1's small-object AP is about 0 (0.009): an 8×8 grid on stride-16 features, one object per
+#    cell, so crowded small objects share cells and are lost from the targets themselves (lab 02), and
+#    a 6-pixel shape is a fraction of a feature cell. RetinaNet has a *lower* overall mAP than YOLO
+#    (0.09 against 0.15) but three times its small-object AP (0.028): the pyramid's stride-8 level P3
+#    with 12-pixel anchors sees small objects that YOLO's grid cannot hold. Faster R-CNN finds as many
+#    (APs 0.030): RoIAlign samples its stride-8 map at each proposal's exact position. From scratch
+#    the pyramid does not pay off (RetinaNet mAP 0.008, APs 0): a dense one-stage head trained from
+#    scratch with the focal loss needs many more steps than 140 (lab 03 shows it four times as many
+#    images, of easier shapes) — the ranking after 30 seconds is not the ranking at convergence.
+# 3. Mask R-CNN has about 6× the FLOPs of Faster R-CNN but is 5–6× slower at batch 8 and barely
+#    faster at batch 8 than at batch 1; DETR has about the FLOPs of Faster R-CNN at a lower speed;
+#    RetinaNet runs about twice as fast per image at batch 8 as at batch 1. FLOPs count only
+#    convolutions and matrix products; NMS, RoIAlign, pasting masks into the image and Python-level
+#    post-processing are not counted but take time, and a batch of 1 leaves the cores idle between
+#    small operations.
+# 4. The mask branch makes each training step about twice as expensive as Faster R-CNN's (so fewer
+#    steps fit in the same time: 80 against 160) and inference 5–6× slower (a mask head per
+#    detection, then each 28×28 mask resized and pasted into the image). It does not help the boxes
+#    here (mAP 0.13 against 0.30) — in the paper, at convergence, multi-task training helps them a
+#    little.
+# ### END SOLUTION
 
-1. Which detector is the most accurate, and which the fastest? Is any detector both more accurate
-   and faster than another (it *dominates* it)?
-2. Compare YOLO v1 with Faster R-CNN, then with RetinaNet, on **small** objects (APs) and overall
-   (AP). Which ideas of labs 02–04 explain what you see? Does RetinaNet's pyramid pay off, and if
-   not, why might that be?
-3. FLOPs and images per second do not rank the detectors the same way. Give one example from
-   your table and one reason (section 5 names some).
-4. Mask R-CNN computes everything Faster R-CNN does, plus masks. What does the table say about the
-   cost of the mask branch, at training and at test time, and does it help the boxes here?
-""")
-
-md("lessons-answer", r"""
-### BEGIN SOLUTION
-(Numbers from the instructor's fast-mode runs on a 2-core CPU, first after running labs 02–06
-(every detector starts from its lab's model), then from scratch in brackets; yours differ, the
-speeds most.)
-
-1. Faster R-CNN is the most accurate: mAP 0.30 (0.10), with by far the best AP75, 0.33 (0.08): its
-   second stage refines the boxes on stride-8 features. YOLO v1 is the fastest (about 330 images/s
-   at batch 8) and the cheapest (0.4 M parameters, 0.15 GFLOPs), with the second-best mAP, 0.15
-   (0.08): good AP50, poor AP75, its boxes are coarse. Faster R-CNN dominates RetinaNet, Mask R-CNN
-   and DETR here: more accurate *and* faster. DETR has hardly started learning in its 150 steps (mAP
-   0.01, and about 0 from scratch): set prediction with Hungarian matching converges slowly (the
-   paper trains for 500 epochs), and its 25 queries start fresh even after lab 06.
-2. YOLO v1's small-object AP is about 0 (0.009): an 8×8 grid on stride-16 features, one object per
-   cell, so crowded small objects share cells and are lost from the targets themselves (lab 02), and
-   a 6-pixel shape is a fraction of a feature cell. RetinaNet has a *lower* overall mAP than YOLO
-   (0.09 against 0.15) but three times its small-object AP (0.028): the pyramid's stride-8 level P3
-   with 12-pixel anchors sees small objects that YOLO's grid cannot hold. Faster R-CNN finds as many
-   (APs 0.030): RoIAlign samples its stride-8 map at each proposal's exact position. From scratch
-   the pyramid does not pay off (RetinaNet mAP 0.008, APs 0): a dense one-stage head trained from
-   scratch with the focal loss needs many more steps than 140 (lab 03 shows it four times as many
-   images, of easier shapes) — the ranking after 30 seconds is not the ranking at convergence.
-3. Mask R-CNN has about 6× the FLOPs of Faster R-CNN but is 5–6× slower at batch 8 and barely
-   faster at batch 8 than at batch 1; DETR has about the FLOPs of Faster R-CNN at a lower speed;
-   RetinaNet runs about twice as fast per image at batch 8 as at batch 1. FLOPs count only
-   convolutions and matrix products; NMS, RoIAlign, pasting masks into the image and Python-level
-   post-processing are not counted but take time, and a batch of 1 leaves the cores idle between
-   small operations.
-4. The mask branch makes each training step about twice as expensive as Faster R-CNN's (so fewer
-   steps fit in the same time: 80 against 160) and inference 5–6× slower (a mask head per
-   detection, then each 28×28 mask resized and pasted into the image). It does not help the boxes
-   here (mAP 0.13 against 0.30) — in the paper, at convergence, multi-task training helps them a
-   little.
-### END SOLUTION
-""", grade=True, grade_id="lessons-answer", locked=False, points=3, solution=True)
-
-md("outro", r"""
-**What the table does not say.** Our detectors are tiny and trained for seconds; the published
-ranking (e.g. Faster R-CNN more accurate than YOLO v1 but an order of magnitude slower; RetinaNet
-closing the gap for one-stage detectors; DETR matching Faster R-CNN after 500 epochs) holds at
-convergence on COCO with ResNet backbones, on GPUs. Speed rankings change with the device: a GPU
-hides FLOPs behind parallelism, a CPU does not, and sequential steps (NMS, RoIAlign, Python loops)
-weigh differently on each.
-
-**References.** J. Redmon et al., *You Only Look Once*, CVPR 2016. T.-Y. Lin et al., *Focal Loss
-for Dense Object Detection*, ICCV 2017. S. Ren et al., *Faster R-CNN*, NeurIPS 2015. K. He et al.,
-*Mask R-CNN*, ICCV 2017. N. Carion et al., *End-to-End Object Detection with Transformers*, ECCV
-2020. J. Huang et al., *Speed/accuracy trade-offs for modern convolutional object detectors*,
-CVPR 2017 (how to build such a table carefully).
-""")
-
-write()
+# %% [markdown] id="outro"
+# **What the table does not say.** Our detectors are tiny and trained for seconds; the published
+# ranking (e.g. Faster R-CNN more accurate than YOLO v1 but an order of magnitude slower; RetinaNet
+# closing the gap for one-stage detectors; DETR matching Faster R-CNN after 500 epochs) holds at
+# convergence on COCO with ResNet backbones, on GPUs. Speed rankings change with the device: a GPU
+# hides FLOPs behind parallelism, a CPU does not, and sequential steps (NMS, RoIAlign, Python loops)
+# weigh differently on each.
+#
+# **References.** J. Redmon et al., *You Only Look Once*, CVPR 2016. T.-Y. Lin et al., *Focal Loss
+# for Dense Object Detection*, ICCV 2017. S. Ren et al., *Faster R-CNN*, NeurIPS 2015. K. He et al.,
+# *Mask R-CNN*, ICCV 2017. N. Carion et al., *End-to-End Object Detection with Transformers*, ECCV
+# 2020. J. Huang et al., *Speed/accuracy trade-offs for modern convolutional object detectors*,
+# CVPR 2017 (how to build such a table carefully).
