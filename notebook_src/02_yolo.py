@@ -51,12 +51,11 @@ from torchvision import ops
 from course_utils import viz
 from course_utils.boxes import batched_nms as reference_batched_nms
 from course_utils.boxes import box_iou as reference_box_iou
-from course_utils.benchmark import checkpoint_path, save_cached
-from course_utils.config import by_mode, record, setup
+from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import ShapesDataset, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
 from course_utils.metrics import coco_eval, precision_recall_curve, voc_ap, voc_eval
-from course_utils.train import fit
+from course_utils.train import checkpoint_path, fit, save_cached
 
 SETUP = setup(seed=0)
 MODE, DEVICE = SETUP.mode, SETUP.device
@@ -431,7 +430,7 @@ def collate(batch):
     return torch.stack(images), torch.stack(grids)
 
 
-STEPS = by_mode(smoke=3, fast=300, full=6000)
+STEPS = steps(fast=300, full=6000)
 model = TinyYOLO(S, B, NUM_CLASSES)
 optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=max(STEPS, 3), pct_start=0.15)
