@@ -116,20 +116,23 @@ def measure_throughput(model: nn.Module, images: Sequence[torch.Tensor], batch_s
     batch = images[:batch_size]
     was_training = model.training
     model.eval()
-    seconds = []
     try:
         with torch.no_grad():
             for _ in range(warmup):
                 model(batch)
-            for _ in range(repeats):
-                _synchronize(device)
-                start = time.perf_counter()
-                model(batch)
-                _synchronize(device)
-                seconds.append(time.perf_counter() - start)
+            seconds = [_timed_call(model, batch, device) for _ in range(repeats)]
     finally:
         model.train(was_training)
     return batch_size / statistics.median(seconds)
+
+
+def _timed_call(model: nn.Module, batch: Sequence[torch.Tensor], device: torch.device) -> float:
+    """Seconds of one ``model(batch)``, the device's queued work included (CUDA runs asynchronously)."""
+    _synchronize(device)
+    start = time.perf_counter()
+    model(batch)
+    _synchronize(device)
+    return time.perf_counter() - start
 
 
 class _ProbeModel(nn.Module):

@@ -1,7 +1,9 @@
-"""Each solution notebook, run top to bottom in fast mode, reaches its quality floors in time.
+"""Each solution notebook, run top to bottom in fast mode, reaches its quality floors.
 
 One run per lab (they take minutes): marked slow. The figures come from `course_utils.config.record`
-through the COURSE_RESULTS file.
+through the COURSE_RESULTS file. Time is not what this test measures: it only holds every lab
+under a generous ceiling (a lab that went wrong, e.g. a step budget lost); how long each lab takes
+against its budget is measured by ``benchmarks/bench_lab_times.py`` (``make bench``).
 """
 
 import os
@@ -16,36 +18,33 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 LABS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and not p.name.startswith("."))
 
-# per lab: minimum values of the recorded figures, and the time budget of the whole notebook (2 cores)
+# a lab that takes longer than this in fast mode has lost its step budget, whatever else runs on the machine
+CEILING_SECONDS = 600
+
+# per lab: minimum values of the recorded figures and how many figures it shows
 FLOORS = {
     "01_localisation": {
         "floors": {"01_localisation/mean_iou": 0.7, "01_localisation/class_accuracy": 0.95},
-        "seconds": 180,
         "min_figures": 6,
     },
     "02_yolo": {
         "floors": {"02_yolo/mAP50": 0.9, "02_yolo/mAP": 0.5},
-        "seconds": 180,
         "min_figures": 4,  # + the detections slider figure, an Image widget
     },
     "03_retinanet": {
         "floors": {"03_retinanet/mAP50": 0.8, "03_retinanet/mAP": 0.45},
-        "seconds": 180,
         "min_figures": 6,  # + the anchors explorer, an Image widget
     },
     "04_rcnn": {
         "floors": {"04_rcnn/box_mAP50": 0.85, "04_rcnn/mask_mAP50": 0.8},
-        "seconds": 240,
         "min_figures": 4,  # + the proposals/detections/masks slider figure, an Image widget
     },
     "05_segmentation": {
         "floors": {"05_segmentation/unet_mIoU": 0.85, "05_segmentation/hourglass_mIoU": 0.8},
-        "seconds": 180,  # issue 9; measured alone: 133 s (200 + 200 U-Net steps and 250 hourglass steps)
         "min_figures": 7,  # + the U-Net comparison slider, an Image widget
     },
     "06_detr": {
         "floors": {"06_detr/mAP50": 0.7},
-        "seconds": 240,
         "min_figures": 6,
     },
     "07_benchmark": {
@@ -54,7 +53,6 @@ FLOORS = {
                    "07_benchmark/detr/mAP": 1e-5,
                    **{f"07_benchmark/{m}/images_per_s": 0.1
                       for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}},
-        "seconds": 300,  # issue 11; measured alone: 183 s from scratch, 171 s from the labs' checkpoints
         "min_figures": 3,
     },
 }
@@ -165,7 +163,7 @@ def test_fast_mode_reaches_floors(lab, tmp_path, monkeypatch, saved_models):
         assert results[name] >= floor, f"{name} = {results[name]:.3f} < floor {floor}"
     lesson_checks(lab, results)
     assert figures >= spec["min_figures"], f"{lab} showed {figures} figures"
-    assert seconds <= spec["seconds"], f"{lab} took {seconds:.0f} s in fast mode (budget {spec['seconds']} s)"
+    assert seconds <= CEILING_SECONDS, f"{lab} took {seconds:.0f} s in fast mode (ceiling {CEILING_SECONDS} s)"
     assert os.environ["COURSE_MODE"] == "fast"
 
 
@@ -196,4 +194,4 @@ def test_benchmark_from_the_labs_checkpoints(tmp_path, monkeypatch, saved_models
     assert min(ap.values()) > 5e-3 and max(ap.values()) < 0.9, f"every detector learns, none saturates: {ap}"
     assert aps["retinanet"] > 2 * aps["yolo"], f"the pyramid's gain on small objects: APs {aps}"
     assert ap["faster_rcnn"] > max(ap["yolo"], ap["retinanet"], ap["detr"]), f"two stages, most accurate: {ap}"
-    assert seconds <= FLOORS["07_benchmark"]["seconds"], f"lab 07 took {seconds:.0f} s"
+    assert seconds <= CEILING_SECONDS, f"lab 07 took {seconds:.0f} s (ceiling {CEILING_SECONDS} s)"

@@ -312,6 +312,20 @@ def hungarian_match(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets
     return out
 
 
+def _matched_pairs(targets: list[dict], indices: list[tuple[torch.Tensor, torch.Tensor]]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The matching as flat tensors over the batch: image index, query index, target label, target box.
+
+    Returns:
+        (M,) image indices, (M,) query indices, (M,) labels and (M, 4) boxes of the M matched pairs.
+    """
+    image = torch.cat([torch.full_like(query, i) for i, (query, _) in enumerate(indices)])
+    query = torch.cat([query for query, _ in indices])
+    labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+    boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])
+    return image, query, labels, boxes
+
+
 def set_loss(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: list[dict],
              indices: list[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
              eos_coef: float = 0.1) -> dict[str, torch.Tensor]:
@@ -330,21 +344,20 @@ def set_loss(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: list[
         / num_boxes, "loss_giou": (1 - GIoU) on matched pairs / num_boxes}``, where ``num_boxes`` is
         the number of target boxes in the whole batch (at least 1).
     """
-    b, q, _ = pred_logits.shape
+    batch_idx, query_idx, labels, boxes = _matched_pairs(targets, indices)  # (M,), (M,), (M,), (M, 4)
     num_boxes = max(sum(len(t["labels"]) for t in targets), 1)
-    batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])  # (M,)
-    src_idx = torch.cat([src for src, _ in indices])  # (M,)
-    target_classes = torch.full((b, q), num_classes, dtype=torch.int64, device=pred_logits.device)  # (B, Q)
-    target_classes[batch_idx, src_idx] = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
-    weight = torch.ones(num_classes + 1, device=pred_logits.device)
-    weight[num_classes] = eos_coef
-    loss_ce = F.cross_entropy(pred_logits.transpose(1, 2), target_classes, weight=weight)
-    src_boxes = pred_boxes[batch_idx, src_idx]  # (M, 4)
-    tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])  # (M, 4)
-    loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
-    giou = torch.diag(ops.generalized_box_iou(ops.box_convert(src_boxes, "cxcywh", "xyxy"),
-                                              ops.box_convert(tgt_boxes, "cxcywh", "xyxy")))  # (M,)
-    loss_giou = (1 - giou).sum() / num_boxes
+    # every query learns a class: its matched target's, else "no object" (index num_classes, down-weighted)
+    classes = torch.full(pred_logits.shape[:2], num_classes, dtype=torch.int64, device=pred_logits.device)
+    classes[batch_idx, query_idx] = labels  # (B, Q)
+    class_weight = torch.ones(num_classes + 1, device=pred_logits.device)
+    class_weight[num_classes] = eos_coef
+    loss_ce = F.cross_entropy(pred_logits.transpose(1, 2), classes, weight=class_weight)
+    # only the matched queries learn a box
+    predicted = pred_boxes[batch_idx, query_idx]  # (M, 4)
+    loss_bbox = F.l1_loss(predicted, boxes, reduction="sum") / num_boxes
+    pair_giou = ops.generalized_box_iou(ops.box_convert(predicted, "cxcywh", "xyxy"),
+                                        ops.box_convert(boxes, "cxcywh", "xyxy")).diagonal()  # (M,)
+    loss_giou = (1 - pair_giou).sum() / num_boxes
     return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
 

@@ -93,26 +93,29 @@ def encode_yolo_targets(boxes: torch.Tensor, labels: torch.Tensor, S: int, num_c
         (by area) is kept. A centre on the right/bottom edge belongs to the last cell.
     """
     boxes = plain(boxes).detach().float().cpu().reshape(-1, 4)
-    labels = torch.as_tensor(labels).cpu().reshape(-1)
+    labels = torch.as_tensor(labels).cpu().reshape(-1).long()
     if len(boxes) != len(labels):
         raise ValueError(f"boxes and labels must have one entry per object, got {len(boxes)} and {len(labels)}")
     if len(labels) and (labels.min() < 1 or labels.max() > num_classes):
         raise ValueError(f"labels must be in 1..num_classes={num_classes}, got {labels.tolist()}")
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2  # (N,)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]  # (N,)
+    col = (cx / image_size * S).long().clamp(max=S - 1)  # (N,): a centre on the last edge is in the last cell
+    row = (cy / image_size * S).long().clamp(max=S - 1)
+    cell = row * S + col  # (N,)
+    # one object per cell: the largest; among equal areas the last given (a stable sort by area)
+    rank = torch.empty_like(cell)
+    rank[torch.argsort(w * h, stable=True)] = torch.arange(len(cell))  # (N,) position by increasing area
+    best = torch.full((S * S,), -1, dtype=torch.long).scatter_reduce(0, cell, rank, "amax")  # (S*S,)
+    won = rank == best[cell]  # (N,) exactly one winner per occupied cell
     target = torch.zeros(S, S, 5 + num_classes)
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    for k in torch.argsort(w * h, stable=True).tolist():  # smallest first: the largest is written last
-        col = min(int(cx[k] / image_size * S), S - 1)
-        row = min(int(cy[k] / image_size * S), S - 1)
-        target[row, col] = 0
-        target[row, col, 0] = cx[k] / image_size * S - col
-        target[row, col, 1] = cy[k] / image_size * S - row
-        target[row, col, 2] = w[k] / image_size
-        target[row, col, 3] = h[k] / image_size
-        target[row, col, 4] = 1
-        target[row, col, 5 + int(labels[k]) - 1] = 1
+    r, c = row[won], col[won]
+    target[r, c, 0] = (cx / image_size * S - col)[won]
+    target[r, c, 1] = (cy / image_size * S - row)[won]
+    target[r, c, 2] = (w / image_size)[won]
+    target[r, c, 3] = (h / image_size)[won]
+    target[r, c, 4] = 1
+    target[r, c, 5 + labels[won] - 1] = 1
     return target
 
 
@@ -129,17 +132,16 @@ def decode_yolo_output(output: torch.Tensor, B: int, image_size: int,
         boxes (K, 4) xyxy pixels (not clipped), scores (K,), labels (K,) int64 in 1..C.
     """
     S = output.shape[0]
-    preds = output[..., :5 * B].reshape(S, S, B, 5)  # (S, S, B, 5)
-    probs = output[..., 5 * B:]  # (S, S, C)
-    rows = torch.arange(S, dtype=output.dtype, device=output.device).view(S, 1, 1)
-    cols = torch.arange(S, dtype=output.dtype, device=output.device).view(1, S, 1)
-    cx = (preds[..., 0] + cols) / S * image_size  # (S, S, B)
-    cy = (preds[..., 1] + rows) / S * image_size
-    w, h = preds[..., 2] * image_size, preds[..., 3] * image_size
-    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1).reshape(-1, 4)  # (S*S*B, 4)
-    best_prob, best_class = probs.max(dim=-1)  # (S, S)
-    scores = (preds[..., 4] * best_prob[..., None]).reshape(-1)  # (S*S*B,)
-    labels = (best_class[..., None].expand(S, S, B) + 1).reshape(-1)
+    cells = output[..., :5 * B].unflatten(-1, (B, 5))  # (S, S, B, 5): x, y, w, h, conf per predictor
+    ys, xs = torch.meshgrid(torch.arange(S, dtype=output.dtype, device=output.device),
+                            torch.arange(S, dtype=output.dtype, device=output.device), indexing="ij")  # (S, S)
+    offset = torch.stack([xs, ys], dim=-1)[:, :, None, :]  # (S, S, 1, 2): the cell's column and row
+    centre = (cells[..., :2] + offset) / S * image_size  # (S, S, B, 2) pixels
+    size = cells[..., 2:4] * image_size  # (S, S, B, 2) pixels
+    boxes = ops.box_convert(torch.cat([centre, size], dim=-1), "cxcywh", "xyxy").reshape(-1, 4)  # (S*S*B, 4)
+    class_prob, class_index = output[..., 5 * B:].max(dim=-1)  # (S, S): the best class of each cell
+    scores = (cells[..., 4] * class_prob[..., None]).flatten()  # (S*S*B,) conf * p(best class)
+    labels = (class_index + 1).repeat_interleave(B)  # (S*S*B,) in 1..C, the cell's class for each predictor
     keep = scores > score_threshold
     return boxes[keep], scores[keep], labels[keep]
 
