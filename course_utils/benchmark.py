@@ -7,29 +7,29 @@
 * :func:`coco_ap_row` - the COCO AP figures of one detector, with AP small / medium / large
   measured on the scale COCO defines them (see :func:`coco_ap_row`);
 * :func:`markdown_table` - a results table without pandas;
-* :func:`checkpoint_path`, :func:`load_cached`, :func:`save_cached` - train once, reuse the weights
-  while the training configuration is unchanged.
+
+``DetectorWrapper`` (now in :mod:`course_utils.models`), ``count_parameters`` and the checkpoint cache
+(``checkpoint_path``, ``load_cached``, ``save_cached``, ``warm_start``, now in :mod:`course_utils.train`)
+are re-exported here for the notebooks that import them from this module.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import statistics
 import time
 import timeit
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .config import RESULTS_ENV
 from .metrics import coco_eval
-from .train import save_checkpoint
+from .models import DetectorWrapper
+from .train import checkpoint_path, count_parameters, load_cached, save_cached, warm_start
 
 # --------------------------------------------------------------------------- compute
 
@@ -75,41 +75,6 @@ def count_flops(model: nn.Module, images: Sequence[torch.Tensor] | torch.Tensor)
     return counter.get_total_flops() / len(images)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (all of them, trainable or not)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-class DetectorWrapper(nn.Module):
-    """Give a detector with its own output format the interface of torchvision's detectors.
-
-    ``model(images (N, 3, H, W))`` returns raw outputs; in train mode the wrapper returns
-    ``loss(outputs, targets)`` (a dict of scalar losses), in eval mode ``postprocess(outputs)``
-    (one ``{"boxes", "scores", "labels"}`` dict per image). ``images`` may be a list of
-    (3, H, W) tensors of one size (stacked) or a batch tensor, as torchvision's detectors accept.
-    So :func:`course_utils.train.fit` and :func:`~course_utils.train.predict` handle it like the others.
-
-    Args:
-        model: the network; its weights are this module's ``model.*`` entries.
-        loss: ``loss(outputs, targets) -> {name: scalar tensor}``; targets are torchvision-style dicts.
-        postprocess: ``postprocess(outputs) -> list of dicts``.
-    """
-
-    def __init__(self, model: nn.Module, loss: Callable, postprocess: Callable):
-        super().__init__()
-        self.model, self.loss, self.postprocess = model, loss, postprocess
-
-    def forward(self, images, targets=None):
-        if not isinstance(images, torch.Tensor):
-            images = torch.stack([torch.as_tensor(im).as_subclass(torch.Tensor) for im in images])
-        outputs = self.model(images.as_subclass(torch.Tensor))
-        if self.training:
-            if targets is None:
-                raise ValueError("in training mode, pass targets: model(images, targets) returns the losses")
-            return dict(self.loss(outputs, targets))
-        return self.postprocess(outputs)
-
-
 # --------------------------------------------------------------------------- speed
 
 
@@ -151,20 +116,23 @@ def measure_throughput(model: nn.Module, images: Sequence[torch.Tensor], batch_s
     batch = images[:batch_size]
     was_training = model.training
     model.eval()
-    seconds = []
     try:
         with torch.no_grad():
             for _ in range(warmup):
                 model(batch)
-            for _ in range(repeats):
-                _synchronize(device)
-                start = time.perf_counter()
-                model(batch)
-                _synchronize(device)
-                seconds.append(time.perf_counter() - start)
+            seconds = [_timed_call(model, batch, device) for _ in range(repeats)]
     finally:
         model.train(was_training)
     return batch_size / statistics.median(seconds)
+
+
+def _timed_call(model: nn.Module, batch: Sequence[torch.Tensor], device: torch.device) -> float:
+    """Seconds of one ``model(batch)``, the device's queued work included (CUDA runs asynchronously)."""
+    _synchronize(device)
+    start = time.perf_counter()
+    model(batch)
+    _synchronize(device)
+    return time.perf_counter() - start
 
 
 class _ProbeModel(nn.Module):
@@ -343,94 +311,6 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(k), f) for k, f in columns.items()) + " |" for row in rows]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- checkpoint cache
-
-
-def checkpoint_path(lab: str, name: str) -> Path:
-    """Where lab ``lab`` keeps model ``name`` (``<lab>/<name>.pt``): next to ``$COURSE_RESULTS`` when
-    that is set; else in ``results/`` of the course folder (the nearest folder above the working
-    directory holding ``nbgrader_config.py``; git ignores it); else - a student's copy of the labs,
-    on JupyterHub or Colab - in the user's cache, ``$XDG_CACHE_HOME`` or ``~/.cache``, under
-    ``cnns-part2/results``. Never inside an assignment folder, which students submit, and the same
-    place for every lab, so that lab 07 finds what labs 02-06 saved."""
-    results = os.environ.get(RESULTS_ENV)
-    if results:
-        return Path(results).parent / lab / f"{name}.pt"
-    cwd = Path.cwd()
-    root = next((p for p in (cwd, *cwd.parents) if (p / "nbgrader_config.py").is_file()), None)
-    if root is not None:
-        return root / "results" / lab / f"{name}.pt"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "cnns-part2" / "results" / lab / f"{name}.pt"
-
-
-def _read_saved(path: str | os.PathLike) -> dict | None:
-    """The checkpoint dict at ``path`` (read with ``weights_only=True``), or None: no file, or not readable."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a truncated or foreign file: train instead
-        return None
-
-
-def _fitting(saved: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors of ``saved`` whose name and shape match one of ``model``'s."""
-    own = model.state_dict()
-    return {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
-
-
-def load_cached(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any]) -> dict | None:
-    """Load ``path`` into ``model`` if it was saved by :func:`save_cached` with exactly ``config``.
-
-    Returns:
-        the checkpoint's ``meta`` dict (with ``config`` and whatever was saved with it), or None
-        (no file, another configuration, or weights that do not fit ``model``: then ``model`` is
-        unchanged).
-    """
-    state = _read_saved(path)
-    if state is None or state.get("meta", {}).get("config") != dict(config):
-        return None
-    if len(_fitting(state["model"], model)) != len(state["model"]) or len(state["model"]) != len(model.state_dict()):
-        return None  # the architecture changed under the same config
-    model.load_state_dict(state["model"])
-    return state["meta"]
-
-
-def save_cached(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any], **meta: Any) -> Path:
-    """Save ``model``'s weights with its training ``config`` (plain values) and extra ``meta``."""
-    return save_checkpoint(path, model, config=dict(config), **meta)
-
-
-def warm_start(path: str | os.PathLike, model: nn.Module, *, mode: str = "fast") -> dict | None:
-    """Start ``model`` from the weights another lab saved with :func:`save_cached`, where they fit.
-
-    Every tensor of the checkpoint whose name and shape match one of ``model``'s is copied; the
-    others (e.g. a classifier for another number of classes) keep their fresh initialisation.
-
-    Args:
-        path: the checkpoint, e.g. ``checkpoint_path("03_retinanet", "retinanet")``.
-        model: the module to initialise, in place.
-        mode: only a checkpoint whose saved ``config["mode"]`` is this one is used (a full-mode
-            ResNet-50 does not fit a fast-mode model).
-
-    Returns:
-        None when there is no usable checkpoint (``model`` unchanged); else a dict with ``loaded`` and
-        ``fresh`` (names of ``model``'s tensors copied / left as they were) and the checkpoint's ``config``.
-    """
-    state = _read_saved(path)
-    config = {} if state is None else state.get("meta", {}).get("config", {})
-    if config.get("mode") != mode:
-        return None
-    loaded = _fitting(state["model"], model)
-    if not loaded:
-        return None
-    model.load_state_dict(loaded, strict=False)
-    return {"loaded": sorted(loaded), "fresh": sorted(k for k in model.state_dict() if k not in loaded),
-            "config": config}
 
 
 __all__ = [

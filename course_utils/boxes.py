@@ -155,13 +155,14 @@ def box_area(boxes: Array) -> Array:
 
 
 def _inter_union(b1: torch.Tensor, b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])  # (N,)
-    area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])  # (M,)
-    top_left = torch.maximum(b1[:, None, :2], b2[None, :, :2])  # (N, M, 2)
-    bottom_right = torch.minimum(b1[:, None, 2:], b2[None, :, 2:])  # (N, M, 2)
-    wh = (bottom_right - top_left).clamp(min=0)  # (N, M, 2)
-    inter = wh[..., 0] * wh[..., 1]  # (N, M)
-    union = area1[:, None] + area2[None, :] - inter  # (N, M)
+    """Intersection and union areas of ``xyxy`` boxes that broadcast: (..., 4) and (..., 4) -> (...)."""
+    area1 = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
+    area2 = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
+    top_left = torch.maximum(b1[..., :2], b2[..., :2])
+    bottom_right = torch.minimum(b1[..., 2:], b2[..., 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1 + area2 - inter
     return inter, union
 
 
@@ -193,7 +194,28 @@ def box_iou(boxes1: Array, boxes2: Array) -> Array:
         (N, M) IoU values in [0, 1].
     """
     b1, b2, was_numpy = _pair(boxes1, boxes2)
-    inter, union = _inter_union(b1, b2)  # (N, M), (N, M)
+    inter, union = _inter_union(b1[:, None], b2[None, :])  # (N, M), (N, M)
+    return _back(_safe_div(inter, union), was_numpy)
+
+
+def paired_box_iou(boxes1: Array, boxes2: Array) -> Array:
+    """Intersection over union of matched pairs of ``xyxy`` boxes: ``boxes1[i]`` with ``boxes2[i]``.
+
+    The same IoU as :func:`box_iou` (0 when the union is empty), element by element instead of
+    every pair: e.g. a detector's predicted box against the target box of the same cell.
+
+    Args:
+        boxes1: (..., 4) boxes.
+        boxes2: (..., 4) boxes, broadcastable against ``boxes1``.
+
+    Returns:
+        (...) IoU values in [0, 1], the broadcast shape without the last dimension.
+    """
+    b1, was_numpy = _to_tensor(boxes1, "boxes1")
+    b2, _ = _to_tensor(boxes2, "boxes2")
+    _check_boxes(b1, "boxes1", "xyxy")
+    _check_boxes(b2, "boxes2", "xyxy")
+    inter, union = _inter_union(b1, b2)
     return _back(_safe_div(inter, union), was_numpy)
 
 
@@ -211,7 +233,7 @@ def generalized_box_iou(boxes1: Array, boxes2: Array) -> Array:
         (N, M) GIoU values.
     """
     b1, b2, was_numpy = _pair(boxes1, boxes2)
-    inter, union = _inter_union(b1, b2)  # (N, M)
+    inter, union = _inter_union(b1[:, None], b2[None, :])  # (N, M)
     iou = _safe_div(inter, union)
     top_left = torch.minimum(b1[:, None, :2], b2[None, :, :2])  # (N, M, 2)
     bottom_right = torch.maximum(b1[:, None, 2:], b2[None, :, 2:])  # (N, M, 2)
@@ -254,14 +276,14 @@ def nms(boxes: Array, scores: Array, iou_threshold: float) -> Array:
     _check_scores(b, s, iou_threshold)
     order = torch.argsort(s, descending=True, stable=True)  # (N,)
     iou = box_iou(b[order], b[order])  # (N, N), rows and columns in score order
-    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    suppressed = torch.zeros(len(order), dtype=torch.bool, device=b.device)  # on the boxes' device (CUDA too)
     keep = []
     for i in range(len(order)):
         if suppressed[i]:
             continue
         keep.append(i)
         suppressed |= iou[i] > iou_threshold
-    kept = order[torch.tensor(keep, dtype=torch.long)]  # (K,)
+    kept = order[torch.tensor(keep, dtype=torch.long, device=b.device)]  # (K,)
     return _back(kept.to(torch.int64), was_numpy)
 
 

@@ -1,6 +1,8 @@
 """Run mode, device, seeding, the setup banner and recorded figures.
 
 One switch decides how much work a notebook does: the environment variable ``COURSE_MODE``.
+:func:`steps` turns it into a number of optimisation steps; it and :func:`course_root` are the
+only places that decide the step budget and the course folder.
 
 * ``smoke`` - a few optimisation steps; for tests and for nbgrader autograding (nbgrader sets
   ``NBGRADER_EXECUTION``), so grading a class is quick. Graded answers never depend on training.
@@ -30,6 +32,9 @@ import torch
 VALID_MODES = ("smoke", "fast", "full")
 MODE_ENV = "COURSE_MODE"
 RESULTS_ENV = "COURSE_RESULTS"
+SMOKE_STEPS = 3  # every training loop in smoke mode (tests, nbgrader): graded answers never depend on training
+MAX_STEPS_ENV = "COURSE_MAX_STEPS"  # optional cap on every training loop, in any mode (tests run full mode)
+COURSE_MARKER = "nbgrader_config.py"  # the file that marks the course folder
 DEFAULT_SEED = 0
 
 T = TypeVar("T")
@@ -60,6 +65,59 @@ def get_mode() -> str:
 def by_mode(*, smoke: T, fast: T, full: T) -> T:
     """Pick the value for the current run mode, e.g. ``steps = by_mode(smoke=3, fast=600, full=20_000)``."""
     return {"smoke": smoke, "fast": fast, "full": full}[get_mode()]
+
+
+def step_cap() -> int:
+    """The most optimisation steps any training loop may take now.
+
+    Returns:
+        :data:`SMOKE_STEPS` in smoke mode, else no cap (``2**62``); lowered to ``$COURSE_MAX_STEPS``
+        when that is set.
+
+    Raises:
+        ValueError: ``COURSE_MAX_STEPS`` is set to anything but a positive integer.
+    """
+    cap = SMOKE_STEPS if get_mode() == "smoke" else 2**62
+    raw = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{MAX_STEPS_ENV}={raw!r} must be a positive integer")
+        cap = min(cap, int(raw))
+    return cap
+
+
+def steps(*, fast: int, full: int) -> int:
+    """The step budget of one training run, e.g. ``fit(..., steps(fast=600, full=20_000))``.
+
+    Args:
+        fast: steps in fast mode (CPU, synthetic data).
+        full: steps in full mode (GPU, real data).
+
+    Returns:
+        ``fast`` or ``full`` for the current mode, capped by :func:`step_cap` (so
+        :data:`SMOKE_STEPS` in smoke mode).
+    """
+    for name, value in (("fast", fast), ("full", full)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int (optimisation steps), got {value!r}")
+    budget = full if get_mode() == "full" else fast
+    return min(budget, step_cap())
+
+
+def course_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The course folder: the nearest folder at or above ``start`` holding :data:`COURSE_MARKER`.
+
+    A lab notebook runs in ``labs/NN_topic/`` (or ``solutions/NN_topic/``) of the course checkout;
+    a student's copy of one lab, on JupyterHub or Colab, has no course folder above it.
+
+    Args:
+        start: a folder or file (default: the current working directory).
+
+    Returns:
+        the folder (absolute), or None when no folder above ``start`` holds the marker.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    return next((p for p in (here, *here.parents) if (p / COURSE_MARKER).is_file()), None)
 
 
 def get_device() -> torch.device:

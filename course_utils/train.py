@@ -1,12 +1,17 @@
 """A readable training loop for plain models and torchvision detection models.
 
-    history = fit(model, loader, optimizer, steps=by_mode(smoke=3, fast=600, full=20_000),
+    history = fit(model, loader, optimizer, steps=steps(fast=600, full=20_000),
                   loss_fn=nn.CrossEntropyLoss())          # plain model: loss_fn(model(x), y)
     history = fit(detector, loader, optimizer, steps=500) # detector: model(images, targets) -> losses
 
 Training is bounded by optimisation *steps*, not epochs or seconds, so a run is reproducible
-under a seed whatever the machine. In ``smoke`` mode (tests, nbgrader) every ``fit`` stops after
-:data:`SMOKE_STEPS` steps, so a notebook cannot forget to be quick while being graded.
+under a seed whatever the machine. ``fit`` applies :func:`course_utils.config.step_cap` (the
+one rule: :data:`~course_utils.config.SMOKE_STEPS` in smoke mode, ``$COURSE_MAX_STEPS`` in any
+mode), so a notebook cannot forget to be quick while being graded.
+
+The checkpoint cache lets a lab train once and reuse the weights while its training
+configuration is unchanged (:func:`checkpoint_path`, :func:`save_cached`, :func:`load_cached`),
+and lets a later lab start from an earlier lab's model (:func:`warm_start`).
 """
 
 from __future__ import annotations
@@ -22,11 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import get_device, get_mode, seed_everything
-
-SMOKE_STEPS = 3
-MAX_STEPS_ENV = "COURSE_MAX_STEPS"  # optional cap on every fit, in any mode (tests run full mode on tiny data)
-
+from .config import RESULTS_ENV, course_root, get_device, seed_everything, step_cap
 
 # --------------------------------------------------------------------------- plumbing
 
@@ -134,8 +135,9 @@ def fit(
         model: the network; moved to ``device``.
         train_loader: yields ``(inputs, targets)`` batches; restarted when exhausted.
         optimizer: over ``model``'s parameters.
-        steps: number of optimisation steps; capped at :data:`SMOKE_STEPS` in smoke mode, and at
-            ``$COURSE_MAX_STEPS`` when that is set (in any mode).
+        steps: number of optimisation steps (see :func:`course_utils.config.steps`); capped by
+            :func:`course_utils.config.step_cap`: ``SMOKE_STEPS`` in smoke mode, ``$COURSE_MAX_STEPS``
+            when that is set (in any mode).
         loss_fn: ``loss_fn(model(inputs), targets)`` -> a scalar tensor or a dict of them. None
             for models that return their loss dict from ``model(inputs, targets)``.
         scheduler: stepped after every optimisation step (e.g. ``OneCycleLR``).
@@ -156,9 +158,7 @@ def fit(
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every!r}")
-    if get_mode() == "smoke":
-        steps = min(steps, SMOKE_STEPS)
-    steps = min(steps, _step_cap())
+    steps = min(steps, step_cap())
     if seed is not None:
         seed_everything(seed)
     device = torch.device(device) if device is not None else get_device()
@@ -200,15 +200,6 @@ def fit(
             history.log(start + step, prefix="val_", **_run_eval(eval_fn, model))
     bar.close()
     return history
-
-
-def _step_cap() -> int:
-    raw = os.environ.get(MAX_STEPS_ENV, "").strip()
-    if not raw:
-        return 2**62
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{MAX_STEPS_ENV}={raw!r} must be a positive integer")
-    return int(raw)
 
 
 def _run_eval(eval_fn: Callable, model: nn.Module) -> dict[str, float]:
@@ -369,6 +360,26 @@ def save_checkpoint(
     return path
 
 
+def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw dict of a checkpoint file, read with ``torch.load(weights_only=True)`` (a file that
+    would run code when unpickled is refused). The one reader of checkpoints in the course.
+
+    Args:
+        path: the file.
+        map_location: where to put its tensors.
+
+    Returns:
+        the dict :func:`save_checkpoint` wrote (``model``, ``meta``, maybe ``optimizer``, ``history``).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     model: nn.Module | None = None,
@@ -388,10 +399,7 @@ def load_checkpoint(
         the checkpoint dict: ``model``, ``meta`` and, when saved, ``optimizer`` and ``history``
         (a :class:`History`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = read_checkpoint(path, map_location=map_location)
     if model is not None:
         model.load_state_dict(state["model"])
     if optimizer is not None:
@@ -409,3 +417,105 @@ def load_checkpoint(
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (only those with ``requires_grad`` if ``trainable_only``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------- checkpoint cache
+
+
+def checkpoint_path(lab: str, name: str) -> Path:
+    """Where lab ``lab`` keeps model ``name`` (``<lab>/<name>.pt``).
+
+    Next to ``$COURSE_RESULTS`` when that is set; else in ``results/`` of the course folder
+    (:func:`course_utils.config.course_root`; git ignores it); else - a student's copy of the
+    labs, on JupyterHub or Colab - in the user's cache, ``$XDG_CACHE_HOME`` or ``~/.cache``, under
+    ``cnns-part2/results``. Never inside an assignment folder, which students submit, and the same
+    place for every lab, so that lab 07 finds what labs 02-06 saved.
+
+    Args:
+        lab: the lab's folder name, e.g. ``"02_yolo"``.
+        name: the model's name, e.g. ``"yolo"``.
+
+    Returns:
+        the path of the checkpoint file (which may not exist yet).
+    """
+    results = os.environ.get(RESULTS_ENV)
+    if results:
+        return Path(results).parent / lab / f"{name}.pt"
+    root = course_root()
+    if root is not None:
+        return root / "results" / lab / f"{name}.pt"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "cnns-part2" / "results" / lab / f"{name}.pt"
+
+
+def _read_saved(path: str | os.PathLike) -> dict | None:
+    """The checkpoint dict at ``path`` (:func:`read_checkpoint`), or None: no file, or not readable."""
+    try:
+        return read_checkpoint(path)
+    except Exception:  # noqa: BLE001 - a missing, truncated or foreign file: train instead
+        return None
+
+
+def _fitting(saved: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of ``saved`` whose name and shape match one of ``model``'s."""
+    own = model.state_dict()
+    return {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+
+
+def load_cached(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any]) -> dict | None:
+    """Load ``path`` into ``model`` if it was saved by :func:`save_cached` with exactly ``config``.
+
+    Args:
+        path: the checkpoint (:func:`checkpoint_path`).
+        model: the module to load into, in place.
+        config: the training configuration (plain values) the weights must have been saved with.
+
+    Returns:
+        the checkpoint's ``meta`` dict (with ``config`` and whatever was saved with it), or None
+        (no file, another configuration, or weights that do not fit ``model``: then ``model`` is
+        unchanged).
+    """
+    state = _read_saved(path)
+    if state is None or state.get("meta", {}).get("config") != dict(config):
+        return None
+    if len(_fitting(state["model"], model)) != len(state["model"]) or len(state["model"]) != len(model.state_dict()):
+        return None  # the architecture changed under the same config
+    model.load_state_dict(state["model"])
+    return state["meta"]
+
+
+def save_cached(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any], **meta: Any) -> Path:
+    """Save ``model``'s weights with its training ``config`` (plain values) and extra ``meta``.
+
+    Returns:
+        the path written (atomically, by :func:`save_checkpoint`).
+    """
+    return save_checkpoint(path, model, config=dict(config), **meta)
+
+
+def warm_start(path: str | os.PathLike, model: nn.Module, *, mode: str = "fast") -> dict | None:
+    """Start ``model`` from the weights another lab saved with :func:`save_cached`, where they fit.
+
+    Every tensor of the checkpoint whose name and shape match one of ``model``'s is copied; the
+    others (e.g. a classifier for another number of classes) keep their fresh initialisation.
+
+    Args:
+        path: the checkpoint, e.g. ``checkpoint_path("03_retinanet", "retinanet")``.
+        model: the module to initialise, in place.
+        mode: only a checkpoint whose saved ``config["mode"]`` is this one is used (a full-mode
+            ResNet-50 does not fit a fast-mode model).
+
+    Returns:
+        None when there is no usable checkpoint (``model`` unchanged); else a dict with ``loaded`` and
+        ``fresh`` (names of ``model``'s tensors copied / left as they were) and the checkpoint's ``config``.
+    """
+    state = _read_saved(path)
+    config = {} if state is None else state.get("meta", {}).get("config", {})
+    if config.get("mode") != mode:
+        return None
+    loaded = _fitting(state["model"], model)
+    if not loaded:
+        return None
+    model.load_state_dict(loaded, strict=False)
+    return {"loaded": sorted(loaded), "fresh": sorted(k for k in model.state_dict() if k not in loaded),
+            "config": config}

@@ -49,7 +49,7 @@ from torchvision.transforms import v2
 
 from course_utils import viz
 from course_utils.boxes import box_iou as reference_box_iou
-from course_utils.config import by_mode, record, setup
+from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import OxfordPets, ShapesDataset, dataset_root, single_object_tensors
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
 from course_utils.models import load_backbone
@@ -334,7 +334,7 @@ else:
     FEAT_CHANNELS = 64
     classifier = nn.Sequential(backbone, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(FEAT_CHANNELS, 6))
     pretrain_history = fit(classifier, DataLoader(TensorDataset(source_images, source_classes), batch_size=32, shuffle=True),
-                           torch.optim.Adam(classifier.parameters(), lr=3e-3), steps=by_mode(smoke=3, fast=300, full=0),
+                           torch.optim.Adam(classifier.parameters(), lr=3e-3), steps=steps(fast=300, full=0),
                            loss_fn=nn.CrossEntropyLoss(), seed=0, device=DEVICE)
     viz.plot_history(pretrain_history).set_title("pretraining the backbone on the source task")
 pretrained_state = copy.deepcopy(backbone.state_dict())
@@ -526,7 +526,7 @@ frozen_results, frozen_heads = {}, {}
 for grid in (1, 4):
     head = LocalisationNet(nn.Identity(), FEAT_CHANNELS, len(CLASS_NAMES), grid=grid)
     fit(head, loader(train_features, train_classes, train_boxes, 64), torch.optim.Adam(head.parameters(), lr=2e-3),
-        steps=by_mode(smoke=3, fast=600, full=1500), loss_fn=joint_loss, seed=0, device=DEVICE)
+        steps=steps(fast=600, full=1500), loss_fn=joint_loss, seed=0, device=DEVICE)
     frozen_heads[grid] = head
     frozen_results[grid] = evaluate_localisation(head, test_features, test_classes, test_boxes)
     print(f"frozen backbone, grid={grid}: mean IoU {frozen_results[grid]['mean_iou']:.3f}, "
@@ -586,7 +586,7 @@ optimizer = torch.optim.Adam([
     {"params": [p for n, p in model.named_parameters() if not n.startswith("backbone.")], "lr": 1e-3},
 ])
 history = fit(model, loader(train_images, train_classes, train_boxes, 32), optimizer,
-              steps=by_mode(smoke=3, fast=400, full=3000), loss_fn=joint_loss, seed=0, device=DEVICE, log_every=20)
+              steps=steps(fast=400, full=3000), loss_fn=joint_loss, seed=0, device=DEVICE, log_every=20)
 viz.plot_history(history, log=True).set_title("fine-tuning: the two terms of the joint loss")
 
 final = evaluate_localisation(model, test_images, test_classes, test_boxes)

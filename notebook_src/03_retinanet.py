@@ -55,8 +55,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.transforms import v2
 
 from course_utils import viz
-from course_utils.benchmark import checkpoint_path, save_cached
-from course_utils.config import by_mode, record, setup
+from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import COCOSubset, PennFudan, ShapesDataset, dataset_root, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_raises, check_shape
 from course_utils.metrics import coco_eval
@@ -68,7 +67,7 @@ from course_utils.models import (
     only_levels,
     replace_classifier,
 )
-from course_utils.train import fit, predict
+from course_utils.train import checkpoint_path, fit, predict, save_cached
 
 SETUP = setup(seed=0)
 MODE, DEVICE = SETUP.mode, SETUP.device
@@ -647,7 +646,7 @@ def collate(batch):
     return images, targets
 
 
-STEPS = by_mode(smoke=3, fast=300, full=5000)
+STEPS = steps(fast=300, full=5000)
 LR = 5e-3
 optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=max(STEPS, 3), pct_start=0.15)
@@ -827,7 +826,7 @@ else:
     params = [p for p in pretrained.parameters() if p.requires_grad]
     tune_opt = torch.optim.SGD(params, lr=0.005, momentum=0.9, weight_decay=1e-4)
     fit(pretrained, DataLoader(penn_train, batch_size=4, shuffle=True, collate_fn=collate), tune_opt,
-        steps=by_mode(smoke=3, fast=3, full=600), grad_clip=10.0, seed=0, device=DEVICE, log_every=20)
+        steps=steps(fast=3, full=600), grad_clip=10.0, seed=0, device=DEVICE, log_every=20)
     after = penn_ap(pretrained, label_of_person=1)
     print(f"Penn-Fudan test set of {n_test} image(s): AP50 {before['AP50']:.3f} -> {after['AP50']:.3f}, "
           f"mAP {before['AP']:.3f} -> {after['AP']:.3f} after fine-tuning")

@@ -55,13 +55,12 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.transforms import v2
 
 from course_utils import viz
-from course_utils.benchmark import checkpoint_path, save_cached
-from course_utils.config import by_mode, record, setup
+from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import PennFudan, ShapesDataset, collate_detection, dataset_root, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_shape
 from course_utils.metrics import coco_eval
 from course_utils.models.rcnn import build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn, count_by_part
-from course_utils.train import fit, predict
+from course_utils.train import checkpoint_path, fit, predict, save_cached
 
 SETUP = setup(seed=0)
 MODE, DEVICE = SETUP.mode, SETUP.device
@@ -508,7 +507,7 @@ if MODE == "full":
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=180, gamma=0.1)
 else:
     model = mask_rcnn
-    STEPS, BATCH = by_mode(smoke=3, fast=200, full=0), 8
+    STEPS, BATCH = steps(fast=200, full=0), 8
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=max(STEPS, 3),
                                                     pct_start=0.15)

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2
 
 from course_utils import viz
-from course_utils.config import by_mode, record, setup
+from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import IGNORE_INDEX, OxfordPets, ShapesDataset, dataset_root, object_crops, semantic_tensors
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
 from course_utils.metrics import confusion_matrix
@@ -224,7 +224,7 @@ classifier = nn.Sequential(
 )
 n_val = len(crops) // 5
 fit(classifier, DataLoader(TensorDataset(crops[n_val:], crop_labels[n_val:]), batch_size=64, shuffle=True),
-    torch.optim.Adam(classifier.parameters(), lr=3e-3), by_mode(smoke=3, fast=200, full=600),
+    torch.optim.Adam(classifier.parameters(), lr=3e-3), steps(fast=200, full=600),
     loss_fn=F.cross_entropy, seed=0, log_every=50)
 classifier.eval()
 with torch.no_grad():
@@ -575,7 +575,7 @@ record("05_segmentation/convolutionized_mIoU", coarse_miou)
 # the background suffers. (Try `train_segmenter(model, loss_fn=F.cross_entropy)` to see the first row.)
 
 # %% id="unet-train" role="readonly"
-UNET_STEPS = by_mode(smoke=3, fast=200, full=3000)
+UNET_STEPS = steps(fast=200, full=3000)
 counted_train = train_masks[train_masks != IGNORE_INDEX]  # (P,) class of every counted training pixel
 pixel_share = torch.bincount(counted_train, minlength=NUM_CLASSES).double() / counted_train.numel()  # (K,)
 CLASS_WEIGHTS = pixel_share.clamp_min(1e-4).rsqrt().float()  # (K,): 1 / sqrt(share); a missing class gets 100
@@ -750,7 +750,7 @@ def weighted_hourglass_loss(outputs, target):
 NUM_STACKS = by_mode(smoke=2, fast=2, full=3)
 torch.manual_seed(0)
 hourglass = StackedHourglass(NUM_CLASSES, num_stacks=NUM_STACKS, channels=16, depth=3)
-hourglass_history = train_segmenter(hourglass, steps=by_mode(smoke=3, fast=250, full=3000),
+hourglass_history = train_segmenter(hourglass, steps=steps(fast=250, full=3000),
                                     loss_fn=weighted_hourglass_loss)
 stack_logits, _ = predict(hourglass, test_loader, device=DEVICE)  # tuple of S tensors (N, K, H, W)
 stack_mious = []
@@ -804,7 +804,7 @@ imagenet_mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 imagenet_std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 fcn32 = nn.Sequential(v2.Normalize(imagenet_mean.flatten().tolist(), imagenet_std.flatten().tolist()),
                       FCN32s(backbone, NUM_CLASSES)) if backbone.pretrained else FCN32s(backbone, NUM_CLASSES)
-fcn32_history = train_segmenter(fcn32, steps=by_mode(smoke=3, fast=60, full=2000), lr=1e-3)
+fcn32_history = train_segmenter(fcn32, steps=steps(fast=60, full=2000), lr=1e-3)
 fcn32_logits, _ = predict(fcn32, test_loader, device=DEVICE)
 _, fcn32_miou = segmentation_iou(fcn32_logits, test_masks, NUM_CLASSES)
 record("05_segmentation/fcn32s_mIoU", fcn32_miou)

@@ -49,13 +49,12 @@ from torchvision import ops
 from torchvision.transforms import v2
 
 from course_utils import viz
-from course_utils.benchmark import checkpoint_path, save_cached
-from course_utils.config import by_mode, record, setup
+from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import ShapesDataset, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_shape
 from course_utils.metrics import coco_eval
 from course_utils.models.detr import build_small_detr, detr_loss, detr_targets, postprocess
-from course_utils.train import fit
+from course_utils.train import checkpoint_path, fit, save_cached
 
 SETUP = setup(seed=0)
 MODE, DEVICE = SETUP.mode, SETUP.device
@@ -458,7 +457,7 @@ batch_set = ShapesDataset(8, IMAGE_SIZE, seed=0)  # the first 8 training images,
 one_batch = collate([batch_set[i] for i in range(8)])
 tiny = build_small_detr(NUM_CLASSES, NUM_QUERIES)
 optimizer = torch.optim.AdamW(tiny.parameters(), lr=1e-3, weight_decay=1e-4)
-overfit_history = fit(tiny, [one_batch], optimizer, by_mode(smoke=3, fast=150, full=300), loss_fn=criterion,
+overfit_history = fit(tiny, [one_batch], optimizer, steps(fast=150, full=300), loss_fn=criterion,
                       grad_clip=0.1, seed=0, device=DEVICE, log_every=10, progress=False)
 tiny.eval()
 with torch.no_grad():
@@ -480,7 +479,7 @@ print(f"loss: {overfit_history['loss'][0]:.2f} -> {overfit_history['loss'][-1]:.
 # one-cycle learning-rate schedule. The losses are summed over the 3 decoder layers.
 
 # %% id="train" role="readonly"
-STEPS = by_mode(smoke=3, fast=500, full=20000)
+STEPS = steps(fast=500, full=20000)
 model = build_small_detr(NUM_CLASSES, NUM_QUERIES)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=max(STEPS, 3), pct_start=0.1)
@@ -631,10 +630,11 @@ if np.isfinite(spread):
 # ## 11. Full mode: the authors' DETR-R50 on real images
 #
 # With `COURSE_MODE=full` (a GPU and internet), this cell loads the public DETR with a ResNet-50
-# backbone (42.0 AP on COCO val2017, trained for 500 epochs on 16 GPUs) from torch hub, runs it on the
-# COCO val2017 images fetched by `python -m data_scripts.download coco_val2017`, scores it with COCO
-# mAP and shows its decoder attention on a real image. In other modes, or offline, it says what it
-# would do.
+# backbone (42.0 AP on COCO val2017, trained for 500 epochs on 16 GPUs): the network is defined in
+# `course_utils.models.detr_r50`, the authors' weights are downloaded once and checked against their
+# published sha256. It runs it on the COCO val2017 images fetched by
+# `python -m data_scripts.download coco_val2017`, scores it with COCO mAP and shows its decoder
+# attention on a real image. In other modes, or offline, it says what it would do.
 
 # %% id="full" role="readonly"
 from course_utils.data.real import COCOSubset, dataset_root
@@ -675,7 +675,7 @@ else:
         maps, features = [], []
         hooks = [detr_r50.transformer.decoder.layers[-1].multihead_attn.register_forward_hook(
                      lambda m, i, o: maps.append(o[1])),
-                 detr_r50.backbone[-2].register_forward_hook(lambda m, i, o: features.append(o["0"].tensors))]
+                 detr_r50.backbone[0].register_forward_hook(lambda m, i, o: features.append(o["0"]))]
         with torch.no_grad():
             out = detr_r50(((image.to(DEVICE) - mean) / std)[None])
         for hook in hooks:

@@ -53,23 +53,19 @@ from IPython.display import Markdown, display
 from torch.utils.data import DataLoader
 
 from course_utils import viz
-from course_utils.benchmark import (
-    DetectorWrapper,
-    ThroughputProbe,
-    checkpoint_path,
-    coco_ap_row,
-    count_flops,
-    count_parameters,
-    load_cached,
-    markdown_table,
-    save_cached,
-    size_counts,
-    warm_start,
-)
-from course_utils.config import by_mode, read_results, record, setup
+from course_utils.benchmark import ThroughputProbe, coco_ap_row, count_flops, markdown_table, size_counts
+from course_utils.config import by_mode, read_results, record, setup, steps
 from course_utils.data import ShapesDataset, collate_detection, detections_to_coco
 from course_utils.grading import check_close, check_equal
-from course_utils.train import fit, predict, to_device
+from course_utils.train import (
+    checkpoint_path,
+    count_parameters,
+    fit,
+    load_cached,
+    predict,
+    save_cached,
+    warm_start,
+)
 
 SETUP = setup(seed=0)
 MODE, DEVICE = SETUP.mode, SETUP.device
@@ -77,78 +73,51 @@ MODE, DEVICE = SETUP.mode, SETUP.device
 # %% [markdown] id="models-md"
 # ## 1. The five detectors
 #
-# All builders come from `course_utils.models` (the labs 02–06 wrote them); they are imported in the
-# next cell and nowhere else. Every detector is called the same way, as torchvision's detectors
-# are: `model(images, targets)` returns a dict of losses in train mode, `model(images)` returns one
-# `{"boxes", "scores", "labels"}` dict per image in eval mode (YOLO and DETR are wrapped to behave
-# so). So one training loop (`fit`) and one evaluation serve all five.
+# Every detector comes from one function of `course_utils.models` (the labs 02–06 wrote the models):
+# `build_detector(name, num_classes, image_size, **options)`, where `num_classes` counts the object
+# classes only (the background is added where a model needs it). Every detector is called the same
+# way, as torchvision's detectors are: `model(images, targets)` returns a dict of losses in train
+# mode, `model(images)` returns one `{"boxes", "scores", "labels"}` dict per image in eval mode (YOLO
+# and DETR are wrapped to behave so). So one training loop (`fit`) and one evaluation serve all five.
 #
 # In `full` mode (GPU) RetinaNet, Faster R-CNN and Mask R-CNN start from torchvision's
-# COCO-pretrained ResNet-50-FPN models (fine-tuned here); YOLO and DETR are the course's small ones,
-# trained longer. Offline, the pretrained ones fall back to the small from-scratch builders, with a
-# printed notice.
+# COCO-pretrained ResNet-50-FPN models (`load_pretrained_detector`, fine-tuned here); YOLO and DETR
+# are the course's small ones, trained longer. Offline, the pretrained ones fall back to the small
+# from-scratch detectors, with a printed notice.
 
 # %% id="models" role="readonly"
-# ---- every builder of the course, in one place -------------------------------------------------
-from course_utils.models.detr import build_small_detr, detr_loss, detr_targets, postprocess
-from course_utils.models.rcnn import build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn
-from course_utils.models.retinanet import build_retinanet, load_pretrained_retinanet, replace_classifier
-from course_utils.models.yolo import build_yolo
+# ---- every detector of the course, through one builder ----------------------------------------
+from course_utils.models import build_detector, load_pretrained_detector
 
 IMAGE_SIZE = by_mode(smoke=128, fast=128, full=256)
-NUM_CLASSES = 6  # the hard preset's six shapes
-NUM_QUERIES = 25  # DETR's fixed number of predictions: above the 14 objects an image can hold
-
-
-def make_detr():
-    size = (IMAGE_SIZE, IMAGE_SIZE)
-
-    def loss(outputs, targets):  # DETR's targets: normalised cxcywh, labels from 0
-        device = outputs["pred_logits"].device
-        return detr_loss(outputs, to_device(detr_targets(to_device(targets, "cpu"), size), device), NUM_CLASSES)
-
-    return DetectorWrapper(build_small_detr(NUM_CLASSES, NUM_QUERIES), loss, lambda outputs: postprocess(outputs, size))
-
-
-def make_pretrained_faster_rcnn():
-    # full mode: COCO-pretrained Faster R-CNN = the pretrained Mask R-CNN without its mask branch
-    model, pretrained = build_pretrained_mask_rcnn(NUM_CLASSES)
-    model.roi_heads.mask_roi_pool = model.roi_heads.mask_head = model.roi_heads.mask_predictor = None
-    return model if pretrained else build_faster_rcnn(NUM_CLASSES, IMAGE_SIZE)
-
-
-def make_pretrained_mask_rcnn():
-    model, pretrained = build_pretrained_mask_rcnn(NUM_CLASSES)
-    return model if pretrained else build_mask_rcnn(NUM_CLASSES, IMAGE_SIZE)
-
-
-def make_pretrained_retinanet():
-    model = load_pretrained_retinanet(detections_per_img=100)
-    return replace_classifier(model, NUM_CLASSES + 1) if model.pretrained else build_retinanet(
-        NUM_CLASSES + 1, IMAGE_SIZE, anchor_scale=1.5, detections_per_img=100)
-
-
-PRETRAINED = MODE == "full"  # COCO-pretrained two-stage and RetinaNet detectors in full mode
-BUILDERS = {  # name -> (display name, builder)
-    "yolo": ("YOLO v1", lambda: build_yolo(NUM_CLASSES, IMAGE_SIZE)),
-    "retinanet": ("RetinaNet", make_pretrained_retinanet if PRETRAINED  # + 1: torchvision counts the background;
-                  else lambda: build_retinanet(NUM_CLASSES + 1, IMAGE_SIZE, anchor_scale=1.5,  # lab 03's anchors,
-                                              levels=(3, 4, 5),  # objects <= 38 px: P6/P7's 96+ px anchors never fit
-                                              detections_per_img=100)),  # COCO scores the best 100
-    "faster_rcnn": ("Faster R-CNN", make_pretrained_faster_rcnn if PRETRAINED
-                    else lambda: build_faster_rcnn(NUM_CLASSES, IMAGE_SIZE)),
-    "mask_rcnn": ("Mask R-CNN", make_pretrained_mask_rcnn if PRETRAINED
-                  else lambda: build_mask_rcnn(NUM_CLASSES, IMAGE_SIZE)),
-    "detr": ("DETR", make_detr),
+NUM_CLASSES = 6  # the hard preset's six shapes (build_detector counts object classes: no background)
+BUILDERS = {  # name -> (display name, build_detector options)
+    "yolo": ("YOLO v1", {}),
+    "retinanet": ("RetinaNet", dict(anchor_scale=1.5,  # lab 03's anchors,
+                                    levels=(3, 4, 5),  # objects <= 38 px: P6/P7's 96+ px anchors never fit
+                                    detections_per_img=100)),  # COCO scores the best 100
+    "faster_rcnn": ("Faster R-CNN", {}),
+    "mask_rcnn": ("Mask R-CNN", {}),
+    "detr": ("DETR", dict(num_queries=25)),  # DETR's fixed number of predictions: above the 14 objects an image holds
 }
+COCO_PRETRAINED = ("retinanet", "faster_rcnn", "mask_rcnn")  # full mode: they start from torchvision's COCO weights
+
+
+def build(name):
+    options = BUILDERS[name][1]
+    if MODE == "full" and name in COCO_PRETRAINED:  # offline, the small one from scratch, with a notice
+        return load_pretrained_detector(name, NUM_CLASSES, IMAGE_SIZE, fallback=options)
+    return build_detector(name, NUM_CLASSES, IMAGE_SIZE, **options)
+
+
 # training recipe: optimisation steps (about the same CPU time for each in fast mode), peak learning rate
 # (lower for fine-tuning the pretrained ones in full mode)
 RECIPES = {
-    "yolo": dict(steps=by_mode(smoke=3, fast=350, full=6000), lr=2e-3),
-    "retinanet": dict(steps=by_mode(smoke=3, fast=140, full=3000), lr=by_mode(smoke=5e-3, fast=5e-3, full=1e-4)),
-    "faster_rcnn": dict(steps=by_mode(smoke=3, fast=160, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
-    "mask_rcnn": dict(steps=by_mode(smoke=3, fast=80, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
-    "detr": dict(steps=by_mode(smoke=3, fast=150, full=20000), lr=1e-3),
+    "yolo": dict(steps=steps(fast=350, full=6000), lr=2e-3),
+    "retinanet": dict(steps=steps(fast=140, full=3000), lr=by_mode(smoke=5e-3, fast=5e-3, full=1e-4)),
+    "faster_rcnn": dict(steps=steps(fast=160, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
+    "mask_rcnn": dict(steps=steps(fast=80, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
+    "detr": dict(steps=steps(fast=150, full=20000), lr=1e-3),
 }
 # fast mode: the model each earlier lab saved after its own training, if you ran it (lab, name, the part it fits)
 WARM_STARTS = {
@@ -211,12 +180,12 @@ fig.tight_layout()
 # %% id="train" role="readonly"
 models, train_seconds, started_from = {}, {}, {}
 loader = DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True, collate_fn=collate_detection)
-for name, (title, build) in BUILDERS.items():
+for name, (title, _) in BUILDERS.items():
     recipe = RECIPES[name]
     config = {"model": name, "mode": MODE, "image_size": IMAGE_SIZE, "n_train": N_TRAIN, "preset": "hard",
               "batch_size": BATCH_SIZE, "seed": 0, **recipe}
     torch.manual_seed(0)
-    model = build()
+    model = build(name)
     started_from[name] = "scratch"
     if MODE == "fast":
         lab, saved, part = WARM_STARTS[name]

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,3 +51,42 @@ def assert_rejected(cells: dict[str, str], solved: dict, test_cell: str, wrong_c
     except Exception:  # noqa: BLE001 - any exception scores the cell 0
         return
     raise AssertionError(f"{test_cell} accepted a wrong answer")
+
+
+def exercise_tests(lab: str, solutions: list[str], test_cells: list[str], wrong: dict[str, dict[str, str]],
+                   env: dict[str, str] | None = None):
+    """The standard tests of one lab's graded exercises, for a test module to bind at its top level:
+
+        solved, test_solution_passes, test_wrong_answer_fails = exercise_tests(LAB, SOLUTIONS, TEST_CELLS, WRONG)
+
+    Args:
+        lab: the lab's folder name, e.g. ``"02_yolo"``.
+        solutions: the cells to run first (the setup cell and every solution cell), in order.
+        test_cells: the graded test cells the solution must pass.
+        wrong: ``{test cell: {name: wrong code}}``, each a plausible wrong answer the test cell must reject.
+        env: environment variables set while a test cell runs on the solution (e.g. ``COURSE_MODE``).
+
+    Returns:
+        (``solved``: a module-scoped fixture, the namespace after the solution cells;
+        ``test_solution_passes``: every test cell accepts the solution;
+        ``test_wrong_answer_fails``: every test cell raises on each of its wrong answers).
+    """
+    cells = load_cells(lab)
+
+    @pytest.fixture(scope="module")
+    def solved():
+        return run_cells(cells, solutions)
+
+    @pytest.mark.parametrize("test_cell", test_cells)
+    def test_solution_passes(solved, test_cell, monkeypatch):
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        run_cells(cells, [test_cell], dict(solved))
+
+    cases, ids = wrong_answer_cases(wrong)
+
+    @pytest.mark.parametrize("test_cell, wrong, code", cases, ids=ids)
+    def test_wrong_answer_fails(solved, test_cell, wrong, code):
+        assert_rejected(cells, solved, test_cell, code)
+
+    return solved, test_solution_passes, test_wrong_answer_fails

@@ -11,20 +11,17 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from course_utils.benchmark import (
-    DetectorWrapper,
     ThroughputProbe,
     coco_ap_row,
     count_flops,
     count_parameters,
-    load_cached,
     markdown_table,
     measure_throughput,
     rescale_coco,
-    save_cached,
     size_counts,
-    warm_start,
 )
 from course_utils.data import ShapesDataset, detections_to_coco
+from course_utils.tensors import plain
 
 
 class Stack(nn.Module):
@@ -113,7 +110,7 @@ def shapes_eval():
     dets = []
     for i in range(len(ds)):  # noisy copies of the ground truth, some wrong labels, some false positives
         t = ds[i][1]
-        boxes = t["boxes"].as_subclass(torch.Tensor) + torch.randn(len(t["labels"]), 4, generator=g) * 1.5
+        boxes = plain(t["boxes"]) + torch.randn(len(t["labels"]), 4, generator=g) * 1.5
         labels = torch.where(torch.rand(len(t["labels"]), generator=g) < 0.2, 1, t["labels"])
         extra = torch.rand(3, 2, generator=g) * 100
         boxes = torch.cat([boxes, torch.cat([extra, extra + 10], 1)])
@@ -167,86 +164,10 @@ def test_markdown_table():
     assert text.splitlines() == ["| name | ap | n |", "|---|---|---|", "| a | 0.51 | 3 x |", "| b | – | – |"]
 
 
-def test_checkpoint_cache(tmp_path):
-    path = tmp_path / "07_benchmark" / "m.pt"
-    torch.manual_seed(0)
-    model = nn.Linear(3, 2)
-    config = {"steps": 10, "lr": 1e-3, "model": "m"}
-    assert load_cached(path, nn.Linear(3, 2), config) is None
-    save_cached(path, model, config, train_seconds=1.5)
-    fresh = nn.Linear(3, 2)
-    meta = load_cached(path, fresh, config)
-    assert meta == {"config": config, "train_seconds": 1.5}
-    assert torch.equal(fresh.weight, model.weight)
-    other = nn.Linear(3, 2)
-    w = other.weight.clone()
-    assert load_cached(path, other, {**config, "steps": 11}) is None and torch.equal(other.weight, w)
-    assert load_cached(path, nn.Linear(4, 2), config) is None, "another architecture under the same config"
-    half = nn.Linear(3, 2, bias=False)  # its weight fits, the saved bias has no place
-    w = half.weight.clone()
-    assert load_cached(path, half, config) is None and torch.equal(half.weight, w), "a model half fitting is unchanged"
-    path.write_bytes(b"not a checkpoint")
-    assert load_cached(path, nn.Linear(3, 2), config) is None
+def test_old_names_still_import_from_benchmark():
+    """Labs import the cache and the wrapper from here; the code lives once, in train and models."""
+    from course_utils import benchmark, models, train
 
-
-def test_warm_start_copies_what_fits(tmp_path):
-    from course_utils.models.retinanet import build_retinanet
-
-    path = tmp_path / "03_retinanet" / "retinanet.pt"
-    assert warm_start(path, build_retinanet(7)) is None, "no checkpoint"
-    torch.manual_seed(0)
-    lab03 = build_retinanet(4)  # 3 shapes + background
-    save_cached(path, lab03, {"mode": "fast", "steps": 300})
-    torch.manual_seed(1)
-    lab07 = build_retinanet(7)  # 6 shapes + background: another classifier
-    before = copy.deepcopy(lab07.state_dict())
-    info = warm_start(path, lab07)
-    assert info["config"] == {"mode": "fast", "steps": 300}
-    assert info["fresh"] == ["head.classification_head.cls_logits.bias", "head.classification_head.cls_logits.weight"]
-    after, source = lab07.state_dict(), lab03.state_dict()
-    assert set(info["loaded"]) | set(info["fresh"]) == set(after)
-    assert all(torch.equal(after[k], source[k]) for k in info["loaded"])
-    assert all(torch.equal(after[k], before[k]) for k in info["fresh"])
-    fpn = "backbone.fpn.layer_blocks.0.0.weight"
-    assert not torch.equal(after[fpn], before[fpn]), "the two models were initialised differently"
-
-    untouched = build_retinanet(7)
-    state = copy.deepcopy(untouched.state_dict())
-    assert warm_start(path, untouched, mode="full") is None, "a checkpoint of another mode is not used"
-    assert warm_start(path, nn.Linear(3, 2)) is None, "nothing fits"
-    path.write_bytes(b"not a checkpoint")
-    assert warm_start(path, untouched) is None
-    assert all(torch.equal(v, state[k]) for k, v in untouched.state_dict().items())
-
-
-def test_checkpoint_path_follows_course_results(tmp_path, monkeypatch):
-    from course_utils.benchmark import checkpoint_path
-
-    monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "r" / "results.json"))
-    assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "r" / "07_benchmark" / "yolo.pt"
-    monkeypatch.delenv("COURSE_RESULTS")
-    monkeypatch.chdir(tmp_path)  # a student's copy of one lab: no course folder above
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    assert checkpoint_path("02_yolo", "yolo") == tmp_path / "home" / ".cache" / "cnns-part2" / "results" / "02_yolo" \
-        / "yolo.pt", "in the user's cache, not in the assignment folder"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "xdg" / "cnns-part2" / "results" / "07_benchmark" \
-        / "yolo.pt"
-    (tmp_path / "course" / "labs" / "07_benchmark").mkdir(parents=True)
-    (tmp_path / "course" / "nbgrader_config.py").write_text("")
-    monkeypatch.chdir(tmp_path / "course" / "labs" / "07_benchmark")
-    assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "course" / "results" / "07_benchmark" / "yolo.pt"
-
-
-def test_detector_wrapper():
-    net = nn.Conv2d(3, 2, 1)
-    wrapper = DetectorWrapper(net, lambda out, targets: {"l": out.mean() * len(targets)},
-                              lambda out: [{"boxes": torch.zeros(0, 4), "scores": o.mean(), "labels": 1} for o in out])
-    images = [torch.rand(3, 8, 8), torch.rand(3, 8, 8)]
-    losses = wrapper(images, [{}, {}])
-    assert set(losses) == {"l"} and losses["l"].requires_grad
-    with pytest.raises(ValueError, match="targets"):
-        wrapper(images)
-    assert len(wrapper.eval()(torch.stack(images))) == 2
-    assert list(wrapper.state_dict()) == ["model.weight", "model.bias"]
+    for name in ("checkpoint_path", "load_cached", "save_cached", "warm_start", "count_parameters"):
+        assert getattr(benchmark, name) is getattr(train, name)
+    assert benchmark.DetectorWrapper is models.DetectorWrapper

@@ -154,3 +154,31 @@ def test_bad_format_and_arguments():
         B.nms(torch.zeros(2, 4), torch.zeros(2), 1.5)
     with pytest.raises(TypeError, match="boxes"):
         B.convert_boxes([[0, 0, 1, 1]], "xyxy", "xywh")
+
+
+def test_paired_iou_is_the_diagonal_of_box_iou():
+    a, b = random_boxes(30, seed=1), random_boxes(30, seed=2)
+    paired = B.paired_box_iou(a, b)
+    assert paired.shape == (30,)
+    assert torch.allclose(paired, torch.diagonal(ops.box_iou(a, b)))
+    grid_a, grid_b = a.reshape(2, 3, 5, 4), b.reshape(2, 3, 5, 4)  # any leading shape
+    assert torch.equal(B.paired_box_iou(grid_a, grid_b), paired.reshape(2, 3, 5))
+    point = torch.tensor([[1.0, 1, 1, 1]])
+    assert B.paired_box_iou(point, point).tolist() == [0.0], "empty union: 0, as box_iou"
+    with pytest.raises(ValueError, match="boxes2"):
+        B.paired_box_iou(a, b[:, :3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_nms_and_iou_stay_on_the_gpu():
+    cuda = torch.device("cuda")
+    boxes = random_boxes(200, seed=3).to(cuda)
+    scores = torch.randperm(200, generator=torch.Generator().manual_seed(3)).float().to(cuda)
+    keep = B.nms(boxes, scores, 0.5)
+    assert keep.device.type == "cuda"
+    assert torch.equal(keep.cpu(), ops.nms(boxes.cpu(), scores.cpu(), 0.5))
+    idxs = torch.randint(0, 4, (200,), generator=torch.Generator().manual_seed(4)).to(cuda)
+    assert torch.equal(B.batched_nms(boxes, scores, idxs, 0.4).cpu(),
+                       ops.batched_nms(boxes.cpu(), scores.cpu(), idxs.cpu(), 0.4))
+    assert B.box_iou(boxes, boxes).device.type == "cuda"
+    assert B.paired_box_iou(boxes, boxes).device.type == "cuda"

@@ -112,3 +112,40 @@ def test_record_without_results_file_writes_nothing(tmp_path, monkeypatch):
 def test_record_rejects_bad_input(name, value, match):
     with pytest.raises(ValueError, match=match):
         config.record(name, value)
+
+
+@pytest.mark.parametrize("mode, expected", [("smoke", config.SMOKE_STEPS), ("fast", 600), ("full", 20_000)])
+def test_steps_picks_the_mode_and_smoke_is_capped_in_one_place(monkeypatch, mode, expected):
+    monkeypatch.setenv("COURSE_MODE", mode)
+    monkeypatch.delenv("COURSE_MAX_STEPS", raising=False)
+    assert config.steps(fast=600, full=20_000) == expected
+    assert config.steps(fast=1, full=1) == 1, "a budget below the smoke cap stays as it is"
+
+
+def test_max_steps_caps_every_mode_and_bad_values_are_named(monkeypatch):
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_MAX_STEPS", "2")
+    assert config.step_cap() == 2 and config.steps(fast=600, full=20_000) == 2
+    monkeypatch.setenv("COURSE_MODE", "smoke")
+    monkeypatch.setenv("COURSE_MAX_STEPS", "50")
+    assert config.step_cap() == config.SMOKE_STEPS, "the lower of the two caps"
+    for bad in ("0", "-3", "ten"):
+        monkeypatch.setenv("COURSE_MAX_STEPS", bad)
+        with pytest.raises(ValueError, match="COURSE_MAX_STEPS"):
+            config.step_cap()
+    monkeypatch.delenv("COURSE_MAX_STEPS")
+    with pytest.raises(ValueError, match="fast must be a non-negative int"):
+        config.steps(fast=-1, full=3)
+    with pytest.raises(ValueError, match="full must be a non-negative int"):
+        config.steps(fast=1, full=2.5)
+
+
+def test_course_root_is_the_nearest_folder_with_the_marker(tmp_path, monkeypatch):
+    lab = tmp_path / "course" / "labs" / "02_yolo"
+    lab.mkdir(parents=True)
+    assert config.course_root(lab) is None, "a student's copy of one lab has no course folder"
+    (tmp_path / "course" / config.COURSE_MARKER).write_text("")
+    assert config.course_root(lab) == tmp_path / "course"
+    assert config.course_root(lab / "02_yolo.ipynb") == tmp_path / "course", "a file's folder counts"
+    monkeypatch.chdir(lab)
+    assert config.course_root() == tmp_path / "course", "default: the working directory"

@@ -5,24 +5,13 @@ test cell must then raise (nbgrader scores a test cell that raises anything 0). 
 itself must pass, so a broken test cell cannot pass this test by raising.
 """
 
-import pytest
 
-from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
+from tests.notebook_cells import exercise_tests, load_cells, mutate
 
 LAB = "01_localisation"
 CELLS = load_cells(LAB)
-
-
-@pytest.fixture(scope="module")
-def solved():
-    """Namespace after the setup cell and every solution cell."""
-    return run_cells(CELLS, ["setup", "ex1-box-conversions", "ex2-iou", "ex3-model", "ex4-loss"])
-
-
-@pytest.mark.parametrize("test_cell", ["test-box-conversions", "test-iou", "test-model", "test-loss"])
-def test_solution_passes(solved, test_cell, monkeypatch):
-    monkeypatch.setenv("COURSE_MODE", "smoke")
-    run_cells(CELLS, [test_cell], dict(solved))
+SOLUTIONS = ["setup", "ex1-box-conversions", "ex2-iou", "ex3-model", "ex4-loss"]
+TEST_CELLS = ["test-box-conversions", "test-iou", "test-model", "test-loss"]
 
 
 WRONG = {
@@ -194,9 +183,5 @@ def localisation_loss(logits, box_pred, labels, box_target, box_weight=5.0):
     },
 }
 
-CASES, IDS = wrong_answer_cases(WRONG)
-
-
-@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
-def test_wrong_answer_fails(solved, test_cell, wrong, code):
-    assert_rejected(CELLS, solved, test_cell, code)
+solved, test_solution_passes, test_wrong_answer_fails = exercise_tests(LAB, SOLUTIONS, TEST_CELLS, WRONG,
+                                                                       env={"COURSE_MODE": "smoke"})

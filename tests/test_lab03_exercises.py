@@ -5,24 +5,14 @@ test cell must then raise (nbgrader scores a test cell that raises anything 0). 
 from the solution's source with ``mutate``, so they follow the solution when it changes.
 """
 
-import pytest
 
-from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
+from tests.notebook_cells import exercise_tests, load_cells, mutate
 
 LAB = "03_retinanet"
 CELLS = load_cells(LAB)
 SOLUTIONS = ["setup", "ex1-anchors", "ex2-matching", "ex2-box-coding", "ex3-focal"]
 TEST_CELLS = ["test-anchors", "test-matching", "test-box-coding", "test-focal"]
 
-
-@pytest.fixture(scope="module")
-def solved():
-    return run_cells(CELLS, SOLUTIONS)
-
-
-@pytest.mark.parametrize("test_cell", TEST_CELLS)
-def test_solution_passes(solved, test_cell):
-    run_cells(CELLS, [test_cell], dict(solved))
 
 
 def anchors(*changes):
@@ -139,9 +129,4 @@ WRONG = {
     },
 }
 
-CASES, IDS = wrong_answer_cases(WRONG)
-
-
-@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
-def test_wrong_answer_fails(solved, test_cell, wrong, code):
-    assert_rejected(CELLS, solved, test_cell, code)
+solved, test_solution_passes, test_wrong_answer_fails = exercise_tests(LAB, SOLUTIONS, TEST_CELLS, WRONG)

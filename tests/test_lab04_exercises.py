@@ -5,23 +5,14 @@ solution's own source with one mistake, via ``mutate``); the exercise's test cel
 (nbgrader scores a test cell that raises anything 0).
 """
 
-import pytest
 
-from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
+from tests.notebook_cells import exercise_tests, load_cells, mutate
 
 LAB = "04_rcnn"
 CELLS = load_cells(LAB)
 SOLUTIONS = ["setup", "ex1-roi", "ex2-proposals", "ex3-masks"]
+TEST_CELLS = ["test-roi", "test-proposals", "test-masks"]
 
-
-@pytest.fixture(scope="module")
-def solved():
-    return run_cells(CELLS, SOLUTIONS)
-
-
-@pytest.mark.parametrize("test_cell", ["test-roi", "test-proposals", "test-masks"])
-def test_solution_passes(solved, test_cell):
-    run_cells(CELLS, [test_cell], dict(solved))
 
 
 def roi(*changes):
@@ -138,9 +129,4 @@ def mask_iou(masks_a, masks_b):
     },
 }
 
-CASES, IDS = wrong_answer_cases(WRONG)
-
-
-@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
-def test_wrong_answer_fails(solved, test_cell, wrong, code):
-    assert_rejected(CELLS, solved, test_cell, code)
+solved, test_solution_passes, test_wrong_answer_fails = exercise_tests(LAB, SOLUTIONS, TEST_CELLS, WRONG)

@@ -4,24 +4,14 @@ Each wrong answer replaces the solution's function after the solution cells ran;
 test cell must then raise (nbgrader scores a test cell that raises anything 0).
 """
 
-import pytest
 
-from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
+from tests.notebook_cells import exercise_tests, load_cells, mutate
 
 LAB = "05_segmentation"
 CELLS = load_cells(LAB)
 SOLUTIONS = ["setup", "ex1-convolutionize", "ex2-conv-transpose", "ex3-iou", "ex4-hourglass-loss"]
 TEST_CELLS = ["test-convolutionize", "test-conv-transpose", "test-iou", "test-hourglass-loss"]
 
-
-@pytest.fixture(scope="module")
-def solved():
-    return run_cells(CELLS, SOLUTIONS)
-
-
-@pytest.mark.parametrize("test_cell", TEST_CELLS)
-def test_solution_passes(solved, test_cell):
-    run_cells(CELLS, [test_cell], dict(solved))
 
 
 def conv(*changes):
@@ -141,9 +131,4 @@ def segmentation_iou(logits, target, num_classes, ignore_index=IGNORE_INDEX):
     },
 }
 
-CASES, IDS = wrong_answer_cases(WRONG)
-
-
-@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
-def test_wrong_answer_fails(solved, test_cell, wrong, code):
-    assert_rejected(CELLS, solved, test_cell, code)
+solved, test_solution_passes, test_wrong_answer_fails = exercise_tests(LAB, SOLUTIONS, TEST_CELLS, WRONG)

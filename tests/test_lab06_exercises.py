@@ -4,23 +4,13 @@ Each wrong answer replaces the solution's function after the solution cells ran;
 test cell must then raise (nbgrader scores a test cell that raises anything 0).
 """
 
-import pytest
 
-from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
+from tests.notebook_cells import exercise_tests, load_cells, mutate
 
 LAB = "06_detr"
 CELLS = load_cells(LAB)
 SOLUTIONS = ["setup", "ex1-giou", "ex2-match", "ex3-criterion"]
-
-
-@pytest.fixture(scope="module")
-def solved():
-    return run_cells(CELLS, SOLUTIONS)
-
-
-@pytest.mark.parametrize("test_cell", ["test-giou", "test-match", "test-criterion"])
-def test_solution_passes(solved, test_cell):
-    run_cells(CELLS, [test_cell], dict(solved))
+TEST_CELLS = ["test-giou", "test-match", "test-criterion"]
 
 
 WRONG = {
@@ -165,12 +155,7 @@ def set_criterion(pred_logits, pred_boxes, targets, indices, num_classes, eos_co
     },
 }
 
-CASES, IDS = wrong_answer_cases(WRONG)
-
-
-@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
-def test_wrong_answer_fails(solved, test_cell, wrong, code):
-    assert_rejected(CELLS, solved, test_cell, code)
+solved, test_solution_passes, test_wrong_answer_fails = exercise_tests(LAB, SOLUTIONS, TEST_CELLS, WRONG)
 
 
 def test_course_utils_detr_agrees_with_the_solution(solved):

@@ -4,22 +4,13 @@ Each wrong answer replaces the solution's function after the solution cells ran;
 then raise (nbgrader scores a test cell that raises anything 0).
 """
 
-import pytest
 
-from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells, wrong_answer_cases
+from tests.notebook_cells import exercise_tests, load_cells, mutate
 
 LAB = "07_benchmark"
 CELLS = load_cells(LAB)
 SOLUTIONS = ["setup", "ex1-throughput"]
-
-
-@pytest.fixture(scope="module")
-def solved():
-    return run_cells(CELLS, SOLUTIONS)
-
-
-def test_solution_passes(solved):
-    run_cells(CELLS, ["test-throughput"], dict(solved))
+TEST_CELLS = ["test-throughput"]
 
 
 def test_solution_agrees_with_the_reference_on_a_real_model(solved):
@@ -101,9 +92,4 @@ WRONG = {
     },
 }
 
-CASES, IDS = wrong_answer_cases(WRONG)
-
-
-@pytest.mark.parametrize("test_cell, wrong, code", CASES, ids=IDS)
-def test_wrong_answer_fails(solved, test_cell, wrong, code):
-    assert_rejected(CELLS, solved, test_cell, code)
+solved, test_solution_passes, test_wrong_answer_fails = exercise_tests(LAB, SOLUTIONS, TEST_CELLS, WRONG)

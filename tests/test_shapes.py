@@ -11,6 +11,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from course_utils.data import PRESETS, ShapesDataset, collate_detection, detections_to_coco, single_object_tensors
+from course_utils.tensors import plain
 
 
 def assert_items_equal(a, b):
@@ -66,11 +67,11 @@ def test_boxes_are_tight_around_visible_masks(preset):
         for box, m in zip(t["boxes"], masks):
             ys, xs = torch.nonzero(m, as_tuple=True)
             expected = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
-            assert torch.equal(box.as_subclass(torch.Tensor), expected)
+            assert torch.equal(plain(box), expected)
         semantic = torch.zeros_like(t["semantic_mask"])
         for m, lab in zip(masks, t["labels"]):
             semantic[m] = lab
-        assert torch.equal(semantic, t["semantic_mask"].as_subclass(torch.Tensor))
+        assert torch.equal(semantic, plain(t["semantic_mask"]))
 
 
 def test_occlusion_keeps_min_visible_fraction():
@@ -81,7 +82,7 @@ def test_occlusion_keeps_min_visible_fraction():
         box_area = (t["boxes"][:, 2] - t["boxes"][:, 0]) * (t["boxes"][:, 3] - t["boxes"][:, 1])
         assert (t["area"] <= box_area).all()
         # two objects' boxes overlap somewhere -> occlusion really happens in this preset
-        b = t["boxes"].as_subclass(torch.Tensor)
+        b = plain(t["boxes"])
         from torchvision.ops import box_iou
 
         iou = box_iou(b, b).fill_diagonal_(0)
@@ -126,15 +127,15 @@ def test_overrides_and_validation():
 
 def test_paired_transforms_move_boxes_and_masks():
     flip = v2.RandomHorizontalFlip(p=1.0)
-    plain, flipped = ShapesDataset(3, seed=4), ShapesDataset(3, seed=4, transforms=flip)
+    unflipped, flipped = ShapesDataset(3, seed=4), ShapesDataset(3, seed=4, transforms=flip)
     for i in range(3):
-        (img, t), (fimg, ft) = plain[i], flipped[i]
+        (img, t), (fimg, ft) = unflipped[i], flipped[i]
         assert torch.equal(fimg, img.flip(-1))
         assert torch.equal(ft["masks"], t["masks"].flip(-1))
         assert torch.equal(ft["semantic_mask"], t["semantic_mask"].flip(-1))
         w = img.shape[-1]
         expected = torch.stack([w - t["boxes"][:, 2], t["boxes"][:, 1], w - t["boxes"][:, 0], t["boxes"][:, 3]], 1)
-        assert torch.equal(ft["boxes"].as_subclass(torch.Tensor), expected.as_subclass(torch.Tensor))
+        assert torch.equal(plain(ft["boxes"]), plain(expected))
 
 
 def test_to_coco_loads_in_pycocotools():
@@ -208,9 +209,9 @@ def test_single_object_tensors():
     assert images.shape == (6, 3, 48, 48) and classes.shape == (6,) and boxes.shape == (6, 4)
     for i in range(6):
         image, t = ds[i]
-        assert torch.equal(images[i], image.as_subclass(torch.Tensor))
+        assert torch.equal(images[i], plain(image))
         assert classes[i] == t["labels"][0] - 1
-        assert torch.equal(boxes[i], t["boxes"][0].as_subclass(torch.Tensor))
+        assert torch.equal(boxes[i], plain(t["boxes"][0]))
     with pytest.raises(ValueError, match="one-object"):
         single_object_tensors(ShapesDataset(3, min_objects=2, max_objects=2))
 

@@ -1,5 +1,6 @@
-"""fit / evaluate / predict / checkpoints on tiny models."""
+"""fit / evaluate / predict / checkpoints and the checkpoint cache on tiny models."""
 
+import copy
 import pickle
 
 import pytest
@@ -7,15 +8,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from course_utils.config import SMOKE_STEPS
 from course_utils.train import (
-    SMOKE_STEPS,
     History,
+    checkpoint_path,
     evaluate,
     fit,
+    load_cached,
     load_checkpoint,
     predict,
+    save_cached,
     save_checkpoint,
     to_device,
+    warm_start,
 )
 
 
@@ -200,3 +205,73 @@ def test_to_device_nested():
     obj = {"a": [torch.zeros(1), (torch.ones(1), 3)], "b": "x"}
     moved = to_device(obj, "cpu")
     assert moved["b"] == "x" and isinstance(moved["a"][1], tuple) and moved["a"][1][1] == 3
+
+
+def test_checkpoint_cache(tmp_path):
+    path = tmp_path / "07_benchmark" / "m.pt"
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    config = {"steps": 10, "lr": 1e-3, "model": "m"}
+    assert load_cached(path, nn.Linear(3, 2), config) is None
+    save_cached(path, model, config, train_seconds=1.5)
+    fresh = nn.Linear(3, 2)
+    meta = load_cached(path, fresh, config)
+    assert meta == {"config": config, "train_seconds": 1.5}
+    assert torch.equal(fresh.weight, model.weight)
+    other = nn.Linear(3, 2)
+    w = other.weight.clone()
+    assert load_cached(path, other, {**config, "steps": 11}) is None and torch.equal(other.weight, w)
+    assert load_cached(path, nn.Linear(4, 2), config) is None, "another architecture under the same config"
+    half = nn.Linear(3, 2, bias=False)  # its weight fits, the saved bias has no place
+    w = half.weight.clone()
+    assert load_cached(path, half, config) is None and torch.equal(half.weight, w), "a model half fitting is unchanged"
+    path.write_bytes(b"not a checkpoint")
+    assert load_cached(path, nn.Linear(3, 2), config) is None
+
+
+def test_warm_start_copies_what_fits(tmp_path):
+    from course_utils.models.retinanet import build_retinanet
+
+    path = tmp_path / "03_retinanet" / "retinanet.pt"
+    assert warm_start(path, build_retinanet(7)) is None, "no checkpoint"
+    torch.manual_seed(0)
+    lab03 = build_retinanet(4)  # 3 shapes + background
+    save_cached(path, lab03, {"mode": "fast", "steps": 300})
+    torch.manual_seed(1)
+    lab07 = build_retinanet(7)  # 6 shapes + background: another classifier
+    before = copy.deepcopy(lab07.state_dict())
+    info = warm_start(path, lab07)
+    assert info["config"] == {"mode": "fast", "steps": 300}
+    assert info["fresh"] == ["head.classification_head.cls_logits.bias", "head.classification_head.cls_logits.weight"]
+    after, source = lab07.state_dict(), lab03.state_dict()
+    assert set(info["loaded"]) | set(info["fresh"]) == set(after)
+    assert all(torch.equal(after[k], source[k]) for k in info["loaded"])
+    assert all(torch.equal(after[k], before[k]) for k in info["fresh"])
+    fpn = "backbone.fpn.layer_blocks.0.0.weight"
+    assert not torch.equal(after[fpn], before[fpn]), "the two models were initialised differently"
+
+    untouched = build_retinanet(7)
+    state = copy.deepcopy(untouched.state_dict())
+    assert warm_start(path, untouched, mode="full") is None, "a checkpoint of another mode is not used"
+    assert warm_start(path, nn.Linear(3, 2)) is None, "nothing fits"
+    path.write_bytes(b"not a checkpoint")
+    assert warm_start(path, untouched) is None
+    assert all(torch.equal(v, state[k]) for k, v in untouched.state_dict().items())
+
+
+def test_checkpoint_path_follows_course_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "r" / "results.json"))
+    assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "r" / "07_benchmark" / "yolo.pt"
+    monkeypatch.delenv("COURSE_RESULTS")
+    monkeypatch.chdir(tmp_path)  # a student's copy of one lab: no course folder above
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert checkpoint_path("02_yolo", "yolo") == tmp_path / "home" / ".cache" / "cnns-part2" / "results" / "02_yolo" \
+        / "yolo.pt", "in the user's cache, not in the assignment folder"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "xdg" / "cnns-part2" / "results" / "07_benchmark" \
+        / "yolo.pt"
+    (tmp_path / "course" / "labs" / "07_benchmark").mkdir(parents=True)
+    (tmp_path / "course" / "nbgrader_config.py").write_text("")
+    monkeypatch.chdir(tmp_path / "course" / "labs" / "07_benchmark")
+    assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "course" / "results" / "07_benchmark" / "yolo.pt"

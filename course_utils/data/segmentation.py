@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..tensors import plain
 from .shapes import ShapesDataset
 
 
@@ -36,17 +37,17 @@ def object_crops(dataset, crop_size: int, *, backgrounds_per_image: int = 1, max
     crops, labels = [], []
     for i in range(len(dataset)):
         image, target = dataset[i]
-        image = torch.as_tensor(image).as_subclass(torch.Tensor)  # (3, H, W)
+        image = plain(image)  # (3, H, W)
         height, width = image.shape[-2:]
         if height < crop_size or width < crop_size:
             raise ValueError(f"image {i} is {height}x{width}, smaller than crop_size={crop_size}")
-        boxes = torch.as_tensor(target["boxes"]).as_subclass(torch.Tensor).float()  # (N, 4)
+        boxes = plain(target["boxes"]).float()  # (N, 4)
         for box, label in zip(boxes.tolist(), target["labels"].tolist()):
             y0 = _window_start((box[1] + box[3]) / 2, crop_size, height)
             x0 = _window_start((box[0] + box[2]) / 2, crop_size, width)
             crops.append(image[:, y0:y0 + crop_size, x0:x0 + crop_size])
             labels.append(int(label))
-        foreground = torch.as_tensor(target["semantic_mask"]).as_subclass(torch.Tensor) != 0  # (H, W)
+        foreground = plain(target["semantic_mask"]) != 0  # (H, W)
         for _ in range(backgrounds_per_image):
             for _ in range(tries):
                 y0, x0 = int(rng.integers(0, height - crop_size + 1)), int(rng.integers(0, width - crop_size + 1))
@@ -78,8 +79,8 @@ def semantic_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
         else:
             image, target = dataset[i]
             semantic = target["semantic_mask"]
-        images.append(torch.as_tensor(image).as_subclass(torch.Tensor).float())
-        masks.append(torch.as_tensor(semantic).as_subclass(torch.Tensor).long())
+        images.append(plain(image).float())
+        masks.append(plain(semantic).long())
     if len({tuple(m.shape) for m in masks}) > 1:
         raise ValueError("images differ in size: resize them first (e.g. transforms=v2.Resize((H, W)))")
     if not images:

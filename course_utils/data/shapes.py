@@ -32,6 +32,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from ..boxes import box_iou
+from ..tensors import plain
+
 SHAPE_CLASSES = ("circle", "square", "triangle", "diamond", "cross", "ring")
 
 
@@ -143,16 +146,6 @@ def _smooth_field(rng: np.random.Generator, channels: int, size: int, cells: int
     return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=True)[0].numpy()
 
 
-def _box_iou_1v(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    if len(boxes) == 0:
-        return np.zeros(0)
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    return inter / (area(box) + area(boxes) - inter)
-
-
 # --------------------------------------------------------------------------- generation
 
 
@@ -183,7 +176,7 @@ def generate_scene(cfg: ShapesConfig, rng: np.random.Generator):
             w, h = max(w, 3.0), max(h, 3.0)
             cx, cy = rng.uniform(w / 2, s - w / 2), rng.uniform(h / 2, s - h / 2)
             box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-            overlap = _box_iou_1v(box, np.array(full_boxes).reshape(-1, 4))  # (n_placed,)
+            overlap = box_iou(box[None], np.array(full_boxes).reshape(-1, 4))[0]  # (n_placed,)
             if (overlap > cfg.max_overlap).any():
                 continue
             label = int(rng.integers(len(cfg.classes)))
@@ -350,9 +343,9 @@ def single_object_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Te
             boxes_i, labels_i = target["boxes"], target["labels"]
         if len(labels_i) != 1:
             raise ValueError(f"image {i} has {len(labels_i)} objects; use a one-object set (preset='single')")
-        images.append(torch.as_tensor(image).as_subclass(torch.Tensor))
+        images.append(plain(image))
         classes.append(int(labels_i[0]) - 1)
-        boxes.append(torch.as_tensor(boxes_i[0]).as_subclass(torch.Tensor).float())
+        boxes.append(plain(boxes_i[0]).float())
     if len({tuple(im.shape) for im in images}) > 1:
         raise ValueError("images differ in size: resize them first (e.g. transforms=v2.Resize((H, W)))")
     return torch.stack(images), torch.tensor(classes, dtype=torch.int64), torch.stack(boxes)

@@ -1,8 +1,17 @@
 """Models: backbones (pretrained torchvision weights in full mode, a small from-scratch net otherwise);
-torchvision detectors on small backbones: RetinaNet (``retinanet``), Faster and Mask R-CNN (``rcnn``),
-and their COCO-pretrained versions for full mode; segmentation networks (U-Net, stacked hourglass)."""
+the detectors of the course behind one contract (``detectors``: :func:`build_detector`,
+:func:`load_pretrained_detector`): YOLO v1 (``yolo``), RetinaNet (``retinanet``), Faster and Mask
+R-CNN (``rcnn``), a small DETR (``detr``); segmentation networks (U-Net, stacked hourglass)."""
 
 from .backbones import SmallBackbone, WeightsUnavailable, load_backbone, load_pretrained, pretrained_state_dict
+from .detectors import (
+    DETECTOR_NAMES,
+    DetectorWrapper,
+    build_detector,
+    build_detr_detector,
+    load_pretrained_detector,
+)
+from .detr import SmallDETR, build_small_detr, detr_loss, detr_targets, load_detr_resnet50
 from .rcnn import RCNNBackbone, build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn
 from .retinanet import (
     anchors_per_level,
@@ -13,21 +22,35 @@ from .retinanet import (
     replace_classifier,
 )
 from .segmentation import Hourglass, StackedHourglass, UNet
+from .yolo import TinyYOLO, YOLOv1, build_yolo
 
 __all__ = [
+    "DETECTOR_NAMES",
+    "DetectorWrapper",
     "Hourglass",
-    "StackedHourglass",
-    "UNet",
     "RCNNBackbone",
     "SmallBackbone",
+    "SmallDETR",
+    "StackedHourglass",
+    "TinyYOLO",
+    "UNet",
     "WeightsUnavailable",
+    "YOLOv1",
     "anchors_per_level",
+    "build_detector",
+    "build_detr_detector",
     "build_faster_rcnn",
     "build_mask_rcnn",
     "build_pretrained_mask_rcnn",
     "build_retinanet",
+    "build_small_detr",
+    "build_yolo",
+    "detr_loss",
+    "detr_targets",
     "load_backbone",
+    "load_detr_resnet50",
     "load_pretrained",
+    "load_pretrained_detector",
     "load_pretrained_retinanet",
     "octave_sizes",
     "only_levels",

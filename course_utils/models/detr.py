@@ -38,6 +38,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision import ops
 
+from ..tensors import plain
+
 # --------------------------------------------------------------------------- model
 
 
@@ -241,7 +243,7 @@ def detr_targets(targets: list[dict], image_size: tuple[int, int]) -> list[dict]
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
     out = []
     for t in targets:
-        boxes = torch.as_tensor(t["boxes"]).as_subclass(torch.Tensor).float().reshape(-1, 4)
+        boxes = plain(t["boxes"]).float().reshape(-1, 4)
         out.append({"boxes": ops.box_convert(boxes / scale, "xyxy", "cxcywh"),
                     "labels": torch.as_tensor(t["labels"]).long() - 1})
     return out
@@ -310,6 +312,20 @@ def hungarian_match(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets
     return out
 
 
+def _matched_pairs(targets: list[dict], indices: list[tuple[torch.Tensor, torch.Tensor]]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The matching as flat tensors over the batch: image index, query index, target label, target box.
+
+    Returns:
+        (M,) image indices, (M,) query indices, (M,) labels and (M, 4) boxes of the M matched pairs.
+    """
+    image = torch.cat([torch.full_like(query, i) for i, (query, _) in enumerate(indices)])
+    query = torch.cat([query for query, _ in indices])
+    labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+    boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])
+    return image, query, labels, boxes
+
+
 def set_loss(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: list[dict],
              indices: list[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
              eos_coef: float = 0.1) -> dict[str, torch.Tensor]:
@@ -328,21 +344,20 @@ def set_loss(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: list[
         / num_boxes, "loss_giou": (1 - GIoU) on matched pairs / num_boxes}``, where ``num_boxes`` is
         the number of target boxes in the whole batch (at least 1).
     """
-    b, q, _ = pred_logits.shape
+    batch_idx, query_idx, labels, boxes = _matched_pairs(targets, indices)  # (M,), (M,), (M,), (M, 4)
     num_boxes = max(sum(len(t["labels"]) for t in targets), 1)
-    batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])  # (M,)
-    src_idx = torch.cat([src for src, _ in indices])  # (M,)
-    target_classes = torch.full((b, q), num_classes, dtype=torch.int64, device=pred_logits.device)  # (B, Q)
-    target_classes[batch_idx, src_idx] = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
-    weight = torch.ones(num_classes + 1, device=pred_logits.device)
-    weight[num_classes] = eos_coef
-    loss_ce = F.cross_entropy(pred_logits.transpose(1, 2), target_classes, weight=weight)
-    src_boxes = pred_boxes[batch_idx, src_idx]  # (M, 4)
-    tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])  # (M, 4)
-    loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
-    giou = torch.diag(ops.generalized_box_iou(ops.box_convert(src_boxes, "cxcywh", "xyxy"),
-                                              ops.box_convert(tgt_boxes, "cxcywh", "xyxy")))  # (M,)
-    loss_giou = (1 - giou).sum() / num_boxes
+    # every query learns a class: its matched target's, else "no object" (index num_classes, down-weighted)
+    classes = torch.full(pred_logits.shape[:2], num_classes, dtype=torch.int64, device=pred_logits.device)
+    classes[batch_idx, query_idx] = labels  # (B, Q)
+    class_weight = torch.ones(num_classes + 1, device=pred_logits.device)
+    class_weight[num_classes] = eos_coef
+    loss_ce = F.cross_entropy(pred_logits.transpose(1, 2), classes, weight=class_weight)
+    # only the matched queries learn a box
+    predicted = pred_boxes[batch_idx, query_idx]  # (M, 4)
+    loss_bbox = F.l1_loss(predicted, boxes, reduction="sum") / num_boxes
+    pair_giou = ops.generalized_box_iou(ops.box_convert(predicted, "cxcywh", "xyxy"),
+                                        ops.box_convert(boxes, "cxcywh", "xyxy")).diagonal()  # (M,)
+    loss_giou = (1 - pair_giou).sum() / num_boxes
     return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
 
@@ -374,32 +389,4 @@ def detr_loss(outputs: dict, targets: list[dict], num_classes: int, *, eos_coef:
 
 # --------------------------------------------------------------------------- the public DETR-R50
 
-DETR_R50_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
-DETR_HUB_REPO = "facebookresearch/detr:main"
-
-
-def load_detr_resnet50(*, progress: bool = True) -> nn.Module:
-    """The authors' DETR with a ResNet-50 backbone (42.0 AP on COCO val2017), in eval mode.
-
-    The architecture comes from torch hub's ``facebookresearch/detr`` (its code is fetched from
-    GitHub), the COCO weights from :data:`DETR_R50_URL`, loaded with ``weights_only=True``. Its
-    ``pred_logits`` are (B, 100, 92): COCO's original category ids 0..90, then "no object".
-
-    Raises:
-        WeightsUnavailable: offline (the message says what could not be fetched).
-    """
-    import http.client
-    import urllib.error
-
-    from .backbones import WeightsUnavailable
-
-    try:
-        model = torch.hub.load(DETR_HUB_REPO, "detr_resnet50", pretrained=False, trust_repo=True, verbose=False)
-        checkpoint = torch.hub.load_state_dict_from_url(DETR_R50_URL, map_location="cpu", progress=progress,
-                                                        check_hash=True, weights_only=True)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        raise WeightsUnavailable(
-            f"could not fetch DETR-R50 (code: torch hub {DETR_HUB_REPO}; weights: {DETR_R50_URL}): "
-            f"{getattr(err, 'reason', err)}") from err
-    model.load_state_dict(checkpoint["model"])
-    return model.eval()
+from .detr_r50 import DETR_R50_URL, load_detr_resnet50  # noqa: E402, F401 - re-exported: lab 06 imports it from here

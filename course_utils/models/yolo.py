@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import ops
 
+from ..boxes import paired_box_iou
+from ..tensors import plain
+
 # --------------------------------------------------------------------------- network
 
 
@@ -89,27 +92,30 @@ def encode_yolo_targets(boxes: torch.Tensor, labels: torch.Tensor, S: int, num_c
         fractions of the image; zeros elsewhere. Several centres in one cell: the largest box
         (by area) is kept. A centre on the right/bottom edge belongs to the last cell.
     """
-    boxes = torch.as_tensor(boxes).as_subclass(torch.Tensor).detach().float().cpu().reshape(-1, 4)
-    labels = torch.as_tensor(labels).cpu().reshape(-1)
+    boxes = plain(boxes).detach().float().cpu().reshape(-1, 4)
+    labels = torch.as_tensor(labels).cpu().reshape(-1).long()
     if len(boxes) != len(labels):
         raise ValueError(f"boxes and labels must have one entry per object, got {len(boxes)} and {len(labels)}")
     if len(labels) and (labels.min() < 1 or labels.max() > num_classes):
         raise ValueError(f"labels must be in 1..num_classes={num_classes}, got {labels.tolist()}")
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2  # (N,)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]  # (N,)
+    col = (cx / image_size * S).long().clamp(max=S - 1)  # (N,): a centre on the last edge is in the last cell
+    row = (cy / image_size * S).long().clamp(max=S - 1)
+    cell = row * S + col  # (N,)
+    # one object per cell: the largest; among equal areas the last given (a stable sort by area)
+    rank = torch.empty_like(cell)
+    rank[torch.argsort(w * h, stable=True)] = torch.arange(len(cell))  # (N,) position by increasing area
+    best = torch.full((S * S,), -1, dtype=torch.long).scatter_reduce(0, cell, rank, "amax")  # (S*S,)
+    won = rank == best[cell]  # (N,) exactly one winner per occupied cell
     target = torch.zeros(S, S, 5 + num_classes)
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    for k in torch.argsort(w * h, stable=True).tolist():  # smallest first: the largest is written last
-        col = min(int(cx[k] / image_size * S), S - 1)
-        row = min(int(cy[k] / image_size * S), S - 1)
-        target[row, col] = 0
-        target[row, col, 0] = cx[k] / image_size * S - col
-        target[row, col, 1] = cy[k] / image_size * S - row
-        target[row, col, 2] = w[k] / image_size
-        target[row, col, 3] = h[k] / image_size
-        target[row, col, 4] = 1
-        target[row, col, 5 + int(labels[k]) - 1] = 1
+    r, c = row[won], col[won]
+    target[r, c, 0] = (cx / image_size * S - col)[won]
+    target[r, c, 1] = (cy / image_size * S - row)[won]
+    target[r, c, 2] = (w / image_size)[won]
+    target[r, c, 3] = (h / image_size)[won]
+    target[r, c, 4] = 1
+    target[r, c, 5 + labels[won] - 1] = 1
     return target
 
 
@@ -126,17 +132,16 @@ def decode_yolo_output(output: torch.Tensor, B: int, image_size: int,
         boxes (K, 4) xyxy pixels (not clipped), scores (K,), labels (K,) int64 in 1..C.
     """
     S = output.shape[0]
-    preds = output[..., :5 * B].reshape(S, S, B, 5)  # (S, S, B, 5)
-    probs = output[..., 5 * B:]  # (S, S, C)
-    rows = torch.arange(S, dtype=output.dtype, device=output.device).view(S, 1, 1)
-    cols = torch.arange(S, dtype=output.dtype, device=output.device).view(1, S, 1)
-    cx = (preds[..., 0] + cols) / S * image_size  # (S, S, B)
-    cy = (preds[..., 1] + rows) / S * image_size
-    w, h = preds[..., 2] * image_size, preds[..., 3] * image_size
-    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1).reshape(-1, 4)  # (S*S*B, 4)
-    best_prob, best_class = probs.max(dim=-1)  # (S, S)
-    scores = (preds[..., 4] * best_prob[..., None]).reshape(-1)  # (S*S*B,)
-    labels = (best_class[..., None].expand(S, S, B) + 1).reshape(-1)
+    cells = output[..., :5 * B].unflatten(-1, (B, 5))  # (S, S, B, 5): x, y, w, h, conf per predictor
+    ys, xs = torch.meshgrid(torch.arange(S, dtype=output.dtype, device=output.device),
+                            torch.arange(S, dtype=output.dtype, device=output.device), indexing="ij")  # (S, S)
+    offset = torch.stack([xs, ys], dim=-1)[:, :, None, :]  # (S, S, 1, 2): the cell's column and row
+    centre = (cells[..., :2] + offset) / S * image_size  # (S, S, B, 2) pixels
+    size = cells[..., 2:4] * image_size  # (S, S, B, 2) pixels
+    boxes = ops.box_convert(torch.cat([centre, size], dim=-1), "cxcywh", "xyxy").reshape(-1, 4)  # (S*S*B, 4)
+    class_prob, class_index = output[..., 5 * B:].max(dim=-1)  # (S, S): the best class of each cell
+    scores = (cells[..., 4] * class_prob[..., None]).flatten()  # (S*S*B,) conf * p(best class)
+    labels = (class_index + 1).repeat_interleave(B)  # (S*S*B,) in 1..C, the cell's class for each predictor
     keep = scores > score_threshold
     return boxes[keep], scores[keep], labels[keep]
 
@@ -180,12 +185,7 @@ def yolo_loss(pred: torch.Tensor, target: torch.Tensor, B: int, lambda_coord: fl
     has_obj = target[..., 4] > 0  # (N, S, S)
     gt_xyxy = cell_boxes_to_xyxy(target[..., :4])  # (N, S, S, 4)
     pred_xyxy = cell_boxes_to_xyxy(boxes[..., :4].movedim(3, 0))  # (B, N, S, S, 4)
-    top_left = torch.maximum(pred_xyxy[..., :2], gt_xyxy[..., :2])
-    bottom_right = torch.minimum(pred_xyxy[..., 2:], gt_xyxy[..., 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(-1)  # (B, N, S, S)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    union = area(pred_xyxy) + area(gt_xyxy) - inter
-    ious = torch.where(union > 0, inter / union.clamp(min=1e-12), 0.0).movedim(0, -1)  # (N, S, S, B)
+    ious = paired_box_iou(pred_xyxy.detach(), gt_xyxy).movedim(0, -1)  # (N, S, S, B)
     responsible = F.one_hot(ious.argmax(-1), B).bool() & has_obj[..., None]  # (N, S, S, B)
     t = target[..., None, :4]  # (N, S, S, 1, 4)
     coord = ((boxes[..., 0] - t[..., 0]) ** 2 + (boxes[..., 1] - t[..., 1]) ** 2)[responsible].sum()
@@ -205,8 +205,8 @@ def _stack(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         if images.dim() != 4:
             raise ValueError(f"images must be (N, 3, H, W) or a list of (3, H, W), got shape {tuple(images.shape)}")
-        return images.as_subclass(torch.Tensor)
-    images = [torch.as_tensor(im).as_subclass(torch.Tensor) for im in images]
+        return plain(images)
+    images = [plain(im) for im in images]
     if not images:
         raise ValueError("images is empty")
     if len({tuple(im.shape) for im in images}) > 1:
