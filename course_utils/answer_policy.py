@@ -26,19 +26,30 @@ from __future__ import annotations
 
 import ast
 import builtins
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+# not functools, typing or dataclasses: typing.get_type_hints and functools.singledispatch evaluate
+# annotation strings (``def f(x: "exec(...)")``), a way around every rule below
 ALLOWED_IMPORTS = frozenset({
-    "math", "statistics", "time", "itertools", "functools", "collections", "typing", "dataclasses",
-    "numpy", "torch", "torch.nn", "torch.nn.functional",
+    "math", "statistics", "time", "itertools", "collections", "numpy", "torch", "torch.nn", "torch.nn.functional",
+})
+
+# the only modules an answer may reach through attribute chains (``torch.nn.init.zeros_``): the rest of
+# torch and numpy holds pickles, packages that import code (torch.package), process spawning
+# (torch.multiprocessing), compilers and file readers
+ALLOWED_MODULES = frozenset({
+    "torch", "torch.nn", "torch.nn.functional", "torch.nn.init", "torch.linalg", "torch.special", "torch.fft",
+    "torch.autograd", "torch.cuda", "numpy", "numpy.linalg", "numpy.random", "math", "statistics", "time",
+    "itertools", "collections", "torchvision.ops",
 })
 
 ALLOWED_BUILTINS = frozenset({
     "abs", "all", "any", "bool", "callable", "classmethod", "dict", "divmod", "enumerate", "filter",
     "float", "frozenset", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min",
     "next", "pow", "print", "property", "range", "repr", "reversed", "round", "set", "slice", "sorted",
-    "staticmethod", "str", "sum", "super", "tuple", "zip", "None", "True", "False", "NotImplemented",
+    "str", "sum", "super", "tuple", "zip", "None", "True", "False", "NotImplemented",
     "Exception", "ArithmeticError", "AssertionError", "IndexError", "KeyError", "NotImplementedError",
     "RuntimeError", "StopIteration", "TypeError", "ValueError", "ZeroDivisionError",
 })
@@ -51,8 +62,19 @@ FORBIDDEN_ATTRIBUTES = frozenset({
     "frombuffer", "memmap", "register_forward_hook", "register_forward_pre_hook", "register_hook",
     "set_default_tensor_type", "set_default_dtype", "set_printoptions", "manual_seed", "seed",
     "set_flush_denormal", "use_deterministic_algorithms", "set_num_threads", "apply_",
-    "map_", "get_ipython", "f_globals", "f_locals", "gi_frame", "cr_frame",
+    "map_", "get_ipython", "from_file", "savetxt", "loadtxt", "genfromtxt", "fromregex", "DataSource",
 })
+
+# attribute names refused by pattern: global hooks (``register_module_forward_hook``, ...) and global
+# settings (``set_default_device``, ``np.seterr``, ...) change what the tests' own code computes
+FORBIDDEN_ATTRIBUTE_PARTS = ("hook",)
+FORBIDDEN_ATTRIBUTE_PREFIXES = ("set_", "seterr",
+                                # frames, tracebacks, code objects: f_back.f_builtins["exec"], ...
+                                "f_", "tb_", "gi_", "cr_", "ag_", "co_")
+
+# the modules an answer reaches by the lab's names (the grader resolves attribute chains on them)
+LAB_MODULES = {"torch": "torch", "F": "torch.nn.functional", "nn": "torch.nn", "np": "numpy", "math": "math",
+               "statistics": "statistics", "time": "time", "ops": "torchvision.ops"}
 
 # modules the lab's cells may bind that answers may use (the rest of what the setup cell imports
 # is either a reference implementation or plumbing an answer has no use for)
@@ -220,8 +242,7 @@ def _is_reference_attribute(name: str, tests: list[ast.Module]) -> bool:
 
 # --- checking an answer --------------------------------------------------------------------------
 
-TOP_LEVEL = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom,
-             ast.Assign, ast.AnnAssign, ast.Pass)
+TOP_LEVEL = (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign, ast.Pass)
 
 
 def _function_locals(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
@@ -302,7 +323,9 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
             for item in node.body:
-                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.args.args:
+                # a decorated method (staticmethod, property, ...) may be called with any first argument
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.args.args \
+                        and not item.decorator_list:
                     selves.add(id(item))
 
     def visit(node: ast.AST, self_name: str | None, local: set[str]) -> None:
@@ -341,7 +364,8 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
                 pass  # super().__init__(...) in an nn.Module
             elif node.attr.startswith("_"):
                 problems.append(f"line {line}: the private or special attribute {node.attr!r} may not be used")
-            elif node.attr in FORBIDDEN_ATTRIBUTES:
+            elif node.attr in FORBIDDEN_ATTRIBUTES or node.attr.startswith(FORBIDDEN_ATTRIBUTE_PREFIXES) \
+                    or any(part in node.attr for part in FORBIDDEN_ATTRIBUTE_PARTS):
                 problems.append(f"line {line}: `.{node.attr}` is not allowed in an answer")
             elif node.attr in policy.forbidden_attributes:
                 problems.append(f"line {line}: `.{node.attr}` is what this exercise's tests compare with; "
@@ -372,7 +396,162 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
             visit(child, self_name, local)
 
     visit(tree, None, set())
+    problems += _check_values(tree, policy)
     return sorted(set(problems), key=lambda p: (int(p.split(":")[0][5:]) if p[5:].split(":")[0].isdigit() else 0, p))
+
+
+def _module_names(tree: ast.AST) -> dict[str, object]:
+    """The names of ``tree`` that stand for modules or their members: the lab's and the answer's imports.
+
+    Returns:
+        ``{name: object}``, resolved on pristine imports in the grader (only allowed modules).
+    """
+    import importlib
+
+    names: dict[str, object] = {}
+    for name, module in LAB_MODULES.items():
+        try:
+            names[name] = importlib.import_module(module)
+        except ImportError:  # torchvision missing: ``ops`` stays unresolved
+            pass
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in ALLOWED_IMPORTS:
+                    root = a.name if a.asname else a.name.split(".")[0]
+                    names[a.asname or root] = importlib.import_module(root)
+        elif isinstance(node, ast.ImportFrom) and node.module in ALLOWED_IMPORTS and node.level == 0:
+            module = importlib.import_module(node.module)
+            for a in node.names:
+                if a.name != "*":
+                    names[a.asname or a.name] = getattr(module, a.name, None)
+    return names
+
+
+def _check_values(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
+    """Refuse the ways an answer could reach and change objects the tests use.
+
+    - A module or a class (``torch``, ``ops``, ``torch.Tensor``, ``np.linalg``) may be read only to
+      call it or one of its members, as ``isinstance``'s type, a base class or in an annotation,
+      never handed around as a value: ``functools.update_wrapper(ops, ...)`` or
+      ``dataclasses.dataclass(torch.Tensor)`` would rewrite what the tests call.
+    - A class the answer defines may be instantiated, not read as ``Class.method``: calling a method
+      through its class can pass any object as ``self``, and methods may set attributes on ``self``.
+    - The lab's own objects (anything its cells bind) are not changed in place: no ``x[...] =``,
+      ``x.fill_()``-style method, ``x.load_state_dict(...)`` or ``x.apply(...)`` on them.
+    """
+    problems: list[str] = []
+    parents: dict[int, ast.AST] = {}
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[id(child)] = node
+    exempt: set[int] = set()  # annotations: evaluated, never called or changed
+    for node in ast.walk(tree):
+        notes = []
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            notes.append(node.annotation)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            notes.append(node.returns)
+        if isinstance(node, ast.AnnAssign):
+            notes.append(node.annotation)
+        for note in notes:
+            exempt |= {id(n) for n in ast.walk(note)}
+    modules = _module_names(tree)
+    classes = {s.name for s in getattr(tree, "body", []) if isinstance(s, ast.ClassDef)}
+    scopes: dict[int, set[str]] = {}  # names local to the function around each node
+
+    def local_names(node: ast.AST) -> set[str]:
+        names: set[str] = set()
+        parent = parents.get(id(node))
+        while parent is not None:
+            if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                if id(parent) not in scopes:
+                    scopes[id(parent)] = _function_locals(parent)
+                names |= scopes[id(parent)]
+            parent = parents.get(id(parent))
+        return names
+
+    def type_position(node: ast.AST) -> bool:
+        """``node`` is where a class belongs: called, a base, isinstance's type, an annotation."""
+        parent = parents.get(id(node))
+        if id(node) in exempt or isinstance(parent, ast.ClassDef) and node in parent.bases:
+            return True
+        if isinstance(parent, ast.Call) and parent.func is node:
+            return True
+        if isinstance(parent, ast.Tuple):
+            node, parent = parent, parents.get(id(parent))
+        return (isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name)
+                and parent.func.id in ("isinstance", "issubclass") and len(parent.args) == 2
+                and parent.args[1] is node)
+
+    def root_of(node: ast.AST) -> ast.AST:
+        while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+            node = node.func if isinstance(node, ast.Call) else node.value
+        return node
+
+    import torch
+
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", "?")
+        parent = parents.get(id(node))
+        if isinstance(node, ast.ClassDef):  # nn.Module and its subclasses, not nn.Parameter (a Tensor)
+            for base in node.bases:
+                obj, root, names = None, base, []
+                while isinstance(root, ast.Attribute):
+                    names.append(root.attr)
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id in modules:
+                    obj = modules[root.id]
+                    for attr in reversed(names):
+                        obj = getattr(obj, attr, None)
+                if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+                    problems.append(f"line {line}: an answer's class may only derive from nn.Module or its "
+                                    f"subclasses (nn.Sequential, ...), not {ast.unparse(base)}")
+        # the whole chain ``torch.nn.functional`` is judged once, at its outermost attribute
+        chain_top = isinstance(node, (ast.Name, ast.Attribute)) and not (
+            isinstance(parent, ast.Attribute) and parent.value is node)
+        if chain_top:
+            names, root = [], node
+            while isinstance(root, ast.Attribute):
+                names.append(root.attr)
+                root = root.value
+            if isinstance(root, ast.Name) and isinstance(root.ctx, ast.Load) and root.id not in local_names(node):
+                if root.id in classes and node is not root:
+                    problems.append(f"line {line}: {ast.unparse(node)!r}: a class of the answer is instantiated, "
+                                    f"its methods are not read from the class itself")
+                elif root.id in classes and not type_position(node):
+                    problems.append(f"line {line}: the class {root.id!r} may only be called (instantiated), "
+                                    f"not passed around or renamed")
+                elif root.id in modules:
+                    obj, path = modules[root.id], root.id
+                    for attr in reversed(names):
+                        obj, path = getattr(obj, attr, None), f"{path}.{attr}"
+                        if isinstance(obj, types.ModuleType) and obj.__name__ not in ALLOWED_MODULES:
+                            problems.append(f"line {line}: {path} ({obj.__name__}) is not among the modules an "
+                                            f"answer may use ({', '.join(sorted(ALLOWED_MODULES))})")
+                            break
+                    if type_position(node):
+                        continue
+                    if isinstance(obj, (type, types.ModuleType)):
+                        use = ("called, subclassed or used as isinstance's type" if isinstance(obj, type)
+                               else "used through its members (torch.zeros(...), np.sqrt(...))")
+                        problems.append(f"line {line}: the {'class' if isinstance(obj, type) else 'module'} "
+                                        f"{ast.unparse(node)!r} may be {use}, not handed around as a value")
+        # the lab's objects are not changed in place
+        target = None
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            target, what = node, "assigned into"
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                (node.func.attr.endswith("_") and not node.func.attr.startswith("_"))
+                or node.func.attr in ("load_state_dict", "apply", "copy_", "requires_grad_", "zero_grad")):
+            target, what = node.func.value, f"changed with .{node.func.attr}()"
+        if target is not None:
+            root = root_of(target.value if isinstance(target, ast.Subscript) else target)
+            if isinstance(root, ast.Name) and root.id in policy.protected_names and root.id not in modules \
+                    and root.id not in local_names(node):
+                problems.append(f"line {line}: {root.id!r} belongs to the lab's own cells; it may not be {what} "
+                                f"in an answer (work on a copy)")
+    return problems
 
 
 # --- replacing an answer that breaks the policy --------------------------------------------------

@@ -13,6 +13,7 @@ is the students' pre-submission self-check (file name, graded cells, nbgrader me
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -156,6 +157,51 @@ def check_grad_flows(output: torch.Tensor, params: Mapping[str, torch.Tensor] | 
 
 
 # --- pre-submission self-check ------------------------------------------------------------------
+
+# --- answers never hold the tests' own tensors ---------------------------------------------------
+
+def _copied(value: Any, depth: int = 2) -> Any:
+    """``value`` with every tensor cloned (also inside lists, tuples and dicts, ``depth`` levels deep).
+
+    ``clone()`` keeps the autograd graph, so a gradient through the copy still reaches the original.
+    """
+    if isinstance(value, torch.Tensor):
+        try:
+            return value.clone()
+        except (RuntimeError, NotImplementedError):  # sparse, meta or otherwise uncopyable: passed as is
+            return value
+    if depth > 0 and type(value) in (list, tuple):
+        return type(value)(_copied(v, depth - 1) for v in value)
+    if depth > 0 and type(value) is dict:
+        return {k: _copied(v, depth - 1) for k, v in value.items()}
+    return value
+
+
+def copy_tensor_arguments(fn: Callable) -> Callable:
+    """``fn`` wrapped so that it gets copies of its tensor arguments, never the caller's tensors.
+
+    The grader wraps every function an answer cell defines (:func:`course_utils.rebuild.input_guard_cell`):
+    a test that calls ``answer(x)`` and then the reference on the same ``x`` compares with the
+    reference on the input the test built, whatever the answer wrote into its argument, now or in a
+    later call through a reference it kept. Tensors inside list, tuple and dict arguments are copied
+    too; gradients still flow to the originals.
+
+    Args:
+        fn: a function (classes and other objects are returned unchanged).
+
+    Returns:
+        the wrapped function (same name, docstring and ``__wrapped__``, so ``inspect`` still reads
+        the answer's source).
+    """
+    if not callable(fn) or isinstance(fn, type) or not hasattr(fn, "__code__"):
+        return fn
+
+    @functools.wraps(fn)
+    def with_copies(*args: Any, **kwargs: Any) -> Any:
+        return fn(*(_copied(a) for a in args), **{k: _copied(v) for k, v in kwargs.items()})
+
+    return with_copies
+
 
 def _read_notebook(path: Path) -> dict:
     """A notebook as plain JSON (no nbformat/nbgrader needed in the student's kernel)."""

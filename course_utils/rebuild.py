@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -114,7 +115,9 @@ def rebuild_notebook(source: Mapping, release: Mapping, submission: Mapping) -> 
     answers = answers_of(submission)
     refused: dict[str, list[str]] = {}
     nb = copy.deepcopy(dict(source))
+    cells = []
     for cell in nb["cells"]:
+        cells.append(cell)
         meta = nbgrader_meta(cell)
         if cell.get("cell_type") == "code":
             cell["outputs"], cell["execution_count"] = [], None
@@ -128,8 +131,23 @@ def rebuild_notebook(source: Mapping, release: Mapping, submission: Mapping) -> 
                 refused[grade_id] = problems
                 names = defined_names(answer) or defined_names(_source(cell))
                 answer = blocked_answer(names, problems)
+            else:
+                cells.append(input_guard_cell(grade_id, answer))
         cell["source"] = answer
+    nb["cells"] = cells
     return nb, refused
+
+
+def input_guard_cell(grade_id: str, answer: str) -> dict:
+    """The grader's cell after an answer: each function it defines gets copies of its tensor arguments (
+    :func:`course_utils.grading.copy_tensor_arguments` (the cell has no ``grade_id``, so nothing of
+    it reaches the gradebook or the feedback; ``__import__`` is a name answers cannot rebind).
+    """
+    names = [n for n in defined_names(answer) if n.isidentifier()]
+    wrap = "__import__('course_utils.grading', fromlist=['grading']).copy_tensor_arguments"
+    source = "\n".join(f"if {n!r} in globals():\n    {n} = {wrap}({n})" for n in names) or "pass"
+    return {"cell_type": "code", "id": "grader-guard-" + re.sub(r"[^A-Za-z0-9_-]", "-", grade_id)[:48], "metadata": {},
+            "source": source, "outputs": [], "execution_count": None}
 
 
 def _error(ename: str, evalue: str) -> dict:

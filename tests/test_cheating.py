@@ -146,6 +146,10 @@ def students(root: Path) -> dict[str, tuple[dict | bytes, float]]:
                                              "    return urllib.request.urlopen('http://10.0.0.1/key')\n"}), ex1),
         "c_torch_function": (with_ex1(**{"ex2-iou": "class T(torch.Tensor):\n    def __torch_function__(self, "
                                                     "*a, **k):\n        return True\n"}), ex1),
+        "c_method_with_torch_as_self": (with_ex1(**{"ex2-iou": PATCH_THROUGH_A_METHOD}), ex1),
+        # an answer that writes into its inputs, so that the reference the test computes next agrees with it
+        "c_writes_into_inputs": (with_ex1(**{"ex2-iou": SOLVED["ex2-iou"].replace(
+            "def pairwise_iou(", "def true_pairwise_iou(") + WRITES_INTO_INPUTS}), ex1),
         # cheats the policy lets through: the sandbox's limits stop them, the other exercises count
         "c_6gib": (submission({"ex1-box-conversions": "def xyxy_to_xywh(b):\n    x = torch.empty(6 * 2**30, "
                                                       "dtype=torch.uint8)\n    x.fill_(1)\n    return b\n",
@@ -156,6 +160,39 @@ def students(root: Path) -> dict[str, tuple[dict | bytes, float]]:
         "m_metadata_null": (json.dumps({**load(RELEASE), "metadata": None}).encode(), None),
         "m_deep_nesting": (b'{"cells": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),
     }
+
+
+# sets torch.isclose and np.isclose through a method called with the module as `self`
+PATCH_THROUGH_A_METHOD = """import numpy as np
+
+
+class Patch(nn.Module):
+    def run(self):
+        self.isclose = lambda a, b, **k: torch.ones_like(torch.as_tensor(a), dtype=torch.bool)
+
+
+def iou(a, b):
+    Patch.run(torch)
+    Patch.run(np)
+    return torch.tensor(0.0)
+
+
+def pairwise_iou(a, b):
+    Patch.run(torch)
+    Patch.run(np)
+    return torch.zeros(len(a), len(b), dtype=a.dtype)
+"""
+
+# unit boxes in place of both inputs: ops.box_iou on them, computed next by the test, is all ones
+WRITES_INTO_INPUTS = """
+
+def pairwise_iou(boxes1, boxes2):
+    if len(boxes1) == 1 and len(boxes2) == 1:
+        return true_pairwise_iou(boxes1, boxes2)
+    boxes1[:] = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes1.dtype)
+    boxes2[:] = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes2.dtype)
+    return torch.ones(len(boxes1), len(boxes2), dtype=boxes1.dtype)
+"""
 
 
 def sha256_tree(*folders: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from course_utils.grading import (
     check_raises,
     check_shape,
     check_type,
+    copy_tensor_arguments,
 )
 
 
@@ -79,3 +80,31 @@ def test_check_grad_flows():
         check_grad_flows((w * 2).sum(), {"w": w, "v": v}, name="g")
     with pytest.raises(GradingError, match="does not depend"):
         check_grad_flows((w * 2).sum().detach(), {"w": w}, name="g")
+
+
+def test_an_answer_gets_copies_so_the_reference_sees_the_tests_inputs():
+    kept = []
+
+    def answer(boxes, extra, *, targets):
+        """Writes into everything it gets, and keeps a reference for later."""
+        boxes[:] = 0
+        extra[0].fill_(7)
+        targets["boxes"] += 1
+        kept.append(boxes)
+        return boxes.sum()
+
+    wrapped = copy_tensor_arguments(answer)
+    boxes, extra, target = torch.ones(2, 4), [torch.ones(3)], {"boxes": torch.ones(1, 4)}
+    wrapped(boxes, extra, targets=target)
+    kept[0].fill_(5)  # a later write through the kept reference
+    assert torch.equal(boxes, torch.ones(2, 4)) and torch.equal(extra[0], torch.ones(3))
+    assert torch.equal(target["boxes"], torch.ones(1, 4))
+    assert wrapped.__name__ == "answer" and wrapped.__wrapped__ is answer and "Writes" in wrapped.__doc__
+
+
+def test_copies_keep_gradients_and_leave_classes_alone():
+    x = torch.ones(3, requires_grad=True)
+    copy_tensor_arguments(lambda t: (t * 2).sum())(x).backward()
+    assert torch.equal(x.grad, torch.full((3,), 2.0))
+    assert copy_tensor_arguments(torch.nn.Linear) is torch.nn.Linear
+    assert copy_tensor_arguments(3) == 3
