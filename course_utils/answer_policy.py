@@ -72,6 +72,12 @@ FORBIDDEN_ATTRIBUTE_PREFIXES = ("set_", "seterr",
                                 # frames, tracebacks, code objects: f_back.f_builtins["exec"], ...
                                 "f_", "tb_", "gi_", "cr_", "ag_", "co_")
 
+# the names IPython keeps its history under in the notebook's namespace
+IPYTHON_HISTORY = frozenset({"In", "Out", "exit", "quit"})
+
+# what an answer's nn.Module may define among the names nn.Module already has
+MODULE_METHODS_TO_WRITE = frozenset({"forward", "extra_repr"})
+
 # the modules an answer reaches by the lab's names (the grader resolves attribute chains on them)
 LAB_MODULES = {"torch": "torch", "F": "torch.nn.functional", "nn": "torch.nn", "np": "numpy", "math": "math",
                "statistics": "statistics", "time": "time", "ops": "torchvision.ops"}
@@ -376,7 +382,10 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
                 problems.append(f"line {line}: attributes may only be assigned on `self` in an answer "
                                 f"(not on a module, a function or another object)")
         elif isinstance(node, ast.Name):
-            if node.id.startswith("__") or (node.id in policy.forbidden_names and node.id not in local):
+            # IPython's In/Out/_ih/_i3/_ hold the sources of the cells that ran, the hidden tests included
+            if node.id.startswith("__") or (node.id in policy.forbidden_names and node.id not in local) or (
+                    (node.id in IPYTHON_HISTORY or node.id.startswith("_")) and node.id not in local
+                    and isinstance(node.ctx, ast.Load)):
                 problems.append(f"line {line}: {node.id!r} may not be used in an answer"
                                 + (" (it is a reference the tests compare with, or grading plumbing)"
                                    if node.id in policy.forbidden_names else ""))
@@ -507,6 +516,24 @@ def _check_values(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
                 if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
                     problems.append(f"line {line}: an answer's class may only derive from nn.Module or its "
                                     f"subclasses (nn.Sequential, ...), not {ast.unparse(base)}")
+                    continue
+                # the tests read models through nn.Module's own API (parameters(), named_parameters(),
+                # state_dict(), train(), ...): an answer defines forward, not a different parameters()
+                api = {name for name in dir(obj) if not name.startswith("_")} - MODULE_METHODS_TO_WRITE
+                for item in node.body:
+                    names = [item.name] if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) else [
+                        n.id for t in getattr(item, "targets", [getattr(item, "target", None)]) if t is not None
+                        for n in ast.walk(t) if isinstance(n, ast.Name)]
+                    for name in set(names) & api:
+                        problems.append(f"line {item.lineno}: {name!r} is nn.Module's own method or attribute; "
+                                        f"an answer's module defines __init__ and forward, not {name}")
+                    if isinstance(item, ast.FunctionDef) and item.args.args and not item.decorator_list:
+                        self_name = item.args.args[0].arg
+                        for n in ast.walk(item):
+                            if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and \
+                                    isinstance(n.value, ast.Name) and n.value.id == self_name and n.attr in api:
+                                problems.append(f"line {n.lineno}: self.{n.attr} is nn.Module's own method or "
+                                                f"attribute; store your layers and values under other names")
         # the whole chain ``torch.nn.functional`` is judged once, at its outermost attribute
         chain_top = isinstance(node, (ast.Name, ast.Attribute)) and not (
             isinstance(parent, ast.Attribute) and parent.value is node)

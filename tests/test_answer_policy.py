@@ -144,6 +144,14 @@ CHEATS = {
     "an async def": ("ex2-iou", "async def iou(a, b):\n    return 0\n", "AsyncFunctionDef"),
     "numpy writes a file": ("ex2-iou", "def iou(a, b):\n    np.savetxt('/proc/1/fd/3', a, header='{}')\n",
                             "savetxt"),
+    # a model that hides what the tests read through nn.Module's API
+    "overrides named_parameters": ("ex3-model", "class M(nn.Module):\n    def named_parameters(self, *a, **k):\n"
+                                                "        return iter([])\n", "'named_parameters' is nn.Module"),
+    "shadows parameters on self": ("ex3-model", "class M(nn.Module):\n    def __init__(self):\n"
+                                                "        super().__init__()\n        self.parameters = list\n",
+                                   "self.parameters"),
+    "reads the hidden tests from IPython's history": ("ex2-iou", "def iou(a, b):\n    return In[-1]\n", "'In'"),
+    "reads them as _ih": ("ex2-iou", "def iou(a, b):\n    return _ih[-1]\n", "'_ih'"),
     "changes a lab tensor in place": ("ex2-iou", "def iou(a, b):\n    IMAGE_SIZE[0] = 'x'\n",
                                       "may not be assigned into"),
 }
