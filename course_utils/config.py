@@ -34,7 +34,9 @@ MODE_ENV = "COURSE_MODE"
 RESULTS_ENV = "COURSE_RESULTS"
 SMOKE_STEPS = 3  # every training loop in smoke mode (tests, nbgrader): graded answers never depend on training
 MAX_STEPS_ENV = "COURSE_MAX_STEPS"  # optional cap on every training loop, in any mode (tests run full mode)
-COURSE_MARKER = "nbgrader_config.py"  # the file that marks the course folder
+# what marks the course folder: the instructor's checkout and the students' copy (make student-release)
+# both hold the project file next to the package
+COURSE_MARKERS = ("pyproject.toml", "course_utils/__init__.py")
 DEFAULT_SEED = 0
 
 T = TypeVar("T")
@@ -105,7 +107,7 @@ def steps(*, fast: int, full: int) -> int:
 
 
 def course_root(start: str | os.PathLike | None = None) -> Path | None:
-    """The course folder: the nearest folder at or above ``start`` holding :data:`COURSE_MARKER`.
+    """The course folder: the nearest folder at or above ``start`` holding :data:`COURSE_MARKERS`.
 
     A lab notebook runs in ``labs/NN_topic/`` (or ``solutions/NN_topic/``) of the course checkout;
     a student's copy of one lab, on JupyterHub or Colab, has no course folder above it.
@@ -117,7 +119,7 @@ def course_root(start: str | os.PathLike | None = None) -> Path | None:
         the folder (absolute), or None when no folder above ``start`` holds the marker.
     """
     here = Path(start if start is not None else Path.cwd()).resolve()
-    return next((p for p in (here, *here.parents) if (p / COURSE_MARKER).is_file()), None)
+    return next((p for p in (here, *here.parents) if all((p / m).is_file() for m in COURSE_MARKERS)), None)
 
 
 def get_device() -> torch.device:

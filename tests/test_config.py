@@ -144,7 +144,10 @@ def test_course_root_is_the_nearest_folder_with_the_marker(tmp_path, monkeypatch
     lab = tmp_path / "course" / "labs" / "02_yolo"
     lab.mkdir(parents=True)
     assert config.course_root(lab) is None, "a student's copy of one lab has no course folder"
-    (tmp_path / "course" / config.COURSE_MARKER).write_text("")
+    (tmp_path / "course" / "pyproject.toml").write_text("")
+    assert config.course_root(lab) is None, "a pyproject.toml alone is not the course"
+    (tmp_path / "course" / "course_utils").mkdir()
+    (tmp_path / "course" / "course_utils" / "__init__.py").write_text("")
     assert config.course_root(lab) == tmp_path / "course"
     assert config.course_root(lab / "02_yolo.ipynb") == tmp_path / "course", "a file's folder counts"
     monkeypatch.chdir(lab)

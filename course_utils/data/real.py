@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
+from ..config import course_root
 from .coco import encode_mask
 
 VOC_CLASSES = (
@@ -67,13 +68,12 @@ class _Record:
 
 def data_root() -> Path:
     """The parent folder of every dataset: ``$COURSE_DATA`` if set, else ``data/`` in the course
-    checkout holding the current folder (a lab notebook runs in ``labs/NN_topic/``), else ``./data``."""
+    folder holding the current folder (:func:`course_utils.config.course_root`; a lab notebook runs
+    in ``labs/NN_topic/``), else ``./data``."""
     if os.environ.get("COURSE_DATA"):
         return Path(os.environ["COURSE_DATA"])
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "data_scripts").is_dir():
-            return folder / "data"
-    return Path("data")
+    root = course_root()
+    return root / "data" if root is not None else Path("data")
 
 
 def dataset_root(name: str) -> Path:
