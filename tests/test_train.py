@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from course_utils.config import SMOKE_STEPS
+from course_utils.config import COURSE_MARKERS, SMOKE_STEPS
 from course_utils.train import (
     History,
     checkpoint_path,
@@ -272,6 +272,8 @@ def test_checkpoint_path_follows_course_results(tmp_path, monkeypatch):
     assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "xdg" / "cnns-part2" / "results" / "07_benchmark" \
         / "yolo.pt"
     (tmp_path / "course" / "labs" / "07_benchmark").mkdir(parents=True)
-    (tmp_path / "course" / "nbgrader_config.py").write_text("")
+    for marker in COURSE_MARKERS:
+        (tmp_path / "course" / marker).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "course" / marker).write_text("")
     monkeypatch.chdir(tmp_path / "course" / "labs" / "07_benchmark")
     assert checkpoint_path("07_benchmark", "yolo") == tmp_path / "course" / "results" / "07_benchmark" / "yolo.pt"
