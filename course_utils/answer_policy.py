@@ -163,11 +163,11 @@ def used_attributes(tree: ast.AST) -> set[str]:
 
 
 def reference_imports(tree: ast.AST) -> set[str]:
-    """Names bound by ``from course_utils...``/``torchvision...``/``scipy...``/``pycocotools`` imports."""
+    """Names bound by ``from course_utils...``/``data_scripts...``/``torchvision...``/``scipy...``/... imports."""
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in {
-                "course_utils", "torchvision", "scipy", "pycocotools", "IPython"}:
+                "course_utils", "data_scripts", "torchvision", "scipy", "pycocotools", "IPython"}:
             names.update(a.asname or a.name for a in node.names)
         elif isinstance(node, ast.Import):
             names.update((a.asname or a.name).split(".")[0] for a in node.names

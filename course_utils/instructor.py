@@ -626,7 +626,7 @@ def grade(root: str | os.PathLike, lab: str, submissions: str | os.PathLike | No
         jobs: sandboxes at a time (default: the number of CPU cores).
         executor: a ``concurrent.futures`` executor to run the sandboxes on instead (a cluster).
         unsafe: grade without bubblewrap (every submission can read and change this machine).
-        limits: :class:`course_utils.sandbox.SandboxLimits` (default: 4 GiB, 60 s a cell, ...).
+        limits: :class:`course_utils.sandbox.SandboxLimits` (default: 5.5 GiB, 60 s a cell, ...).
 
     Returns:
         the score rows of :func:`scores`, one per submitted student; a student not graded has

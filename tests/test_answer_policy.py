@@ -152,6 +152,8 @@ CHEATS = {
                                    "self.parameters"),
     "reads the hidden tests from IPython's history": ("ex2-iou", "def iou(a, b):\n    return In[-1]\n", "'In'"),
     "reads them as _ih": ("ex2-iou", "def iou(a, b):\n    return _ih[-1]\n", "'_ih'"),
+    "the lab's downloader": ("ex2-iou", "def iou(a, b):\n    return fetch_dataset('oxford_pets', root='.')\n",
+                             "'fetch_dataset'"),
     "changes a lab tensor in place": ("ex2-iou", "def iou(a, b):\n    IMAGE_SIZE[0] = 'x'\n",
                                       "may not be assigned into"),
 }
