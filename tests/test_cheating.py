@@ -146,7 +146,7 @@ def students(root: Path) -> dict[str, tuple[dict | bytes, float]]:
                                              "    return urllib.request.urlopen('http://10.0.0.1/key')\n"}), ex1),
         "c_torch_function": (with_ex1(**{"ex2-iou": "class T(torch.Tensor):\n    def __torch_function__(self, "
                                                     "*a, **k):\n        return True\n"}), ex1),
-        "c_import_rebinds_check": (with_ex1(**{"ex2-iou": "from torch.nn import Identity as check_close\n"}), ex1),
+        "c_import_rebinds_check": (with_ex1(**{"ex2-iou": IMPORT_REBINDS_CHECKS}), ex1),
         "c_method_with_torch_as_self": (with_ex1(**{"ex2-iou": PATCH_THROUGH_A_METHOD}), ex1),
         # an answer that writes into its inputs, so that the reference the test computes next agrees with it
         "c_writes_into_inputs": (with_ex1(**{"ex2-iou": SOLVED["ex2-iou"].replace(
@@ -181,6 +181,18 @@ def iou(a, b):
 def pairwise_iou(a, b):
     Patch.run(torch)
     Patch.run(np)
+    return torch.zeros(len(a), len(b), dtype=a.dtype)
+"""
+
+# nn.Identity accepts any arguments: every later check_close/check_shape would pass
+IMPORT_REBINDS_CHECKS = """from torch.nn import Identity as check_close, Identity as check_shape
+
+
+def iou(a, b):
+    return torch.tensor(0.0)
+
+
+def pairwise_iou(a, b):
     return torch.zeros(len(a), len(b), dtype=a.dtype)
 """
 
