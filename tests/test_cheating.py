@@ -79,6 +79,15 @@ def added_cell(nb: dict, source: str, at: int = 1) -> dict:
     return nb
 
 
+def fake_graded_cell(nb: dict) -> dict:
+    """An added test cell worth 100 points that cannot fail, with a grade_id of its own."""
+    nb["cells"].insert(2, {"cell_type": "code", "id": "bonus", "source": "pass", "outputs": [],
+                           "execution_count": None, "metadata": {"nbgrader": {
+                               "grade": True, "solution": False, "locked": True, "grade_id": "bonus",
+                               "points": 100, "schema_version": 3}}})
+    return nb
+
+
 def recomputed_checksums() -> dict:
     """The release with every test cell replaced by `pass` and nbgrader's checksum recomputed."""
     import nbformat
@@ -146,6 +155,7 @@ def students(root: Path) -> dict[str, tuple[dict | bytes, float]]:
                                              "    return urllib.request.urlopen('http://10.0.0.1/key')\n"}), ex1),
         "c_torch_function": (with_ex1(**{"ex2-iou": "class T(torch.Tensor):\n    def __torch_function__(self, "
                                                     "*a, **k):\n        return True\n"}), ex1),
+        "c_fake_graded_cell": (fake_graded_cell(with_ex1()), ex1),
         "c_import_rebinds_check": (with_ex1(**{"ex2-iou": IMPORT_REBINDS_CHECKS}), ex1),
         "c_method_with_torch_as_self": (with_ex1(**{"ex2-iou": PATCH_THROUGH_A_METHOD}), ex1),
         # an answer that writes into its inputs, so that the reference the test computes next agrees with it
