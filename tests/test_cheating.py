@@ -352,3 +352,13 @@ def test_submission_copies_stay_distinct():
     cases = students(Path("/nonexistent"))
     assert len({json.dumps(nb) if isinstance(nb, dict) else nb for nb, _ in cases.values()}) == len(cases)
     assert copy.deepcopy(cases["h_blank"][0]) == load(RELEASE)
+
+
+def test_the_sanitize_steps_are_nbgraders_own_plus_the_foreign_cell_filter():
+    from nbgrader.converters import Autograde
+
+    default = Autograde.class_traits()["sanitize_preprocessors"].default()
+    steps = instructor.sandboxed_autograde_config({}, {"ex1"}).Autograde.sanitize_preprocessors
+    assert [s for s in steps if s.__name__ != "DropForeignGradeCells"] == list(default)
+    assert [s.__name__ for s in steps].index("DropForeignGradeCells") < [s.__name__ for s in steps].index(
+        "OverwriteCells")
