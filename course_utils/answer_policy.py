@@ -164,11 +164,11 @@ def used_attributes(tree: ast.AST) -> set[str]:
 
 
 def reference_imports(tree: ast.AST) -> set[str]:
-    """Names bound by ``from course_utils...``/``torchvision...``/``scipy...``/``pycocotools`` imports."""
+    """Names bound by ``from course_utils...``/``data_scripts...``/``torchvision...``/``scipy...``/... imports."""
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in {
-                "course_utils", "torchvision", "scipy", "pycocotools", "IPython"}:
+                "course_utils", "data_scripts", "torchvision", "scipy", "pycocotools", "IPython"}:
             names.update(a.asname or a.name for a in node.names)
         elif isinstance(node, ast.Import):
             names.update((a.asname or a.name).split(".")[0] for a in node.names
@@ -291,6 +291,12 @@ def check_answer(source: str, policy: ExercisePolicy, max_chars: int = 200_000) 
         defines = isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
         if defines and stmt.name in policy.protected_names:
             say(stmt, f"{stmt.name!r} is a name the lab's own cells use; choose another name")
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):  # `from torch.nn import Identity as check_close`
+            for alias in stmt.names:
+                bound = (alias.asname or alias.name).split(".")[0]
+                if bound in policy.protected_names and (alias.asname or isinstance(stmt, ast.ImportFrom)) \
+                        and not (bound in LAB_MODULES and _same_module(bound, stmt, alias)):
+                    say(stmt, f"{bound!r} is a name the lab's own cells use; an import may not rebind it")
         if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
             for target in targets:
@@ -364,6 +370,8 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
         line = getattr(node, "lineno", "?")
         if isinstance(node, (ast.Global, ast.Nonlocal)):
             problems.append(f"line {line}: `global`/`nonlocal` is not allowed in an answer")
+        elif isinstance(node, ast.NamedExpr):  # in a default or a decorator it binds a name of the notebook
+            problems.append(f"line {line}: assignment expressions (`:=`) are not allowed in an answer")
         elif isinstance(node, ast.Attribute):
             if node.attr == "__init__" and isinstance(node.value, ast.Call) and \
                     isinstance(node.value.func, ast.Name) and node.value.func.id == "super":
@@ -407,6 +415,14 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
     visit(tree, None, set())
     problems += _check_values(tree, policy)
     return sorted(set(problems), key=lambda p: (int(p.split(":")[0][5:]) if p[5:].split(":")[0].isdigit() else 0, p))
+
+
+def _same_module(bound: str, stmt: ast.Import | ast.ImportFrom, alias: ast.alias) -> bool:
+    """True when an import binds a lab module name to that very module (``import numpy as np``)."""
+    if isinstance(stmt, ast.Import):
+        return alias.name == LAB_MODULES[bound]
+    return f"{stmt.module}.{alias.name}" == LAB_MODULES[bound] or (
+        stmt.module is not None and stmt.module + "." + alias.name == LAB_MODULES[bound])
 
 
 def _module_names(tree: ast.AST) -> dict[str, object]:

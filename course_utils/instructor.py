@@ -504,12 +504,49 @@ def _sandbox_outputs_preprocessor(results: dict[str, dict[str, dict]]):
     return SandboxOutputs
 
 
-def sandboxed_autograde_config(results: dict[str, dict[str, dict]]):
-    """nbgrader settings that autograde from sandbox results: ``Execute`` replaced, nothing else run."""
-    from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, LimitOutput, SaveAutoGrades
+def _foreign_cells_preprocessor(known_ids: set[str]):
+    """An nbgrader preprocessor class that drops the nbgrader metadata of cells whose ``grade_id`` the
+    lab does not have (a student's own "test cell worth 100 points"): they earn nothing, and nbgrader's
+    ``OverwriteCells`` would otherwise fail on them and leave the whole submission ungraded."""
+    from nbgrader.preprocessors import NbGraderPreprocessor
+
+    from course_utils.rebuild import nbgrader_meta
+
+    class DropForeignGradeCells(NbGraderPreprocessor):
+        def preprocess(self, nb, resources):
+            for cell in nb.cells:
+                meta = nbgrader_meta(cell)
+                if meta and meta.get("grade_id") not in known_ids:
+                    cell.metadata.pop("nbgrader", None)
+            return nb, resources
+
+    return DropForeignGradeCells
+
+
+def sandboxed_autograde_config(results: dict[str, dict[str, dict]], known_ids: set[str] | None = None):
+    """nbgrader settings that autograde from sandbox results: ``Execute`` replaced, nothing else run.
+
+    Args:
+        results: per student, :func:`course_utils.rebuild.graded_outputs`.
+        known_ids: the lab's ``grade_id``s (of the source); other cells' nbgrader metadata is dropped.
+    """
+    from nbgrader.preprocessors import (
+        AssignLatePenalties,
+        CheckCellMetadata,
+        ClearOutput,
+        DeduplicateIds,
+        LimitOutput,
+        OverwriteCells,
+        OverwriteKernelspec,
+        SaveAutoGrades,
+    )
     from traitlets.config.loader import Config
 
-    return Config({"Autograde": {"autograde_preprocessors": [
+    # nbgrader 0.9's own sanitize steps, with the foreign cells dropped before OverwriteCells reads them
+    sanitize = [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+    if known_ids is not None:
+        sanitize.insert(3, _foreign_cells_preprocessor(set(known_ids)))
+    return Config({"Autograde": {"sanitize_preprocessors": sanitize, "autograde_preprocessors": [
         _sandbox_outputs_preprocessor(results), LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]}})
 
 
@@ -593,7 +630,10 @@ def autograde_sandboxed(root: Path, lab: str, students: list[str], overrides: An
     limits = limits or SandboxLimits(cell_timeout=int(cfg.Execute.timeout))
     ran = run_sandboxes(rebuilt, files, limits, jobs=jobs or os.cpu_count() or 1, executor=executor, unsafe=unsafe)
     results = {s: graded_outputs(rebuilt[s], r.notebook, r.status) for s, r in ran.items()}
-    extra = sandboxed_autograde_config(results)
+    from course_utils.rebuild import nbgrader_meta
+
+    known_ids = {nbgrader_meta(c).get("grade_id") for c in source["cells"]} - {None}
+    extra = sandboxed_autograde_config(results, known_ids)
     if overrides is not None:
         extra.merge(Config(overrides))
     api = make_api(root, extra)
@@ -626,7 +666,7 @@ def grade(root: str | os.PathLike, lab: str, submissions: str | os.PathLike | No
         jobs: sandboxes at a time (default: the number of CPU cores).
         executor: a ``concurrent.futures`` executor to run the sandboxes on instead (a cluster).
         unsafe: grade without bubblewrap (every submission can read and change this machine).
-        limits: :class:`course_utils.sandbox.SandboxLimits` (default: 4 GiB, 60 s a cell, ...).
+        limits: :class:`course_utils.sandbox.SandboxLimits` (default: 5.5 GiB, 60 s a cell, ...).
 
     Returns:
         the score rows of :func:`scores`, one per submitted student; a student not graded has

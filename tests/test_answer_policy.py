@@ -152,6 +152,13 @@ CHEATS = {
                                    "self.parameters"),
     "reads the hidden tests from IPython's history": ("ex2-iou", "def iou(a, b):\n    return In[-1]\n", "'In'"),
     "reads them as _ih": ("ex2-iou", "def iou(a, b):\n    return _ih[-1]\n", "'_ih'"),
+    "the lab's downloader": ("ex2-iou", "def iou(a, b):\n    return fetch_dataset('oxford_pets', root='.')\n",
+                             "'fetch_dataset'"),
+    # rebinding a name of the notebook without an assignment statement
+    "an import rebinds a check": ("ex2-iou", "from torch.nn import Identity as check_close\n", "an import may not"),
+    "an import rebinds ops": ("ex2-iou", "import numpy as ops\n", "an import may not"),
+    "a walrus in a lambda's default": ("ex2-iou", "f = lambda a, x=(len := print): 0\n", "`:=`"),
+    "a walrus in a default": ("ex2-iou", "def iou(a, b, x=(ops := 1)):\n    return 0\n", "`:=`"),
     "changes a lab tensor in place": ("ex2-iou", "def iou(a, b):\n    IMAGE_SIZE[0] = 'x'\n",
                                       "may not be assigned into"),
 }

@@ -79,6 +79,15 @@ def added_cell(nb: dict, source: str, at: int = 1) -> dict:
     return nb
 
 
+def fake_graded_cell(nb: dict) -> dict:
+    """An added test cell worth 100 points that cannot fail, with a grade_id of its own."""
+    nb["cells"].insert(2, {"cell_type": "code", "id": "bonus", "source": "pass", "outputs": [],
+                           "execution_count": None, "metadata": {"nbgrader": {
+                               "grade": True, "solution": False, "locked": True, "grade_id": "bonus",
+                               "points": 100, "schema_version": 3}}})
+    return nb
+
+
 def recomputed_checksums() -> dict:
     """The release with every test cell replaced by `pass` and nbgrader's checksum recomputed."""
     import nbformat
@@ -146,6 +155,8 @@ def students(root: Path) -> dict[str, tuple[dict | bytes, float]]:
                                              "    return urllib.request.urlopen('http://10.0.0.1/key')\n"}), ex1),
         "c_torch_function": (with_ex1(**{"ex2-iou": "class T(torch.Tensor):\n    def __torch_function__(self, "
                                                     "*a, **k):\n        return True\n"}), ex1),
+        "c_fake_graded_cell": (fake_graded_cell(with_ex1()), ex1),
+        "c_import_rebinds_check": (with_ex1(**{"ex2-iou": IMPORT_REBINDS_CHECKS}), ex1),
         "c_method_with_torch_as_self": (with_ex1(**{"ex2-iou": PATCH_THROUGH_A_METHOD}), ex1),
         # an answer that writes into its inputs, so that the reference the test computes next agrees with it
         "c_writes_into_inputs": (with_ex1(**{"ex2-iou": SOLVED["ex2-iou"].replace(
@@ -180,6 +191,18 @@ def iou(a, b):
 def pairwise_iou(a, b):
     Patch.run(torch)
     Patch.run(np)
+    return torch.zeros(len(a), len(b), dtype=a.dtype)
+"""
+
+# nn.Identity accepts any arguments: every later check_close/check_shape would pass
+IMPORT_REBINDS_CHECKS = """from torch.nn import Identity as check_close, Identity as check_shape
+
+
+def iou(a, b):
+    return torch.tensor(0.0)
+
+
+def pairwise_iou(a, b):
     return torch.zeros(len(a), len(b), dtype=a.dtype)
 """
 
@@ -329,3 +352,13 @@ def test_submission_copies_stay_distinct():
     cases = students(Path("/nonexistent"))
     assert len({json.dumps(nb) if isinstance(nb, dict) else nb for nb, _ in cases.values()}) == len(cases)
     assert copy.deepcopy(cases["h_blank"][0]) == load(RELEASE)
+
+
+def test_the_sanitize_steps_are_nbgraders_own_plus_the_foreign_cell_filter():
+    from nbgrader.converters import Autograde
+
+    default = Autograde.class_traits()["sanitize_preprocessors"].default()
+    steps = instructor.sandboxed_autograde_config({}, {"ex1"}).Autograde.sanitize_preprocessors
+    assert [s for s in steps if s.__name__ != "DropForeignGradeCells"] == list(default)
+    assert [s.__name__ for s in steps].index("DropForeignGradeCells") < [s.__name__ for s in steps].index(
+        "OverwriteCells")
