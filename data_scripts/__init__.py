@@ -1,8 +1,7 @@
-"""Fetch the real datasets of full mode: ``python -m data_scripts.download NAME [--root DIR]``.
+"""The command line that fetches the real datasets of full mode: ``python -m data_scripts.download NAME``.
 
-* :mod:`data_scripts.registry` - the one table of datasets: files, URLs with mirrors, sha256, size,
-  licence and citation.
-* :mod:`data_scripts.fetch` - one file: mirrors, resume (HTTP Range), sha256, atomic rename.
-* :mod:`data_scripts.extract` - safe extraction of tar and zip archives.
-* :mod:`data_scripts.download` - the command line and :func:`~data_scripts.download.fetch_dataset`.
+The machinery lives in ``course_utils.data`` (imports flow downward: nothing there depends on this
+package): :mod:`course_utils.data.registry` (the table of datasets), :mod:`course_utils.data.fetch`
+(one file), :mod:`course_utils.data.extract` (safe extraction) and :mod:`course_utils.data.download`
+(:func:`~course_utils.data.download.fetch_dataset`, :func:`~course_utils.data.download.ensure_dataset`).
 """

@@ -1,5 +1,9 @@
 """Tiny fake copies of the real datasets, laid out exactly as ``data_scripts.download`` leaves them.
 
+That includes the ``.dataset.json`` record written last by ``fetch_dataset`` (with the registry's
+sha256 of each archive; unverified ones get a placeholder), so ``course_utils.data.ensure_dataset``
+takes a fake as complete and fetches nothing.
+
 Each builder writes into ``<parent>/<NAME>`` and returns that folder, ready for the matching
 ``course_utils.data`` class. The annotations are fixed constants (below) so tests can compare
 what a loader reads against numbers written here, not numbers the loader computed. The images
@@ -13,6 +17,17 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from course_utils.data.download import DEFAULT_IMAGES, write_ready_record
+from course_utils.data.registry import get_entry
+
+
+def _complete(root: Path, name: str) -> Path:
+    """Write the record that marks ``root`` as a complete ``name`` dataset; returns ``root``."""
+    entry = get_entry(name)
+    digests = {f.name: f.sha256 or "0" * 64 for f in entry.files}
+    write_ready_record(root, entry, digests, DEFAULT_IMAGES if any(f.limit for f in entry.files) else None)
+    return root
 
 # --------------------------------------------------------------------------- Oxford-IIIT Pet
 
@@ -68,7 +83,7 @@ def make_oxford_pets(parent: str | Path) -> Path:
     (ann / "list.txt").write_text(header + "\n".join(rows["trainval"] + rows["test"]) + "\n")
     for split, lines in rows.items():
         (ann / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return _complete(root, "oxford_pets")
 
 
 # --------------------------------------------------------------------------- PennFudan
@@ -95,7 +110,7 @@ def make_pennfudan(parent: str | Path) -> Path:
         (base / "Annotation" / f"{stem}.txt").write_text(
             f'# Compatible with PASCAL Annotation Version 1.00\nImage filename : "PennFudanPed/PNGImages/{stem}.png"\n'
             f"Image size (X x Y x C) : {width} x {height} x 3\nObjects with ground truth : {len(boxes)}\n")
-    return root
+    return _complete(root, "pennfudan")
 
 
 # --------------------------------------------------------------------------- VOC 2007
@@ -124,7 +139,7 @@ def make_voc2007(parent: str | Path) -> Path:
     splits["train"], splits["val"] = trainval[:1], trainval[1:]
     for split, ids in splits.items():
         (base / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-    return root
+    return _complete(root, "voc2007")
 
 
 # --------------------------------------------------------------------------- COCO val2017
@@ -175,4 +190,4 @@ def make_coco_val2017(parent: str | Path) -> Path:
     data = {"info": {"description": "fake COCO val2017"}, "licenses": [], "images": images,
             "annotations": annotations, "categories": COCO_CATEGORIES}
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
-    return root
+    return _complete(root, "coco_val2017")

@@ -191,3 +191,17 @@ def test_coco_subset_to_coco_loads_in_pycocotools(tmp_path):
     assert [(a["category_id"], a["iscrowd"]) for a in anns] == [(3, 0), (1, 0), (1, 1)]
     assert self_ap(coco) == pytest.approx(1.0)
     assert self_ap(coco, "segm") == pytest.approx(1.0)
+
+
+def test_every_fake_dataset_is_complete_for_ensure_dataset(tmp_path, monkeypatch):
+    """The notebooks' one "already downloaded?" check takes the fakes as they are: no fetch."""
+    import course_utils.data.download as downloads
+    from course_utils.data import ensure_dataset
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError(f"ensure_dataset fetched {args[0]!r}")
+
+    monkeypatch.setattr(downloads, "fetch_dataset", no_fetch)
+    for make in (make_oxford_pets, make_pennfudan, make_voc2007, make_coco_val2017):
+        folder = make(tmp_path)
+        assert ensure_dataset(folder.name, tmp_path) == folder

@@ -1,6 +1,7 @@
-"""Datasets: the synthetic shapes (offline default), real datasets for full mode, COCO export."""
+"""Datasets: the synthetic shapes (offline default), real datasets for full mode and their downloads, COCO export."""
 
 from .coco import detections_to_coco, encode_mask, shapes_to_coco
+from .download import ensure_dataset, fetch_dataset, is_ready
 from .real import IGNORE_INDEX, VOC_CLASSES, COCOSubset, OxfordPets, PennFudan, VOCDetection2007, dataset_root
 from .segmentation import object_crops, semantic_tensors
 from .shapes import (
@@ -28,7 +29,10 @@ __all__ = [
     "dataset_root",
     "detections_to_coco",
     "encode_mask",
+    "ensure_dataset",
+    "fetch_dataset",
     "generate_scene",
+    "is_ready",
     "object_crops",
     "semantic_tensors",
     "shapes_to_coco",
