@@ -1,6 +1,6 @@
 """Full mode, measured: a prepared check of the course on one (CUDA) machine, offline, in a few minutes.
 
-    python benchmarks/gpu_check.py                 # on a GPU machine: about 3-6 minutes
+    python benchmarks/gpu_check.py                 # on a GPU machine: at most about 8 minutes (not yet run on one)
     python benchmarks/gpu_check.py --tiny          # the same code with tiny steps, on any machine (a test)
     make gpu-check [ARGS="--steps 50 --out DIR"]
 
@@ -22,7 +22,9 @@ It runs, on the best device (:func:`course_utils.config.get_device`):
    fallback's, not full mode's).
 3. one **report**, JSON and Markdown (``--out``, default ``results/gpu_check/``), whose paths are printed.
 
-The run sets ``COURSE_MODE=full`` (it measures full mode) and stops starting new loops after
+:func:`main` sets ``COURSE_MODE=full`` (it measures full mode; ``--tiny`` too, so that the test runs full
+mode's code paths, pretrained-weight fallbacks included; ``get_mode()`` is read at each call, so
+setting it in ``main`` is enough) and stops starting new loops after
 ``--max-seconds`` (default 420), recording what it skipped. The exit status is 1 if any check failed.
 """
 
@@ -41,17 +43,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ["COURSE_MODE"] = "full"  # before course_utils reads it: this script measures full mode
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import torchvision  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
-
-from course_utils import boxes as course_boxes  # noqa: E402
-from course_utils.config import MAX_STEPS_ENV, course_root, get_device  # noqa: E402
-from course_utils.data import (  # noqa: E402
+from course_utils import boxes as course_boxes
+from course_utils.config import MAX_STEPS_ENV, MODE_ENV, course_root, get_device, get_mode
+from course_utils.data import (
     IGNORE_INDEX,
     ShapesDataset,
     collate_detection,
@@ -60,8 +60,8 @@ from course_utils.data import (  # noqa: E402
     shapes_to_coco,
     single_object_tensors,
 )
-from course_utils.metrics import coco_eval, confusion_matrix  # noqa: E402
-from course_utils.models import (  # noqa: E402
+from course_utils.metrics import coco_eval, confusion_matrix
+from course_utils.models import (
     DETECTOR_NAMES,
     StackedHourglass,
     UNet,
@@ -72,7 +72,7 @@ from course_utils.models import (  # noqa: E402
     load_pretrained_retinanet,
     replace_classifier,
 )
-from course_utils.train import fit  # noqa: E402
+from course_utils.train import fit
 
 # --------------------------------------------------------------------------- the labs' full-mode loops
 
@@ -494,7 +494,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines = [f"# GPU check ({'tiny steps: a test, not a measurement' if report['tiny'] else 'measured'})", "",
              f"{env['device_name']} ({env['device']}), torch {env['torch']}, torchvision {env['torchvision']}, "
-             f"python {env['python']}, {report['started']}; {report['seconds']:.0f} s in all.", "",
+             f"python {env['python']}, COURSE_MODE={report['mode']}, {report['started']}; "
+             f"{report['seconds']:.0f} s in all.", "",
              "## Device paths of course_utils", "", "| check | ok | detail |", "|---|---|---|"]
     lines += [f"| {c['check']} | {'yes' if c['ok'] else '**NO**'} | {c['detail']} |" for c in report["checks"]]
     lines += ["", f"AMP: {report['amp']}.", "", "## Full-mode training loops (synthetic images)", "",
@@ -557,7 +558,8 @@ def run_check(*, steps: int, warmup: int, tiny: bool, max_seconds: float, labs: 
         loops.append(row)
         print(f"  {spec.lab:16} {spec.loop:48} {row['steps_per_s']:7.2f} steps/s {row['images_per_s']:8.1f} img/s "
               f"projected {_fmt_time(row['projected_s'])}  [{row['weights']}]")
-    return {"tiny": tiny, "started": started, "environment": _environment(device), "checks": checks,
+    return {"tiny": tiny, "mode": get_mode(), "started": started, "environment": _environment(device),
+            "checks": checks,
             "amp": AMP_NOTE, "loops": loops, "lab_totals": lab_totals(loops),
             "not_timed": [{"lab": lab, "fast": fa, "full": fu, "why": why} for (lab, fa, fu), why in NOT_TIMED.items()],
             "seconds": time.perf_counter() - clock}
@@ -589,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     steps, warmup = (1, 1) if args.tiny else (args.steps, args.warmup)
+    os.environ[MODE_ENV] = "full"  # it measures full mode, --tiny included (tests start without COURSE_MODE)
     socket.setdefaulttimeout(15)  # an offline machine that drops packets must not hang the weight downloads
     report = run_check(steps=steps, warmup=warmup, tiny=args.tiny, max_seconds=args.max_seconds,
                        labs=tuple(args.labs))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
+import urllib.error
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -87,18 +90,27 @@ def test_bad_arguments_are_refused(capsys):
 
 @pytest.mark.slow
 def test_tiny_run_on_cpu_reports_every_lab(tmp_path, monkeypatch, capsys):
-    # an empty torch hub cache and no internet: every pretrained model must fall back, saying so
+    # full mode, as on a GPU machine (conftest removed COURSE_MODE; main() sets it, the test says so too, and
+    # monkeypatch restores the environment afterwards), with an empty torch hub cache and no network: every
+    # pretrained model must take full mode's download path, fail, and fall back, saying so
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError(f"no network in this test ({url})")
+
+    monkeypatch.setenv("COURSE_MODE", "full")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.delenv("COURSE_MAX_STEPS", raising=False)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     status = gpu_check.main(["--tiny", "--out", str(tmp_path / "report")])
+    assert os.environ["COURSE_MODE"] == "full"
     printed = capsys.readouterr().out
     report = json.loads((tmp_path / "report" / "gpu_check.json").read_text())
     markdown = (tmp_path / "report" / "gpu_check.md").read_text()
 
     assert status == 0, [c for c in report["checks"] if not c["ok"]]
     assert f"report: {tmp_path / 'report' / 'gpu_check.json'}" in printed
-    assert report["tiny"] is True and report["environment"]["device"] == "cpu"
+    assert report["tiny"] is True and report["mode"] == "full" and report["environment"]["device"] == "cpu"
+    assert "no network in this test" in printed and "fast mode: using SmallBackbone" not in printed
     checked = " ".join(c["check"] for c in report["checks"])
     for name in ("box_iou", "generalized_box_iou", "nms", "batched_nms", "coco_eval", "confusion_matrix",
                  *(f"build_detector({d!r})" for d in gpu_check.DETECTOR_NAMES)):
@@ -120,4 +132,4 @@ def test_tiny_run_on_cpu_reports_every_lab(tmp_path, monkeypatch, capsys):
     assert {r["builder"] for r in fallbacks} == {"localisation_heads", "localisation", "retinanet_coco",
                                                  "mask_rcnn_coco", "fcn32s", "bench_retinanet",
                                                  "bench_faster_rcnn", "bench_mask_rcnn"}
-    assert "FALLBACK" in markdown and "tiny steps" in markdown
+    assert "FALLBACK" in markdown and "tiny steps" in markdown and "COURSE_MODE=full" in markdown
