@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 # thread pool keeps 2-core machines responsive when something else is running.
 RUN := PATH="$(abspath $(BIN)):$$PATH" OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: lab test test-quick lint bench clean-venv notebooks sync-notebooks release grade student-release
+.PHONY: lab test test-quick lint bench bench-convergence gpu-check clean-venv notebooks sync-notebooks release grade \
+	student-release
 
 CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (nbgrader 0.9.6 requires it); found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
 
@@ -40,8 +41,21 @@ test-quick: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check course_utils data_scripts tests benchmarks notebook_src
 
+# `make bench` runs every benchmarks/bench_*.py but bench_convergence.py (hours on a CPU: see
+# `make bench-convergence`, ARGS="--models yolo unet --k 4" for what a CPU affords, "--tiny" for a smoke run).
+BENCHES := $(filter-out benchmarks/bench_convergence.py,$(sort $(wildcard benchmarks/bench_*.py)))
+
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) $(BIN)/python $$b || exit 1; done
+	@for b in $(BENCHES); do echo "== $$b"; $(RUN) $(BIN)/python $$b || exit 1; done
+
+bench-convergence: $(STAMP)
+	$(RUN) $(BIN)/python benchmarks/bench_convergence.py $(ARGS)
+
+# Full mode measured on a CUDA machine, offline, in at most about 8 minutes: the device paths of course_utils
+# and each lab's full-mode training loops; writes results/gpu_check/gpu_check.{json,md}
+# (ARGS="--steps 50 --out DIR", "--tiny" for a test of the code on any machine).
+gpu-check: $(STAMP)
+	$(RUN) $(BIN)/python benchmarks/gpu_check.py $(ARGS)
 
 # nbgrader (docs/instructor.md): `make release` regenerates labs/ from solutions/ (LABS="01_localisation ..."
 # for some only); `make grade LAB=01_localisation [SUBMISSIONS=dir] [ZIP="canvas.zip ..."]` collects,
