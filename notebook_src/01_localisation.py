@@ -51,7 +51,7 @@ from course_utils import viz
 from course_utils.boxes import box_iou as reference_box_iou
 from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import OxfordPets, ShapesDataset, dataset_root, single_object_tensors
-from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
+from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape, check_vectorised
 from course_utils.models import load_backbone
 from course_utils.train import fit, predict
 
@@ -117,8 +117,8 @@ viz.show_grid(shown, n=8, masks=False);
 # $y$-quantities by the image **height**.
 #
 # Write the six functions below. Each takes a tensor of shape `(..., 4)` (any number of leading
-# dimensions, possibly zero boxes) and returns a **new** tensor of the same shape; don't modify the
-# input. `image_size` is `(height, width)`.
+# dimensions, possibly zero boxes) and returns a **new** tensor of the same shape and dtype (float64
+# in, float64 out); don't modify the input. `image_size` is `(height, width)`.
 
 # %% id="ex1-box-conversions" role="solution"
 def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
@@ -166,46 +166,58 @@ def denormalize_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch
 
 
 # %% id="test-box-conversions" role="tests" points=2
-# Checks against torchvision.ops.box_convert and hand-worked values.
+# Exercise 1: 2 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (shapes, image sizes), no new requirements.
 b = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
-check_close(xyxy_to_xywh(b), torch.tensor([[10.0, 20.0, 20.0, 40.0]]), name="xyxy_to_xywh", inputs={"boxes": b})
+check_close(xyxy_to_xywh(b), torch.tensor([[10.0, 20.0, 20.0, 40.0]]), name="xyxy_to_xywh", inputs={"boxes": b},
+            hint="w = x2 - x1 (no +1: coordinates are pixel edges)")
 check_close(xyxy_to_cxcywh(b), torch.tensor([[20.0, 40.0, 20.0, 40.0]]), name="xyxy_to_cxcywh", inputs={"boxes": b},
             hint="the centre is the middle of the corners; width = x2 - x1")
+xywh, cxcywh = torch.tensor([[10.0, 20.0, 20.0, 40.0]]), torch.tensor([[20.0, 40.0, 20.0, 40.0]])
+check_close(xywh_to_xyxy(xywh), b, name="xywh_to_xyxy", inputs={"boxes": xywh}, hint="x2 = x1 + w")
+check_close(cxcywh_to_xyxy(cxcywh), b, name="cxcywh_to_xyxy", inputs={"boxes": cxcywh}, hint="x1 = cx - w / 2 (half the width)")
 check_close(normalize_boxes(b, (100, 200)), torch.tensor([[0.05, 0.2, 0.15, 0.6]]), name="normalize_boxes",
             inputs={"boxes": b, "image_size (height, width)": (100, 200)},
             hint="x-coordinates are divided by the width, y-coordinates by the height")
+frac = torch.tensor([[0.05, 0.2, 0.15, 0.6]])
+check_close(denormalize_boxes(frac, (100, 200)), b, name="denormalize_boxes", inputs={"boxes": frac, "image_size": (100, 200)},
+            atol=1e-4, hint="x-coordinates are multiplied by the width (image_size[1]), y-coordinates by the height")
 g = torch.Generator().manual_seed(0)
 xy = torch.rand(20, 2, generator=g) * 50
 boxes = torch.cat([xy, xy + torch.rand(20, 2, generator=g) * 30], dim=1)
-for fn, src, dst in [(xyxy_to_xywh, "xyxy", "xywh"), (xyxy_to_cxcywh, "xyxy", "cxcywh")]:
-    check_close(fn(boxes), ops.box_convert(boxes, src, dst), name=fn.__name__, inputs={"boxes": boxes})
-for fn, src in [(xywh_to_xyxy, "xywh"), (cxcywh_to_xyxy, "cxcywh")]:
+CONVERSIONS = [(xyxy_to_xywh, "xyxy", "xywh"), (xyxy_to_cxcywh, "xyxy", "cxcywh"),
+               (xywh_to_xyxy, "xywh", "xyxy"), (cxcywh_to_xyxy, "cxcywh", "xyxy")]
+for fn, src, dst in CONVERSIONS:
     inp = ops.box_convert(boxes, "xyxy", src)
-    check_close(fn(inp), boxes, name=fn.__name__, inputs={"boxes": inp}, atol=1e-4)
+    check_close(fn(inp), ops.box_convert(inp, src, dst), name=fn.__name__, inputs={"boxes": inp}, atol=1e-4)
+# every function: (..., 4) inputs, zero boxes, the input's dtype kept, the input left untouched
+size = (40, 160)  # height 40, width 160
+scale = torch.tensor([160.0, 40.0, 160.0, 40.0], dtype=torch.float64)
+ALL = [(fn.__name__, fn, lambda x, s=src, d=dst: ops.box_convert(x.reshape(-1, 4), s, d).reshape(x.shape))
+       for fn, src, dst in CONVERSIONS]
+ALL += [("normalize_boxes", lambda x: normalize_boxes(x, size), lambda x: x / scale.to(x.dtype)),
+        ("denormalize_boxes", lambda x: denormalize_boxes(x, size), lambda x: x * scale.to(x.dtype))]
+for what, fn, want in ALL:
+    inp = boxes.double().reshape(4, 5, 4)
+    before = inp.clone()
+    check_close(fn(inp), want(inp), name=f"{what} on float64 boxes of shape (4, 5, 4)", inputs={"image_size": size}, atol=1e-4,
+                hint="use boxes[..., k] or unbind(-1), not boxes[:, k]; keep the input's dtype (no .float())")
+    check_equal(inp, before, name=f"{what} must not modify its input", hint="return a new tensor: no in-place /=, *= or [:] =")
+    check_close(fn(torch.zeros(0, 4)), torch.zeros(0, 4), name=f"{what} on zero boxes", hint="(0, 4) in, (0, 4) out")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
-# any leading dimensions, zero boxes, dtype kept, input untouched, non-square images
-batched = boxes.reshape(4, 5, 4)
-for fn, src, dst in [(xyxy_to_xywh, "xyxy", "xywh"), (xyxy_to_cxcywh, "xyxy", "cxcywh"),
-                     (xywh_to_xyxy, "xywh", "xyxy"), (cxcywh_to_xyxy, "cxcywh", "xyxy")]:
-    inp = ops.box_convert(boxes, "xyxy", src).reshape(4, 5, 4)
-    before = inp.clone()
-    check_close(fn(inp), ops.box_convert(inp.reshape(-1, 4), src, dst).reshape(4, 5, 4), name=fn.__name__ + " on (4, 5, 4)",
-                atol=1e-4, hint="use boxes[..., k] or unbind(-1), not boxes[:, k]")
-    check_equal(inp, before, name=fn.__name__ + " must not modify its input")
-    check_shape(fn(torch.zeros(0, 4)), (0, 4), name=fn.__name__ + " on zero boxes")
-    out64 = fn(inp.double())
-    assert out64.dtype == torch.float64, f"{fn.__name__} should keep float64, returned {out64.dtype}"
-size = (40, 160)  # height 40, width 160
-check_close(normalize_boxes(boxes, size), boxes / torch.tensor([160.0, 40.0, 160.0, 40.0]), name="normalize_boxes",
-            inputs={"image_size (height, width)": size}, hint="image_size is (height, width)")
-check_close(denormalize_boxes(boxes / 100, size), boxes / 100 * torch.tensor([160.0, 40.0, 160.0, 40.0]),
-            name="denormalize_boxes", inputs={"image_size (height, width)": size}, atol=1e-4)
-check_shape(normalize_boxes(batched, size), (4, 5, 4), name="normalize_boxes on (4, 5, 4)")
-before = boxes.clone()
-normalize_boxes(boxes, size), denormalize_boxes(boxes, size)
-check_equal(boxes, before, name="normalize/denormalize must not modify their input")
-assert normalize_boxes(boxes.double(), size).dtype == torch.float64, "normalize_boxes should keep float64"
+for shape in [(4,), (1, 4), (2, 3, 1, 4), (3, 0, 4)]:
+    for what, fn, want in ALL:
+        inp = torch.rand(shape, generator=g) * 50
+        before = inp.clone()
+        check_close(fn(inp), want(inp), name=f"{what} on shape {shape}", atol=1e-4, hint="use boxes[..., k], not boxes[:, k]")
+        check_equal(inp, before, name=f"{what} must not modify its input")
+for size2 in [(40, 160), (160, 40), (33, 77)]:
+    s2 = torch.tensor([size2[1], size2[0], size2[1], size2[0]], dtype=torch.float32)
+    check_close(normalize_boxes(boxes, size2), boxes / s2, name="normalize_boxes",
+                inputs={"image_size (height, width)": size2}, hint="image_size is (height, width)")
+    check_close(denormalize_boxes(boxes / 100, size2), boxes / 100 * s2, name="denormalize_boxes",
+                inputs={"image_size (height, width)": size2}, atol=1e-4)
 ### END HIDDEN TESTS
 
 # %% [markdown] id="ex2-md"
@@ -223,7 +235,9 @@ assert normalize_boxes(boxes.double(), size).dtype == torch.float64, "normalize_
 # 1. `iou(box_a, box_b)`: two boxes of shape `(4,)`, returns the IoU as a 0-d tensor (or float).
 # 2. `pairwise_iou(boxes1, boxes2)`: `(N, 4)` and `(M, 4)` boxes, returns the `(N, M)` matrix of all
 #    IoUs, **vectorised** (no Python loop): use broadcasting, `boxes1[:, None, :]` against
-#    `boxes2[None, :, :]`. Either input may hold zero boxes.
+#    `boxes2[None, :, :]`; no `for`/`while` loop and no comprehension, in `pairwise_iou` or in a helper
+#    it calls. Either input may hold zero boxes. The result has the dtype of the boxes (float64 in,
+#    float64 out).
 
 # %% id="ex2-iou" role="solution"
 def iou(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
@@ -246,6 +260,8 @@ def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
 
 
 # %% id="test-iou" role="tests" points=3
+# Exercise 2: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (each way of overlapping, large float64 inputs), no new requirements.
 a = torch.tensor([0.0, 0.0, 10.0, 10.0])
 b = torch.tensor([5.0, 5.0, 15.0, 15.0])
 check_close(iou(a, b), 25 / 175, name="iou(a, b)", inputs={"a": a, "b": b},
@@ -253,6 +269,9 @@ check_close(iou(a, b), 25 / 175, name="iou(a, b)", inputs={"a": a, "b": b},
 far = torch.tensor([20.0, 20.0, 30.0, 30.0])
 check_close(iou(a, far), 0.0, name="iou of disjoint boxes", inputs={"a": a, "b": far},
             hint="clamp the intersection's width and height at 0")
+pt = torch.tensor([4.0, 4.0, 4.0, 4.0])
+check_close(iou(pt, pt), 0.0, name="iou of two zero-area boxes", inputs={"a": pt, "b": pt},
+            hint="the union is empty: return 0, not 0/0 = nan")
 g = torch.Generator().manual_seed(1)
 xy = torch.rand(7, 2, generator=g) * 40
 b1 = torch.cat([xy, xy + 1 + torch.rand(7, 2, generator=g) * 30], 1)
@@ -260,6 +279,14 @@ xy = torch.rand(5, 2, generator=g) * 40
 b2 = torch.cat([xy, xy + 1 + torch.rand(5, 2, generator=g) * 30], 1)
 check_close(pairwise_iou(b1, b2), ops.box_iou(b1, b2), name="pairwise_iou(boxes1, boxes2)", inputs={"boxes1": b1, "boxes2": b2},
             hint="the result is (N, M): row i holds the IoUs of boxes1[i] with every box of boxes2")
+check_close(pairwise_iou(b1.double(), b2.double()), ops.box_iou(b1.double(), b2.double()), atol=1e-9,
+            name="pairwise_iou on float64 boxes", hint="keep the dtype of the boxes: no .float(), no float32 constants")
+check_close(pairwise_iou(torch.stack([pt, a]), torch.stack([pt, far])), torch.tensor([[0.0, 0.0], [0.0, 0.0]]),
+            name="pairwise_iou with zero-area boxes", hint="a zero-area box has IoU 0 with everything, even itself")
+check_close(pairwise_iou(torch.zeros(0, 4), b2), torch.zeros(0, 5), name="pairwise_iou with no boxes1")
+check_close(pairwise_iou(b1, torch.zeros(0, 4)), torch.zeros(7, 0), name="pairwise_iou with no boxes2",
+            hint="broadcasting handles empty inputs: no special case, no torch.stack of an empty list")
+check_vectorised(pairwise_iou, name="pairwise_iou", hint="boxes1[:, None, :] against boxes2[None, :, :]")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 cases = {
@@ -269,24 +296,21 @@ cases = {
     "contained": torch.tensor([2.0, 3.0, 6.0, 9.0]),
     "identical": a.clone(),
     "zero-area point inside": torch.tensor([4.0, 4.0, 4.0, 4.0]),
+    "sub-pixel boxes": torch.tensor([0.2, 0.2, 0.7, 0.5]),
 }
 for what, other in cases.items():
-    expected = ops.box_iou(a[None], other[None])[0, 0]
+    expected = float(ops.box_iou(a[None], other[None])[0, 0])
     check_close(iou(a, other), expected, name=f"iou, {what}", inputs={"a": a, "b": other},
                 hint="no +1 on widths (pixel-edge coordinates); clamp negative overlaps to 0")
     check_close(iou(other, a), expected, name=f"iou is symmetric, {what}", inputs={"a": other, "b": a})
-pt = torch.tensor([4.0, 4.0, 4.0, 4.0])
-check_close(iou(pt, pt), 0.0, name="iou of two zero-area boxes", inputs={"a": pt, "b": pt},
-            hint="the union is empty: return 0, not 0/0 = nan")
+small = torch.tensor([[0.1, 0.1, 0.3, 0.2], [0.15, 0.12, 0.4, 0.3]], dtype=torch.float64)  # unions far below 1
+check_close(pairwise_iou(small, small), ops.box_iou(small, small), name="pairwise_iou on sub-pixel boxes", atol=1e-9)
 xy = torch.rand(300, 2, generator=g) * 100
 big1 = torch.cat([xy, xy + torch.rand(300, 2, generator=g) * 60], 1).double()
 xy = torch.rand(200, 2, generator=g) * 100
 big2 = torch.cat([xy, xy + torch.rand(200, 2, generator=g) * 60], 1).double()
-out = pairwise_iou(big1, big2)
-check_close(out, ops.box_iou(big1, big2), name="pairwise_iou on 300 x 200 float64 boxes", atol=1e-9)
-assert out.dtype == torch.float64, f"pairwise_iou should keep float64, returned {out.dtype}"
-check_shape(pairwise_iou(torch.zeros(0, 4), big2), (0, 200), name="pairwise_iou with no boxes1")
-check_shape(pairwise_iou(big1, torch.zeros(0, 4, dtype=torch.float64)), (300, 0), name="pairwise_iou with no boxes2")
+check_close(pairwise_iou(big1, big2), ops.box_iou(big1, big2), name="pairwise_iou on 300 x 200 float64 boxes", atol=1e-9)
+check_close(pairwise_iou(torch.zeros(0, 4), torch.zeros(0, 4)), torch.zeros(0, 0), name="pairwise_iou with no boxes at all")
 ### END HIDDEN TESTS
 
 # %% [markdown] id="explorer-md"
@@ -360,7 +384,10 @@ with torch.no_grad():
 #
 # Adaptive pooling gives the heads a fixed input size (`feat_channels × grid × grid`) for **any image
 # size**: never hard-code 224 (or 64). Write `__init__` and `forward`; `forward` returns the pair
-# `(class_logits, boxes)` of shapes `(B, num_classes)` and `(B, 4)`.
+# `(class_logits, boxes)` of shapes `(B, num_classes)` and `(B, 4)`. Keep the backbone in
+# `self.backbone` (given) and train it through **both** heads (no `.detach()`). The sigmoid matters
+# beyond the range: unlike a clamp to $[0, 1]$, it keeps a gradient for every box coordinate, so a
+# box that is wrong outside the range still learns.
 
 # %% id="ex3-model" role="solution"
 class LocalisationNet(nn.Module):
@@ -382,8 +409,20 @@ class LocalisationNet(nn.Module):
 
 
 # %% id="test-model" role="tests" points=3
+# Exercise 3: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (other grids, sizes, eval mode), no new requirements.
 def tiny_backbone():
     return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1))
+
+
+def head_parameters(net):
+    return sum(p.numel() for n, p in net.named_parameters() if not n.startswith("backbone."))
+
+
+def expected_head_parameters(feat_channels, num_classes, grid, hidden):
+    # each head: Linear(feat_channels * grid * grid, hidden) -> ReLU -> Linear(hidden, out)
+    inp = feat_channels * grid * grid
+    return 2 * (inp * hidden + hidden) + (hidden * num_classes + num_classes) + (hidden * 4 + 4)
 
 
 torch.manual_seed(0)
@@ -394,36 +433,64 @@ for h, w in [(64, 64), (96, 96), (48, 80)]:
     check_shape(logits, (2, 3), name=f"class logits for a batch of 2 images of {h}x{w}",
                 hint="pool with nn.AdaptiveAvgPool2d(grid) so the head's input size does not depend on the image size")
     check_shape(boxes, (2, 4), name=f"boxes for a batch of 2 images of {h}x{w}")
-    assert ((boxes >= 0) & (boxes <= 1)).all(), f"boxes must lie in [0, 1] (end the box head with a sigmoid); got {boxes}"
+check_equal(head_parameters(net), expected_head_parameters(8, 3, 4, 128), name="number of parameters of the two heads",
+            hint="each head is Flatten -> Linear(feat_channels * grid * grid, hidden) -> ReLU -> Linear(hidden, out), "
+                 "on the pooled map; keep the backbone in self.backbone")
+x = torch.rand(4, 3, 64, 64, requires_grad=True)
+logits, boxes = net(x)
+assert not torch.allclose(logits.sum(-1), torch.ones(4)) and not torch.allclose(logits.logsumexp(-1), torch.zeros(4)), \
+    f"class logits: expected raw scores, got probabilities or log-probabilities {logits}\nhint: no softmax, " \
+    "F.cross_entropy applies it"
+assert ((boxes > 0) & (boxes < 1)).all(), \
+    f"boxes: expected every value strictly inside (0, 1), got {boxes}\nhint: end the box head with a sigmoid (not a clamp)"
+# the sigmoid keeps every box coordinate learning; a clamp gives no gradient where the value falls outside [0, 1]
+check_grad_flows({f"boxes[{i}, {k}]": boxes[i, k] for i in range(4) for k in range(4)}, {"images": x},
+                 name="every box coordinate of every image", hint="end the box head with nn.Sigmoid(), not a clamp")
+check_grad_flows({"class logits": logits, "boxes": boxes}, dict(net.backbone.named_parameters()),
+                 name="each head must train the backbone", hint="no .detach() between the backbone and a head")
+check_grad_flows(logits.sum() + boxes.sum(), net, name="every parameter of LocalisationNet",
+                 hint="both heads and the backbone must be in the graph; use self.backbone")
+# the heads see the average-pooled grid x grid map: where the features are, not only how strong
+probe = LocalisationNet(nn.Identity(), feat_channels=1, num_classes=2, grid=4)
+corner, spread, other = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+corner[..., 0, 0] = 1  # one 2x2 pooling cell holding (1, 0, 0, 0) ...
+spread[..., :2, :2] = 0.25  # ... and (0.25, 0.25, 0.25, 0.25): the same average
+other[..., 6:, 6:] = 0.25  # the same average in the opposite corner
+with torch.no_grad():
+    for k, what in enumerate(("class logits", "boxes")):
+        check_close(probe(corner)[k], probe(spread)[k], name=f"{what} of two maps with the same grid x grid averages",
+                    hint="average pooling (nn.AdaptiveAvgPool2d), not max pooling")
+    assert not torch.allclose(probe(spread)[1], probe(other)[1]), \
+        "boxes: expected different boxes for features in the top-left and the bottom-right, got the same\n" \
+        "hint: with grid=4 pool to (grid, grid), do not average the whole map away"
+    probe1 = LocalisationNet(nn.Identity(), feat_channels=1, num_classes=2, grid=1)
+    check_close(probe1(spread)[1], probe1(other)[1], name="with grid=1 the heads see only the global average")
+    f1, f2 = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.rand(1, 1, 8, 8)
+    assert not torch.allclose(probe(f1 + f2)[0] + probe(torch.zeros(1, 1, 8, 8))[0], probe(f1)[0] + probe(f2)[0]), \
+        "class logits: expected a non-linear head, got an affine function of the features\n" \
+        "hint: put a ReLU between the two Linear layers of each head"
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
-for grid in (1, 2, 4):
-    net = LocalisationNet(tiny_backbone(), feat_channels=8, num_classes=5, grid=grid, hidden=16)
-    logits, boxes = net(torch.rand(3, 3, 40, 56))
-    check_shape(logits, (3, 5), name=f"class logits with grid={grid}, num_classes=5")
+for grid, hidden, nc in [(1, 16, 5), (2, 32, 2), (4, 16, 7)]:
+    net = LocalisationNet(tiny_backbone(), feat_channels=8, num_classes=nc, grid=grid, hidden=hidden)
+    x = torch.rand(3, 3, 40, 56, requires_grad=True)
+    logits, boxes = net(x)
+    check_shape(logits, (3, nc), name=f"class logits with grid={grid}, num_classes={nc}")
     check_shape(boxes, (3, 4), name=f"boxes with grid={grid}")
-    assert not torch.allclose(logits.softmax(-1).sum(-1), logits.sum(-1)), \
+    check_equal(head_parameters(net), expected_head_parameters(8, nc, grid, hidden),
+                name=f"number of parameters of the heads with grid={grid}, hidden={hidden}, num_classes={nc}",
+                hint="use the grid and hidden arguments")
+    assert not torch.allclose(logits.logsumexp(-1), torch.zeros(3)) and not torch.allclose(logits.sum(-1), torch.ones(3)), \
         "return raw logits: F.cross_entropy applies the softmax itself"
-    check_grad_flows(logits.sum() + boxes.sum(), dict(net.named_parameters()), name=f"LocalisationNet(grid={grid})",
-                     hint="both heads and the backbone must be in the graph; use self.backbone")
-    logits, boxes = net(torch.rand(3, 3, 40, 56))
-    check_grad_flows(boxes, dict(net.backbone.named_parameters()), name="the box loss must train the backbone too",
-                     hint="no .detach() between the backbone and the box head")
+    check_grad_flows({"class logits": logits, "boxes": boxes}, dict(net.backbone.named_parameters()),
+                     name=f"LocalisationNet(grid={grid}): each head trains the backbone")
+    check_grad_flows({f"boxes[{i}, {k}]": boxes[i, k] for i in range(3) for k in range(4)}, {"images": x},
+                     name=f"every box coordinate, grid={grid}", hint="a sigmoid, not a clamp")
 net = LocalisationNet(tiny_backbone(), feat_channels=8, num_classes=3, grid=4).eval()
 with torch.no_grad():
     logits, boxes = net(100 * torch.rand(1, 3, 32, 32))
 check_shape(logits, (1, 3), name="class logits for one image in eval mode")
 assert ((boxes >= 0) & (boxes <= 1)).all(), "boxes must stay in [0, 1] even for large inputs (sigmoid, not a clamp-free linear)"
-# the head sees the spatial layout: a feature in the top-left vs bottom-right must change the input of the heads
-probe = LocalisationNet(nn.Identity(), feat_channels=1, num_classes=2, grid=4)
-f1, f2 = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
-f1[..., :2, :2] = 1
-f2[..., 6:, 6:] = 1
-with torch.no_grad():
-    assert not torch.allclose(probe(f1)[1], probe(f2)[1]), \
-        "with grid=4 the box head must see where features are: pool to (grid, grid), do not average them away"
-    probe1 = LocalisationNet(nn.Identity(), feat_channels=1, num_classes=2, grid=1)
-    check_close(probe1(f1)[1], probe1(f2)[1], name="with grid=1 the heads see only the global average")
 ### END HIDDEN TESTS
 
 # %% [markdown] id="ex4-md"
@@ -439,8 +506,9 @@ with torch.no_grad():
 # coordinates of a box and *averaged* over the boxes of the batch (so the loss does not change with
 # the batch size). $\lambda$ (`box_weight`) balances the two terms.
 #
-# Return a dict `{"loss_cls": ..., "loss_box": ...}` of two scalar tensors, where `loss_box`
-# already includes $\lambda$: the training loop adds the entries of the dict.
+# Return a dict `{"loss_cls": ..., "loss_box": ...}` of two scalar (0-d) tensors, where `loss_box`
+# already includes $\lambda$: the training loop adds the entries of the dict. Each term is computed
+# from the predictions it trains (`class_logits`, `box_pred`), so each carries its own gradient.
 
 # %% id="ex4-loss" role="solution"
 def localisation_loss(class_logits: torch.Tensor, box_pred: torch.Tensor, labels: torch.Tensor,
@@ -453,15 +521,30 @@ def localisation_loss(class_logits: torch.Tensor, box_pred: torch.Tensor, labels
 
 
 # %% id="test-loss" role="tests" points=2
-logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+# Exercise 4: 2 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (batch sizes, weights), no new requirements.
+logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], requires_grad=True)
 labels = torch.tensor([0, 2])
-pred = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.6, 0.4, 0.1]])
+pred = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.6, 0.4, 0.1]], requires_grad=True)
 target = torch.tensor([[0.4, 0.5, 0.2, 0.4], [0.3, 0.6, 0.4, 0.1]])
 out = localisation_loss(logits, pred, labels, target, box_weight=1.0)
-assert isinstance(out, dict) and {"loss_cls", "loss_box"} <= set(out), f"return a dict with loss_cls and loss_box, got {out!r}"
-check_close(out["loss_cls"], F.cross_entropy(logits, labels), name="loss_cls", inputs={"logits": logits, "labels": labels})
-check_close(out["loss_box"], (0.1 + 0.2) / 2, name="loss_box with box_weight=1", inputs={"pred": pred, "target": target},
-            hint="sum |pred - target| over the 4 coordinates, then average over the 2 boxes")
+assert isinstance(out, dict) and {"loss_cls", "loss_box"} <= set(out), \
+    f"expected a dict with loss_cls and loss_box, got {out!r}\nhint: return {{'loss_cls': ..., 'loss_box': ...}}"
+check_close(out["loss_cls"], F.cross_entropy(logits, labels), name="loss_cls", inputs={"logits": logits, "labels": labels},
+            hint="F.cross_entropy on the raw logits and the class indices, a 0-d tensor")
+check_close(out["loss_box"], torch.tensor((0.1 + 0.2) / 2), name="loss_box with box_weight=1", inputs={"pred": pred, "target": target},
+            hint="sum |pred - target| over the 4 coordinates, then average over the 2 boxes; a 0-d tensor")
+check_close(localisation_loss(logits, pred, labels, target, box_weight=2.5)["loss_box"], torch.tensor(2.5 * 0.15),
+            name="loss_box with box_weight=2.5", hint="loss_box already includes box_weight")
+twice = localisation_loss(torch.cat([logits, logits]), torch.cat([pred, pred]), torch.cat([labels, labels]),
+                          torch.cat([target, target]), box_weight=1.0)
+for k in ("loss_cls", "loss_box"):
+    check_close(twice[k], out[k].detach(), name=f"{k} of the same batch given twice",
+                hint="average over the batch (mean), do not sum: the loss must not grow with the batch size")
+check_grad_flows({"loss_cls": out["loss_cls"]}, {"class_logits": logits}, name="loss_cls trains the class logits",
+                 hint="compute it from class_logits, without .detach() or .item()")
+check_grad_flows({"loss_box": out["loss_box"]}, {"box_pred": pred}, name="loss_box trains the boxes",
+                 hint="compute it from box_pred, without .detach() or .item()")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(2)
@@ -476,9 +559,8 @@ for batch, weight in [(1, 5.0), (7, 2.5), (32, 0.1)]:
     expected_box = weight * F.l1_loss(bp, bt, reduction="none").sum(dim=1).mean()
     check_close(out["loss_box"], expected_box, name=f"loss_box, batch {batch}, box_weight {weight}",
                 hint="L1 summed over coordinates, mean over boxes, times box_weight")
-    for k in ("loss_cls", "loss_box"):
-        check_shape(out[k], (), name=f"{k} must be a scalar (0-d) tensor")
-    check_grad_flows(out["loss_cls"] + out["loss_box"], {"logits": lg, "box_pred": bp}, name="localisation_loss")
+    check_grad_flows({"loss_cls": out["loss_cls"]}, {"class_logits": lg}, name=f"loss_cls, batch {batch}")
+    check_grad_flows({"loss_box": out["loss_box"]}, {"box_pred": bp}, name=f"loss_box, batch {batch}")
 ### END HIDDEN TESTS
 
 # %% [markdown] id="frozen-md"

@@ -612,7 +612,7 @@ a[0, :2, :2] = True  # 4 pixels
 a[1, :, :] = True  # 16 pixels
 b = torch.zeros(1, 4, 4, dtype=torch.bool)
 b[0, 1:3, 1:3] = True  # 4 pixels, 1 shared with a[0]
-check_close(mask_iou(a, b), torch.tensor([[1 / 7], [4 / 16]]), name="mask_iou", inputs={"a": a, "b": b},
+check_close(mask_iou(a, b), torch.tensor([[1 / 7], [4 / 16]], dtype=torch.float64), name="mask_iou", inputs={"a": a, "b": b},
             hint="intersection / (|A| + |B| - intersection); rows: masks_a, columns: masks_b")
 bool_a, bool_b = torch.rand(5, 20, 24, generator=g) > 0.6, torch.rand(4, 20, 24, generator=g) > 0.3
 check_close(mask_iou(bool_a, bool_b), reference_iou(bool_a, bool_b), name="mask_iou vs pycocotools.mask.iou")

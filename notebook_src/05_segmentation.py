@@ -495,7 +495,8 @@ target = torch.randint(0, 4, (3, 8, 6))
 target[0, :2] = IGNORE_INDEX
 cm = confusion_matrix(logits.argmax(1), target, 4, ignore_index=IGNORE_INDEX)  # the course's reference
 iou, miou = segmentation_iou(logits, target, 4)
-check_close(iou, reference_per_class_iou(cm), name="per-class IoU vs a confusion-matrix reference")
+check_close(iou, torch.as_tensor(reference_per_class_iou(cm), dtype=torch.float64),
+            name="per-class IoU vs a confusion-matrix reference")
 check_close(miou, reference_mean_iou(cm), name="mIoU vs a confusion-matrix reference")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
@@ -509,7 +510,8 @@ for n_, k_, h_, w_, ign in [(2, 5, 7, 9, IGNORE_INDEX), (1, 2, 4, 4, 255), (4, 6
     tg[0, 0, 0] = k_ - 2  # a class only in the target
     cm_ = confusion_matrix(lg.argmax(1), tg, k_, ignore_index=ign)
     iou_, miou_ = segmentation_iou(lg, tg, k_, ignore_index=ign)
-    check_close(iou_, reference_per_class_iou(cm_), name=f"per-class IoU, {n_} images, {k_} classes, ignore {ign}",
+    check_close(iou_, torch.as_tensor(reference_per_class_iou(cm_), dtype=torch.float64),
+                name=f"per-class IoU, {n_} images, {k_} classes, ignore {ign}",
                 hint="one count over all images; ignored pixels skipped; argmax over dim 1")
     check_close(miou_, reference_mean_iou(cm_), name=f"mIoU, {n_} images, {k_} classes, ignore {ign}")
     assert isinstance(miou_, float), f"mIoU should be a Python float, got {type(miou_).__name__}"
@@ -707,6 +709,7 @@ ref = sum(nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)(o, target) for o in ref
 check_close(loss, ref.item(), name="hourglass_loss of 2 stacks", hint="sum over stacks of the mean cross-entropy")
 check_grad_flows(loss, {f"stack {k + 1} output": o for k, o in enumerate(outs)}, name="hourglass_loss",
                  hint="every stack's loss must reach its own output: no detach")
+loss.backward()
 ref.backward()
 for k, (o, r) in enumerate(zip(outs, ref_outs)):
     check_close(o.grad, r.grad, name=f"gradient of the loss w.r.t. stack {k + 1}'s logits", atol=1e-6)

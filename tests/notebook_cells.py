@@ -1,5 +1,6 @@
 """Run chosen cells of a solution notebook in one namespace, to test its graded exercises."""
 
+import linecache
 from pathlib import Path
 
 import nbformat
@@ -18,13 +19,20 @@ def strip_magics(source: str) -> str:
     return "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
 
 
+def _exec(source: str, filename: str, namespace: dict) -> None:
+    """Run ``source`` as Jupyter does: registered in ``linecache``, so ``inspect.getsource`` reads it."""
+    filename = f"{filename[:-1]} #{len(linecache.cache)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+
+
 def run_cells(cells: dict[str, str], ids: list[str], namespace: dict | None = None, extra: str = "") -> dict:
     """Execute the cells ``ids`` in order, then ``extra`` (e.g. a wrong answer), in ``namespace``."""
     ns = {} if namespace is None else namespace
     for cid in ids:
-        exec(compile(strip_magics(cells[cid]), f"<cell {cid}>", "exec"), ns)
+        _exec(strip_magics(cells[cid]), f"<cell {cid}>", ns)
     if extra:
-        exec(compile(extra, "<extra>", "exec"), ns)
+        _exec(extra, "<extra>", ns)
     return ns
 
 

@@ -54,6 +54,33 @@ def xyxy_to_xywh(boxes):
 def xyxy_to_xywh(boxes):
     return boxes.clone()
 """,
+        "numpy array instead of a tensor": """
+import numpy as np
+def normalize_boxes(boxes, image_size):
+    h, w = image_size
+    return boxes.numpy() / np.array([w, h, w, h])
+""",
+        "denormalize with height and width swapped": """
+def denormalize_boxes(boxes, image_size):
+    h, w = image_size
+    return boxes * torch.tensor([h, w, h, w], dtype=boxes.dtype)
+""",
+        "+1 pixel width in xyxy_to_xywh": """
+def xyxy_to_xywh(boxes):
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([x1, y1, x2 - x1 + 1, y2 - y1 + 1], dim=-1)
+""",
+        "float32 constants turn float64 boxes into float32 (normalize)": """
+def normalize_boxes(boxes, image_size):
+    h, w = image_size
+    return (boxes / torch.tensor([w, h, w, h], dtype=torch.float32)).float()
+""",
+        "cxcywh_to_xyxy modifies its input in place": """
+def cxcywh_to_xyxy(boxes):
+    boxes[..., :2] -= boxes[..., 2:] / 2
+    boxes[..., 2:] += boxes[..., :2]
+    return boxes
+""",
     },
     "test-iou": {
         "no clamp of the overlap": """
@@ -118,6 +145,42 @@ _ref = pairwise_iou
 def pairwise_iou(b1, b2):
     return _ref(b1.float(), b2.float())
 """,
+        "a Python loop over boxes1 (handles empty inputs)": """
+_ref = pairwise_iou
+def pairwise_iou(b1, b2):
+    out = torch.zeros(len(b1), len(b2), dtype=b1.dtype)
+    for i in range(len(b1)):
+        out[i] = _ref(b1[i:i + 1], b2)[0]
+    return out
+""",
+        "a loop in a helper the answer calls": """
+_ref = pairwise_iou
+def rows_iou(b1, b2):
+    if len(b1) == 0:
+        return torch.zeros(0, len(b2), dtype=b1.dtype)
+    return torch.stack([_ref(b[None], b2)[0] for b in b1])
+def pairwise_iou(b1, b2):
+    return rows_iou(b1, b2)
+""",
+        "numpy array instead of a tensor": """
+import numpy as np
+_ref = pairwise_iou
+def pairwise_iou(b1, b2):
+    return _ref(b1, b2).numpy()
+""",
+        "iou returns the (1, 1) matrix": """
+def iou(a, b):
+    return pairwise_iou(a[None], b[None])
+""",
+        "zero-area boxes only handled in iou, nan in pairwise_iou": """
+def pairwise_iou(b1, b2):
+    lt = torch.maximum(b1[:, None, :2], b2[None, :, :2]); rb = torch.minimum(b1[:, None, 2:], b2[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    a1 = (b1[:, 2:] - b1[:, :2]).prod(-1); a2 = (b2[:, 2:] - b2[:, :2]).prod(-1)
+    return inter / (a1[:, None] + a2[None] - inter)
+def iou(a, b):
+    return torch.nan_to_num(pairwise_iou(a[None], b[None])[0, 0])
+""",
     },
     "test-model": {
         "hard-coded 8x8 feature map (no adaptive pooling)": """
@@ -140,6 +203,26 @@ class LocalisationNet(nn.Module):
                                         ("feat_channels * grid * grid", "feat_channels")),
         "box head detached from the backbone": mutate(
             CELLS, "ex3-model", ("self.box_head(features)", "self.box_head(features.detach())")),
+        "class head detached from the backbone": mutate(
+            CELLS, "ex3-model", ("self.class_head(features)", "self.class_head(features.detach())")),
+        "clamp to [0, 1] instead of a sigmoid": mutate(
+            CELLS, "ex3-model", (", nn.Linear(hidden, 4), nn.Sigmoid())", ", nn.Linear(hidden, 4))"),
+            ("self.box_head(features)", "self.box_head(features).clamp(0, 1)")),
+        "max pooling instead of average pooling": mutate(
+            CELLS, "ex3-model", ("nn.AdaptiveAvgPool2d(grid)", "nn.AdaptiveMaxPool2d(grid)")),
+        "no ReLU between the two Linear layers": mutate(
+            CELLS, "ex3-model", ("nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)",
+                                 "nn.Linear(in_features, hidden), nn.Linear(hidden, num_classes)"),
+            ("nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 4)",
+             "nn.Linear(in_features, hidden), nn.Linear(hidden, 4)")),
+        "log-softmax on the class output": mutate(
+            CELLS, "ex3-model",
+            ("nn.Linear(hidden, num_classes))", "nn.Linear(hidden, num_classes), nn.LogSoftmax(dim=1))")),
+        "one Linear per head (no hidden layer)": mutate(
+            CELLS, "ex3-model",
+            ("nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)",
+             "nn.Linear(in_features, num_classes)"),
+            ("nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 4)", "nn.Linear(in_features, 4)")),
     },
     "test-loss": {
         "mean over all box coordinates (F.l1_loss default)": """
@@ -174,6 +257,26 @@ def localisation_loss(logits, box_pred, labels, box_target, box_weight=5.0):
 def localisation_loss(logits, box_pred, labels, box_target, box_weight=5.0):
     return {"loss_cls": torch.tensor(F.cross_entropy(logits, labels).item()),
             "loss_box": torch.tensor(box_weight * (box_pred - box_target).abs().sum(1).mean().item())}
+""",
+        "class term on detached logits": """
+def localisation_loss(logits, box_pred, labels, box_target, box_weight=5.0):
+    return {"loss_cls": F.cross_entropy(logits.detach(), labels),
+            "loss_box": box_weight * (box_pred - box_target).abs().sum(1).mean()}
+""",
+        "box term on detached predictions": """
+def localisation_loss(logits, box_pred, labels, box_target, box_weight=5.0):
+    return {"loss_cls": F.cross_entropy(logits, labels),
+            "loss_box": box_weight * (box_pred.detach() - box_target).abs().sum(1).mean()}
+""",
+        "box term in float64 (a float64 weight)": """
+def localisation_loss(logits, box_pred, labels, box_target, box_weight=5.0):
+    return {"loss_cls": F.cross_entropy(logits, labels),
+            "loss_box": torch.tensor(box_weight, dtype=torch.float64) * (box_pred - box_target).abs().sum(1).mean()}
+""",
+        "box term as a (1,) tensor": """
+def localisation_loss(logits, box_pred, labels, box_target, box_weight=5.0):
+    return {"loss_cls": F.cross_entropy(logits, labels),
+            "loss_box": box_weight * (box_pred - box_target).abs().sum(1).mean().reshape(1)}
 """,
         "per-sample losses (no reduction)": """
 def localisation_loss(logits, box_pred, labels, box_target, box_weight=5.0):

@@ -81,6 +81,45 @@ _ref_decode = decode_yolo_output
 def decode_yolo_output(output, B, image_size, score_threshold):
     return _ref_decode(output, B, image_size, score_threshold - 1e-6)
 ''',
+        "offset computed from the unclamped cell (border off by one)": encode_variant(
+            X="cx[k] / image_size * S - int(cx[k] / image_size * S)"),
+        "float64 target": encode_variant(ORDER="torch.argsort(w * h, stable=True).tolist()") + '''
+_float32_encode = encode_yolo_targets
+def encode_yolo_targets(boxes, labels, S, num_classes, image_size):
+    return _float32_encode(boxes, labels, S, num_classes, image_size).double()
+''',
+        "empty image crashes (argsort of nothing indexed)": '''
+_ref_encode = encode_yolo_targets
+def encode_yolo_targets(boxes, labels, S, num_classes, image_size):
+    biggest = int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).argmax())
+    return _ref_encode(boxes, labels, S, num_classes, image_size) if biggest >= 0 else None
+''',
+        "decode: float labels": '''
+_ref_decode = decode_yolo_output
+def decode_yolo_output(output, B, image_size, score_threshold):
+    b, s, l = _ref_decode(output, B, image_size, score_threshold)
+    return b, s, l.float()
+''',
+        "decode: numpy scores": '''
+_ref_decode = decode_yolo_output
+def decode_yolo_output(output, B, image_size, score_threshold):
+    b, s, l = _ref_decode(output, B, image_size, score_threshold)
+    return b, s.numpy(), l
+''',
+        "decode: all coordinates first, then the confidences": '''
+def decode_yolo_output(output, B, image_size, score_threshold):
+    S = output.shape[0]
+    coords = output[..., :4 * B].reshape(S, S, B, 4); conf = output[..., 4 * B:5 * B]; probs = output[..., 5 * B:]
+    rows = torch.arange(S, dtype=output.dtype).view(S, 1, 1); cols = torch.arange(S, dtype=output.dtype).view(1, S, 1)
+    cx = (coords[..., 0] + cols) / S * image_size; cy = (coords[..., 1] + rows) / S * image_size
+    w, h = coords[..., 2] * image_size, coords[..., 3] * image_size
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).reshape(-1, 4)
+    p, c = probs.max(-1)
+    scores = (conf * p[..., None]).reshape(-1)
+    labels = (c[..., None].expand(S, S, B) + 1).reshape(-1)
+    keep = scores > score_threshold
+    return boxes[keep], scores[keep], labels[keep]
+''',
         "decode: labels 0-based": '''
 _ref_decode = decode_yolo_output
 def decode_yolo_output(output, B, image_size, score_threshold):
@@ -118,6 +157,20 @@ def yolo_loss(pred, target, B, lambda_coord=5.0, lambda_noobj=0.5):
         "w and h without square roots": mutate(
             CELLS, "ex2-loss", ("boxes[..., 2].sqrt() - t[..., 2].sqrt()", "boxes[..., 2] - t[..., 2]")),
         "responsible predictor by lowest IoU": mutate(CELLS, "ex2-loss", ("ious.argmax(-1)", "ious.argmin(-1)")),
+        "obj term on detached predictions": mutate(
+            CELLS, "ex2-loss",
+            ("((ious.detach() - boxes[..., 4]) ** 2)", "((ious.detach() - boxes[..., 4].detach()) ** 2)")),
+        "obj term left out (zero)": LOSS.format(CHANGE="    terms['obj'] = 0 * terms['obj']"),
+        "class term on detached probabilities": mutate(
+            CELLS, "ex2-loss",
+            ("((target[..., 5:] - pred[..., 5 * B:]) ** 2)", "((target[..., 5:] - pred[..., 5 * B:].detach()) ** 2)")),
+        "mean over the cells as well as the images": LOSS.format(
+            CHANGE="    terms = {k: v / (pred.shape[1] * pred.shape[2]) for k, v in terms.items()}"),
+        "ties go to the last predictor": mutate(
+            CELLS, "ex2-loss", ("F.one_hot(ious.argmax(-1), B)", "F.one_hot(B - 1 - ious.flip(-1).argmax(-1), B)")),
+        "hard-coded lambdas 5 and 0.5": LOSS.format(
+            CHANGE="    terms = _ref_loss(pred, target, B)"),
+        "float64 terms": LOSS.format(CHANGE="    terms = {k: v.double() for k, v in terms.items()}"),
         "class term over all cells": '''
 _ref_loss = yolo_loss
 def yolo_loss(pred, target, B, lambda_coord=5.0, lambda_noobj=0.5):
@@ -144,6 +197,14 @@ def nms(boxes, scores, iou_threshold):
             keep.append(i)
     return torch.tensor(keep, dtype=torch.int64)
 ''',
+        "int32 indices": '''
+_ref_nms = nms
+def nms(boxes, scores, iou_threshold):
+    return _ref_nms(boxes, scores, iou_threshold).int()
+''',
+        "empty input returns float": mutate(
+            CELLS, "ex3-nms",
+            ("torch.tensor(keep, dtype=torch.int64)", "torch.tensor(keep).long() if keep else torch.tensor([])")),
         "float indices": '''
 _ref_nms = nms
 def nms(boxes, scores, iou_threshold):
@@ -193,6 +254,12 @@ def average_precision(scores, is_true_positive, num_ground_truth):
     tp = is_true_positive.double().cumsum(0)
     return voc_ap((tp / num_ground_truth).numpy(), (tp / torch.arange(1, len(tp) + 1)).numpy())
 ''',
+        "0-d tensor instead of a float": mutate(CELLS, "ex4-ap",
+                                                ("return float(((recall - previous) * envelope).sum())",
+                                                                  "return ((recall - previous) * envelope).sum()")),
+        "crashes without detections": mutate(
+            CELLS, "ex4-ap", ("if num_ground_truth == 0 or len(scores) == 0:", "if num_ground_truth == 0:"),
+            ("precision = tp / torch.arange", "tp = tp if len(tp) else None\n    precision = tp / torch.arange")),
         "crashes without ground truth": '''
 def average_precision(scores, is_true_positive, num_ground_truth):
     order = torch.argsort(scores, descending=True, stable=True)
