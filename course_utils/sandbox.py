@@ -132,11 +132,14 @@ def bwrap_command(scratch: Path, uid: int, limits: SandboxLimits, inner: list[st
     for etc in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime", "/etc/nsswitch.conf", "/etc/fonts"):
         if os.path.exists(etc):
             cmd += ["--ro-bind", etc, etc]
+    # the private /tmp first: a venv or checkout under /tmp (a CI clone) is then mounted on top of it,
+    # not hidden by it (bwrap applies its mount options in order)
+    cmd += ["--perms", "1777", "--tmpfs", "/tmp"]
     for parent in _parents([*read_only, Path(WORKDIR)]):
         cmd += ["--perms", "0755", "--dir", str(parent)]
     for path in read_only:
         cmd += ["--ro-bind", str(path), str(path)]
-    cmd += ["--bind", str(scratch), WORKDIR, "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+    cmd += ["--bind", str(scratch), WORKDIR, "--proc", "/proc", "--dev", "/dev",
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--hostname", "sandbox", "--chdir", WORKDIR, "--clearenv"]
     for name, value in sandbox_environment().items():
@@ -225,7 +228,47 @@ def execute_in_sandbox(notebook: Mapping, files: Mapping[str, bytes] | None = No
             for path in [scratch, *scratch.rglob("*")]:
                 os.chown(path, uid, uid)
             cmd, env, cwd = bwrap_command(scratch, uid, limits, inner), {"PATH": "/usr/bin:/bin"}, None
-        return _run(cmd, env, cwd, limits.wall_seconds, read_end, write_end)
+        try:
+            return _run(cmd, env, cwd, limits.wall_seconds, read_end, write_end)
+        finally:
+            if not unsafe:
+                kill_uid(uid)
+
+
+def _uid_processes(uid: int) -> list[int]:
+    """Pids of the live (not zombie) processes whose real uid is ``uid`` (read from ``/proc``)."""
+    pids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:  # the process ended while we read it
+            continue
+        alive = not fields.get("State", "").strip().startswith(("Z", "X"))
+        if alive and int(fields.get("Uid", "-1").split()[0]) == uid:
+            pids.append(int(status.parent.name))
+    return pids
+
+
+def kill_uid(uid: int, timeout: float = 10.0) -> None:
+    """Kill every process left with the sandbox's uid and wait until none is alive.
+
+    The sandbox's pid namespace dies with bwrap, but the kernel takes the processes down
+    asynchronously; this makes "every process it started is gone when it ends" hold when the grader
+    moves on. Zombies (already dead, waiting for init to reap them) do not count.
+
+    Raises:
+        RuntimeError: when a process of ``uid`` is still alive after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while pids := _uid_processes(uid):
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {pids} of the sandbox's uid {uid} are still alive after {timeout:g} s")
+        time.sleep(0.05)
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path | None, wall_seconds: float,

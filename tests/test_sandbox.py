@@ -4,7 +4,10 @@ One notebook holds every attack; it runs once (module fixture) and each test rea
 outputs. The sandbox must hold even for code that got past the policy.
 """
 
+import ast
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -66,7 +69,10 @@ def test_the_sandbox_sees_only_the_packages_and_runs_unprivileged(run):
     uid, pid = map(int, ids.split())
     assert uid >= 1000 and pid < 100  # an unprivileged uid, in its own pid namespace
     assert repo == str([".venv", "course_utils", "data_scripts"])  # no solutions/, tests/, gradebook ...
-    assert "work" in root and "root" in root
+    # only the system folders, and the top folders of the checkout and the Python install, exist
+    mounted = {REPO.parts[1], Path(sys.base_prefix).resolve().parts[1], Path(sys.prefix).resolve().parts[1]}
+    system = {"bin", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr"}
+    assert mounted <= set(ast.literal_eval(root)) <= system | mounted, root
     assert "FileNotFoundError" in error(cells["solutions"])
     assert "Read-only file system" in error(cells["write_package"]) and not (REPO / "course_utils" / "evil.py").exists()
     assert text(cells["write_scratch"]).strip() == "allowed"
@@ -98,8 +104,10 @@ def test_os_exit_ends_the_run_and_no_process_survives(run):
     assert "kernel died" in result.status
     assert cells["after"]["execution_count"] is None and cells["after"]["outputs"] == []
     assert text(cells["survivor"]).strip() == "spawned"
-    leftovers = subprocess.run(["ps", "-eo", "uid=,args="], capture_output=True, text=True, check=True).stdout
-    assert not [ln for ln in leftovers.splitlines() if int(ln.split()[0]) >= 200_000], leftovers
+    leftovers = subprocess.run(["ps", "-eo", "uid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    # zombies (stat Z: dead, waiting for init to reap them) are not survivors
+    assert not [ln for ln in leftovers.splitlines() if int(ln.split()[0]) >= 200_000 and ln.split()[1][0] != "Z"], \
+        leftovers
 
 
 def test_without_bubblewrap_grading_refuses_unless_unsafe(monkeypatch):
@@ -119,8 +127,30 @@ def test_the_command_line_isolates_and_limits(tmp_path):
     assert cmd[-2:] == ["python", "-V"]
 
 
+def test_a_course_under_tmp_is_mounted_over_the_private_tmp(tmp_path, monkeypatch):
+    # a CI clone under /tmp: its venv and course_utils must be mounted after (over) the tmpfs on /tmp
+    monkeypatch.setattr(sandbox, "_read_only_paths", lambda: [Path("/tmp/ci-clone/.venv"),
+                                                                Path("/tmp/ci-clone/course_utils")])
+    cmd = bwrap_command(tmp_path, 200_123, SandboxLimits(), ["python", "-V"])
+    tmpfs = cmd.index("--tmpfs")
+    assert cmd[tmpfs + 1] == "/tmp"
+    binds = [i for i, a in enumerate(cmd) if a == "--ro-bind" and cmd[i + 1].startswith("/tmp/")]
+    dirs = [i for i, a in enumerate(cmd) if a == "--dir" and cmd[i + 1].startswith("/tmp")]
+    assert len(binds) == 2 and min(binds + dirs) > tmpfs, cmd
+
+
 def test_bad_limits_and_uids_are_named(tmp_path):
     with pytest.raises(ValueError, match="memory_bytes"):
         SandboxLimits(memory_bytes=0)
     with pytest.raises(ValueError, match="uid"):
         bwrap_command(tmp_path, 0, SandboxLimits(), ["true"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a process under another uid needs root")
+def test_kill_uid_leaves_no_live_process_of_the_uid():
+    uid = 249_999
+    procs = [subprocess.Popen(["sleep", "60"], user=uid, group=uid) for _ in range(3)]
+    assert len(sandbox._uid_processes(uid)) == 3
+    sandbox.kill_uid(uid)
+    assert sandbox._uid_processes(uid) == []
+    assert all(p.wait(timeout=5) == -9 for p in procs)
