@@ -119,6 +119,9 @@ viz.show_grid(shown, n=8, masks=False);
 # Write the six functions below. Each takes a tensor of shape `(..., 4)` (any number of leading
 # dimensions, possibly zero boxes) and returns a **new** tensor of the same shape and dtype (float64
 # in, float64 out); don't modify the input. `image_size` is `(height, width)`.
+#
+# *You may use* `torch` (indexing, `torch.stack`, `torch.cat`, arithmetic); *not*
+# `torchvision.ops.box_convert`, which the tests compare with.
 
 # %% id="ex1-box-conversions" role="solution"
 def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
@@ -238,6 +241,9 @@ for size2 in [(40, 160), (160, 40), (33, 77)]:
 #    `boxes2[None, :, :]`; no `for`/`while` loop and no comprehension, in `pairwise_iou` or in a helper
 #    it calls. Either input may hold zero boxes. The result has the dtype of the boxes (float64 in,
 #    float64 out).
+#
+# *You may use* `torch` and your functions above; *not* `torchvision.ops.box_iou` (or any other IoU
+# of torchvision or `course_utils`), which the tests compare with.
 
 # %% id="ex2-iou" role="solution"
 def iou(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
@@ -388,6 +394,9 @@ with torch.no_grad():
 # `self.backbone` (given) and train it through **both** heads (no `.detach()`). The sigmoid matters
 # beyond the range: unlike a clamp to $[0, 1]$, it keeps a gradient for every box coordinate, so a
 # box that is wrong outside the range still learns.
+#
+# *You may use* `torch`, `nn` layers (`nn.Flatten`, `nn.Linear`, `nn.ReLU`, `nn.AdaptiveAvgPool2d`,
+# `nn.Sequential`) and `F`.
 
 # %% id="ex3-model" role="solution"
 class LocalisationNet(nn.Module):
@@ -509,6 +518,8 @@ assert ((boxes >= 0) & (boxes <= 1)).all(), "boxes must stay in [0, 1] even for 
 # Return a dict `{"loss_cls": ..., "loss_box": ...}` of two scalar (0-d) tensors, where `loss_box`
 # already includes $\lambda$: the training loop adds the entries of the dict. Each term is computed
 # from the predictions it trains (`class_logits`, `box_pred`), so each carries its own gradient.
+#
+# *You may use* `torch` and `F` (`F.cross_entropy`, `F.l1_loss`).
 
 # %% id="ex4-loss" role="solution"
 def localisation_loss(class_logits: torch.Tensor, box_pred: torch.Tensor, labels: torch.Tensor,

@@ -114,6 +114,9 @@ fig.tight_layout()
 # turns every one of the $S \cdot S \cdot B$ predicted boxes into pixel `xyxy`, with score
 # $\text{conf} \cdot \max_c p(c)$ and label $\arg\max_c p(c) + 1$ (int64), and keeps those with score
 # **strictly greater** than `score_threshold`. Boxes and scores keep the dtype of the output.
+#
+# *You may use* `torch` and `math`; *not* the course's YOLO code (`course_utils.models.yolo`), which
+# the tests compare with.
 
 # %% id="ex1-encode-decode" role="solution"
 def encode_yolo_targets(boxes: torch.Tensor, labels: torch.Tensor, S: int, num_classes: int,
@@ -318,6 +321,8 @@ print("output:", tuple(model(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)).shape),
 # `size` (the $\sqrt{w}, \sqrt{h}$ term), `obj`, `noobj` and `cls`. Each term is computed from `pred`
 # and carries its own gradient (the tests check each term on its own); only the IoU used as the `obj`
 # target is detached.
+#
+# *You may use* `torch`, `F` and `ops.box_iou` (or your own IoU); *not* the course's YOLO loss.
 
 # %% id="ex2-loss" role="solution"
 def cell_boxes_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -493,8 +498,9 @@ viz.plot_history(history, log=True).set_title("the five terms of the YOLO loss")
 # 4. repeat from 2 until no box remains.
 #
 # Write `nms(boxes, scores, iou_threshold)` returning the indices (int64) of the kept boxes in
-# decreasing score order — exactly what `torchvision.ops.nms` returns. You may use
-# `ops.box_iou`. (In the next cells, NMS runs separately per class.)
+# decreasing score order — exactly what `torchvision.ops.nms` returns. *You may use* `torch` and
+# `ops.box_iou`; *not* `ops.nms` or `ops.batched_nms`, which the tests compare with. (In the next
+# cells, NMS runs separately per class.)
 
 # %% id="ex3-nms" role="solution"
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -605,6 +611,8 @@ viz.slider_figure(show_detections, {
 # `is_true_positive` (bool) have one entry per detection, in any order. With no ground truth, return
 # 0 (also with no detections). Detections that tie on score keep their given order (use a **stable**
 # sort). Return a Python `float`.
+#
+# *You may use* `torch` and `numpy`; *not* the course's `metrics.voc_eval`, which the lab compares with.
 
 # %% id="ex4-ap" role="solution"
 def average_precision(scores: torch.Tensor, is_true_positive: torch.Tensor, num_ground_truth: int) -> float:
