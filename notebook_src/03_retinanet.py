@@ -111,7 +111,8 @@ print(f"{len(sides)} test objects, {float((sides < 32).float().mean()):.0%} of t
 # We follow torchvision's `AnchorGenerator` exactly, so that your anchors are the model's anchors:
 #
 # * **the cell anchors.** For the anchors of one position, centred on $(0, 0)$: the corners are
-#   $(-w/2, -h/2, w/2, h/2)$, **rounded** to whole pixels (`torch.round`). Their order is
+#   $(-w/2, -h/2, w/2, h/2)$, **rounded** to whole pixels (`torch.round`, which rounds halves to
+#   even: 6.5 → 6, 7.5 → 8). Their order is
 #   ratio-major: all sizes of the first ratio, then all sizes of the second ratio, …
 #   (so $A$ = `len(aspect_ratios) * len(sizes)` anchors per position);
 # * **the shifts.** The anchors of position (row $i$, column $j$) are the cell anchors shifted by
