@@ -57,7 +57,7 @@ from torchvision.transforms import v2
 from course_utils import viz
 from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import COCOSubset, PennFudan, ShapesDataset, dataset_root, detections_to_coco
-from course_utils.grading import check_close, check_equal, check_raises, check_shape
+from course_utils.grading import check_close, check_equal, check_grad_flows, check_raises
 from course_utils.metrics import coco_eval
 from course_utils.models import (
     anchors_per_level,
@@ -111,7 +111,8 @@ print(f"{len(sides)} test objects, {float((sides < 32).float().mean()):.0%} of t
 # We follow torchvision's `AnchorGenerator` exactly, so that your anchors are the model's anchors:
 #
 # * **the cell anchors.** For the anchors of one position, centred on $(0, 0)$: the corners are
-#   $(-w/2, -h/2, w/2, h/2)$, **rounded** to whole pixels (`torch.round`). Their order is
+#   $(-w/2, -h/2, w/2, h/2)$, **rounded** to whole pixels (`torch.round`, which rounds halves to
+#   even: 6.5 → 6, 7.5 → 8). Their order is
 #   ratio-major: all sizes of the first ratio, then all sizes of the second ratio, …
 #   (so $A$ = `len(aspect_ratios) * len(sizes)` anchors per position);
 # * **the shifts.** The anchors of position (row $i$, column $j$) are the cell anchors shifted by
@@ -121,7 +122,10 @@ print(f"{len(sides)} test objects, {float((sides < 32).float().mean()):.0%} of t
 #   position its $A$ anchors in the order above. The result is `(H * W * A, 4)` in `xyxy`, float32.
 #
 # Write `make_anchors(grid_size, stride, sizes, aspect_ratios)`, with `grid_size = (H, W)` and
-# `stride = (s_y, s_x)`. `torch.meshgrid(..., indexing="ij")` and broadcasting help.
+# `stride = (s_y, s_x)`. `torch.meshgrid(..., indexing="ij")` and broadcasting help. `sizes` and
+# `aspect_ratios` are lists or tuples of numbers, not necessarily integers; `H` and `W`, `s_y` and
+# `s_x` may differ. You may use torch and math, not torchvision's `AnchorGenerator` (the tests compare
+# with it; the grader refuses an answer that uses it).
 
 # %% id="ex1-anchors" role="solution"
 def make_anchors(grid_size: tuple[int, int], stride: tuple[int, int], sizes, aspect_ratios) -> torch.Tensor:
@@ -151,6 +155,8 @@ def reference_anchors(grid_size, stride, sizes, aspect_ratios):
     return AnchorGenerator((tuple(sizes),), (tuple(aspect_ratios),))(images, [torch.zeros(1, 1, H, W)])[0]
 
 
+# Exercise 1: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (RetinaNet's levels, float sizes, other ratios), no new requirements.
 a = make_anchors((1, 1), (8, 8), [16], [1.0])
 check_close(a, torch.tensor([[-8.0, -8.0, 8.0, 8.0]]), name="make_anchors((1, 1), (8, 8), [16], [1.0])",
             hint="one square anchor of side 16 centred on (0, 0)")
@@ -162,6 +168,13 @@ a = make_anchors((2, 3), (8, 8), [16, 32], [0.5, 1.0, 2.0])
 check_close(a, reference_anchors((2, 3), (8, 8), [16, 32], [0.5, 1.0, 2.0]),
             name="make_anchors((2, 3), (8, 8), [16, 32], [0.5, 1.0, 2.0])",
             hint="positions row by row; at each position ratio-major, then sizes")
+# a non-square map (H=3 rows, W=2 columns), strides s_y=16, s_x=8, an odd and a float size
+a = make_anchors((3, 2), (16, 8), [13, 20.5], [1.0, 2.0])
+check_close(a, reference_anchors((3, 2), (16, 8), [13, 20.5], [1.0, 2.0]),
+            name="make_anchors((3, 2), (16, 8), [13, 20.5], [1.0, 2.0])",
+            inputs={"grid_size (H, W)": (3, 2), "stride (s_y, s_x)": (16, 8)},
+            hint="H rows of W columns; shift (col * s_x, row * s_y); round the half sides with torch.round "
+                 "(6.5 -> 6: halves to even); a float32 (H * W * A, 4) tensor")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 for grid, stride, sizes, ratios in [
@@ -243,8 +256,9 @@ print(f"{sum(len(a) for a in model_anchors)} anchors per image, "
 #
 # Write `match_anchors(gt_boxes, anchors, ...)` returning, for each anchor, the index of its matched
 # ground truth (0..G-1), **-1** for background or **-2** for ignored, as int64 — torchvision's
-# `Matcher` convention. With no ground truth at all, every anchor is background. You may use
-# `ops.box_iou`.
+# `Matcher` convention. With no ground truth at all, every anchor is background. The thresholds and
+# `allow_low_quality_matches` are arguments: use them. You may use torch and `ops.box_iou`, not
+# torchvision's `Matcher` (the tests compare with it; the grader refuses an answer that uses it).
 
 # %% id="ex2-matching" role="solution"
 def match_anchors(gt_boxes: torch.Tensor, anchors: torch.Tensor, fg_iou_thresh: float = 0.5,
@@ -276,6 +290,8 @@ def reference_match(gt_boxes, anchors, fg=0.5, bg=0.4, low_quality=True):
     return Matcher(fg, bg, allow_low_quality_matches=low_quality)(ops.box_iou(gt_boxes, anchors))
 
 
+# Exercise 2a: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (random objects on a grid of anchors), no new requirements.
 gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
 anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0],  # IoU 1    -> positive
                         [0.0, 0.0, 10.0, 20.0],  # IoU 0.5  -> positive (>= 0.5)
@@ -292,7 +308,29 @@ check_equal(match_anchors(small, anchors[:4], allow_low_quality_matches=True), t
             name="match_anchors(small object, allow_low_quality_matches=True)",
             hint="each ground truth keeps its best anchor(s), even below the thresholds")
 check_equal(match_anchors(torch.zeros(0, 4), anchors), torch.full((5,), -1), name="match_anchors(no ground truth)",
-            hint="an image without objects: every anchor is background")
+            hint="an image without objects: every anchor is background (int64 -1)")
+check_equal(match_anchors(gt, anchors, 0.7, 0.3), torch.tensor([0, -2, -2, -2, -1]),
+            name="match_anchors(one object, 5 anchors, fg_iou_thresh=0.7, bg_iou_thresh=0.3)",
+            hint="use the fg_iou_thresh and bg_iou_thresh arguments, not 0.5 and 0.4")
+# the object's best anchor is ignored (IoU 0.4): a low-quality match makes it positive
+check_equal(match_anchors(gt, anchors[2:]), torch.tensor([0, -1, -1]),
+            name="match_anchors(best anchor at IoU 0.4, allow_low_quality_matches=True)", inputs={"anchors": anchors[2:]},
+            hint="a ground truth's best anchor becomes positive whatever its IoU, ignored ones too")
+check_equal(match_anchors(gt, anchors[2:], allow_low_quality_matches=False), torch.tensor([-2, -1, -1]),
+            name="match_anchors(best anchor at IoU 0.4, allow_low_quality_matches=False)")
+# an object exactly between two anchors (IoU 1/3 with each): both are its best, both become positive
+tie_gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+tie_anchors = torch.tensor([[-5.0, 0.0, 5.0, 10.0], [5.0, 0.0, 15.0, 10.0], [0.0, 20.0, 10.0, 30.0]])
+check_equal(match_anchors(tie_gt, tie_anchors), torch.tensor([0, 0, -1]), name="match_anchors(an object between two anchors)",
+            inputs={"gt_boxes": tie_gt, "anchors": tie_anchors},
+            hint="every anchor that reaches the object's best IoU (ties included) is a low-quality match, not only argmax")
+# gt 0's best anchor (anchor 0, IoU 0.67) overlaps gt 1 more (IoU 0.82): it stays matched to gt 1
+two_gt = torch.tensor([[0.0, 0.0, 10.0, 10.0], [3.0, 0.0, 13.0, 10.0]])
+two_anchors = torch.tensor([[2.0, 0.0, 12.0, 10.0], [-4.0, 0.0, 6.0, 10.0], [30.0, 0.0, 40.0, 10.0],
+                            [3.0, 0.0, 13.0, 10.0]])
+check_equal(match_anchors(two_gt, two_anchors, 0.7, 0.3), torch.tensor([1, -2, -1, 1]),
+            name="match_anchors(two overlapping objects, fg=0.7, bg=0.3)", inputs={"gt_boxes": two_gt, "anchors": two_anchors},
+            hint="a low-quality anchor is matched to its own best ground truth, not to the one it is the best anchor for")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(7)
@@ -315,27 +353,20 @@ for n_gt, lo, hi, fg, bg in [(1, 8, 40, 0.5, 0.4), (5, 4, 60, 0.5, 0.4), (12, 6,
                          f"allow_low_quality_matches={low_quality})",
                     hint="thresholds: >= fg positive, < bg background; "
                          "low-quality anchors take their own best ground truth")
-# gt 0's best anchor (IoU 0.67) is closer to gt 1 (IoU 0.82): low-quality matching keeps the anchor's own best, gt 1
-gt = torch.tensor([[0.0, 0.0, 10.0, 10.0], [3.0, 0.0, 13.0, 10.0]])
-anchors = torch.tensor([[2.0, 0.0, 12.0, 10.0], [-4.0, 0.0, 6.0, 10.0], [30.0, 0.0, 40.0, 10.0]])
+# the same overlapping objects against fewer anchors, with and without low-quality matches
 for low_quality in (True, False):
-    check_equal(match_anchors(gt, anchors, 0.7, 0.3, low_quality), reference_match(gt, anchors, 0.7, 0.3, low_quality),
-                name=f"match_anchors(two overlapping objects, fg=0.7, bg=0.3, allow_low_quality_matches={low_quality})",
+    check_equal(match_anchors(two_gt, two_anchors[:3], 0.7, 0.3, low_quality),
+                reference_match(two_gt, two_anchors[:3], 0.7, 0.3, low_quality),
+                name=f"match_anchors(two overlapping objects, 3 anchors, fg=0.7, bg=0.3, "
+                     f"allow_low_quality_matches={low_quality})",
                 hint="a low-quality anchor is matched to the ground truth it overlaps most, not necessarily the one "
                      "it is the best anchor for")
-# an object exactly between two anchors: both are its best (a tie), both become positive
-gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-anchors = torch.tensor([[-5.0, 0.0, 5.0, 10.0], [5.0, 0.0, 15.0, 10.0], [0.0, 20.0, 10.0, 30.0]])
-check_equal(match_anchors(gt, anchors), reference_match(gt, anchors),
-            name="match_anchors(an object between two anchors)",
-            hint="every anchor that reaches the object's best IoU (ties included) is a low-quality match")
 # small objects between anchor centres, as on the pyramid's finest level
 gt = random_boxes(6, 120, 3, 9)
 check_equal(match_anchors(gt, grid_anchors), reference_match(gt, grid_anchors), name="match_anchors(6 small objects)",
             hint="every ground truth keeps its best anchors (ties included)")
 out = match_anchors(torch.zeros(0, 4), grid_anchors)
 check_equal(out, torch.full((576,), -1), name="match_anchors(no ground truth, 576 anchors)")
-assert out.dtype == torch.int64, f"return int64 indices, got {out.dtype}"
 ### END HIDDEN TESTS
 
 # %% [markdown] id="ex2b-md"
@@ -358,7 +389,10 @@ assert out.dtype == torch.int64, f"return int64 indices, got {out.dtype}"
 # `max_log_scale` $= \log(1000/16)$ before the exponential (no box grows more than 62.5× its anchor).
 #
 # Write `encode_boxes(gt_boxes, anchors, weights)` and `decode_boxes(deltas, anchors, weights,
-# max_log_scale)`; boxes and anchors are paired row by row, all `xyxy`, shape `(N, 4)`.
+# max_log_scale)`; boxes and anchors are paired row by row, all `xyxy`, shape `(N, 4)`; both return an
+# `(N, 4)` float32 tensor for float32 inputs, an empty `(0, 4)` one for no boxes. Use the `weights` and
+# `max_log_scale` arguments. You may use torch and math, not torchvision's `BoxCoder` (the tests
+# compare with it; the grader refuses an answer that uses it).
 
 # %% id="ex2-box-coding" role="solution"
 def encode_boxes(gt_boxes: torch.Tensor, anchors: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0)) -> torch.Tensor:
@@ -392,6 +426,8 @@ def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor, weights=(1.0, 1.0,
 # %% id="test-box-coding" role="tests" points=3
 from torchvision.models.detection._utils import BoxCoder
 
+# Exercise 2b: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (random pairs, other weights and clamps), no new requirements.
 anchor = torch.tensor([[0.0, 0.0, 20.0, 10.0]])  # centre (10, 5), 20 x 10
 gt = torch.tensor([[5.0, 0.0, 45.0, 10.0]])  # centre (25, 5), 40 x 10
 check_close(encode_boxes(gt, anchor), torch.tensor([[0.75, 0.0, math.log(2.0), 0.0]]), name="encode_boxes",
@@ -405,6 +441,26 @@ xy = torch.rand(20, 2, generator=g) * 100
 boxes = torch.cat([xy, xy + 4 + torch.rand(20, 2, generator=g) * 60], 1)
 check_close(encode_boxes(boxes, anchors), BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(boxes, anchors),
             name="encode_boxes on 20 random pairs", atol=1e-4)
+# weights: encoding multiplies each delta by its weight, decoding divides by it first
+w = (10.0, 10.0, 5.0, 5.0)
+check_close(encode_boxes(boxes, anchors, w), BoxCoder(w).encode_single(boxes, anchors), atol=1e-4, rtol=1e-4,
+            name="encode_boxes(weights=(10, 10, 5, 5))", hint="t_x = w_x (x - x_a) / w_a, t_w = w_w log(w / w_a)")
+random_deltas = torch.randn(20, 4, generator=g)
+check_close(decode_boxes(random_deltas, anchors, w), BoxCoder(w).decode_single(random_deltas, anchors), atol=1e-3,
+            rtol=1e-4, name="decode_boxes(weights=(10, 10, 5, 5))", hint="divide each delta by its weight before using it")
+# an untrained network's huge (and very negative) size deltas: clamp t_w / w_w, t_h / w_h from above only
+big_anchors = torch.tensor([[0.0, 0.0, 16.0, 16.0], [10.0, 10.0, 42.0, 26.0], [5.0, 5.0, 15.0, 25.0]])
+big_deltas = torch.tensor([[0.5, -0.5, 10.0, 12.0], [0.0, 0.0, -8.0, 20.0], [1.0, 2.0, 3.0, -3.0]])
+for clip, weights in [(math.log(1000.0 / 16), (1.0, 1.0, 1.0, 1.0)), (2.0, (10.0, 10.0, 5.0, 5.0))]:
+    scaled = big_deltas * torch.tensor(weights)
+    check_close(decode_boxes(scaled, big_anchors, weights, max_log_scale=clip),
+                BoxCoder(weights, bbox_xform_clip=clip).decode_single(scaled, big_anchors), atol=1e-3, rtol=1e-4,
+                name=f"decode_boxes with large deltas, weights={weights}, max_log_scale={clip:.3f}",
+                inputs={"deltas": scaled, "anchors": big_anchors},
+                hint="divide by the weights, clamp from above only at max_log_scale (the argument), then exp")
+for fn in (encode_boxes, decode_boxes):
+    check_close(fn(torch.zeros(0, 4), torch.zeros(0, 4)), torch.zeros(0, 4), name=f"{fn.__name__} with no boxes",
+                hint="an empty (0, 4) float32 tensor")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 for seed, weights in [(1, (1.0, 1.0, 1.0, 1.0)), (2, (10.0, 10.0, 5.0, 5.0)), (3, (2.0, 3.0, 0.5, 4.0))]:
@@ -431,8 +487,6 @@ for clip, weights in [(math.log(1000.0 / 16), (1.0, 1.0, 1.0, 1.0)), (2.0, (1.0,
     assert torch.isfinite(got).all(), "decode_boxes overflowed: clamp t_w / w_w and t_h / w_h before exp"
     check_close(got, want, atol=1e-3, rtol=1e-4, name=f"decode_boxes with large deltas, max_log_scale={clip:.3f}",
                 hint="clamp the size deltas from above only (after dividing by the weights), then exp")
-check_shape(encode_boxes(torch.zeros(0, 4), torch.zeros(0, 4)), (0, 4), name="encode_boxes with no boxes")
-check_shape(decode_boxes(torch.zeros(0, 4), torch.zeros(0, 4)), (0, 4), name="decode_boxes with no boxes")
 ### END HIDDEN TESTS
 
 # %% [markdown] id="explorer-md"
@@ -502,8 +556,12 @@ viz.slider_figure(draw_anchors, {
 #
 # Write `focal_loss(logits, targets, alpha, gamma, reduction)` for tensors of any shape, with
 # `reduction` `"none"` (elementwise), `"mean"` or `"sum"`, and a `ValueError` for any other
-# reduction. Compute $-\log p_t$ with `F.binary_cross_entropy_with_logits` (stable for large
-# logits, unlike `torch.log(torch.sigmoid(x))`).
+# reduction. `"mean"` and `"sum"` reduce over every element, whatever the shape, to a 0-d tensor.
+# $\alpha = 0$ is a weighting like any other (positives then weigh 0); only $\alpha < 0$ turns it off.
+# Compute $-\log p_t$ with `F.binary_cross_entropy_with_logits` (stable for large logits, unlike
+# `torch.log(torch.sigmoid(x))`), and detach nothing: the gradient with respect to the logits is the
+# focal loss's own (the tests compare it with torchvision's). You may use torch and `F`, not
+# `ops.sigmoid_focal_loss` (the tests compare with it; the grader refuses an answer that calls it).
 
 # %% id="ex3-focal" role="solution"
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
@@ -527,6 +585,8 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
 
 
 # %% id="test-focal" role="tests" points=3
+# Exercise 3: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (shapes, every alpha, gamma and reduction), no new requirements.
 logits = torch.tensor([2.0, -1.0, 0.0, 3.0])
 targets = torch.tensor([1.0, 0.0, 1.0, 0.0])
 p = torch.sigmoid(logits)
@@ -538,7 +598,33 @@ check_close(focal_loss(logits, targets, gamma=0.0, alpha=-1),
             F.binary_cross_entropy_with_logits(logits, targets, reduction="none"),
             name="focal_loss(gamma=0, alpha=-1)", hint="gamma = 0 and no alpha: plain binary cross-entropy")
 check_close(focal_loss(logits, targets, reduction="sum"), ops.sigmoid_focal_loss(logits, targets, reduction="sum"),
-            name="focal_loss(reduction='sum')")
+            name="focal_loss(reduction='sum')", hint="a 0-d tensor: loss.sum()")
+# any shape: 'mean' and 'sum' reduce over every element to a 0-d tensor
+x2 = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 4.0, 0.0]])
+y2 = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+for reduction in ("none", "mean", "sum"):
+    check_close(focal_loss(x2, y2, reduction=reduction), ops.sigmoid_focal_loss(x2, y2, reduction=reduction),
+                name=f"focal_loss(2 x 3 logits, reduction={reduction!r})", inputs={"logits": x2, "targets": y2},
+                hint="'none' keeps the shape; 'mean' and 'sum' over every element, a 0-d tensor")
+check_close(focal_loss(x2, y2, alpha=0.0, gamma=1.0), ops.sigmoid_focal_loss(x2, y2, 0.0, 1.0),
+            name="focal_loss(alpha=0, gamma=1)", hint="alpha = 0 weighs positives 0; only alpha < 0 means no weighting")
+# confident logits: torch.log(torch.sigmoid(x)) gives inf, binary_cross_entropy_with_logits does not
+big_x, big_y = torch.tensor([[40.0, -40.0, 25.0, -30.0]]), torch.tensor([[0.0, 1.0, 1.0, 0.0]])
+check_close(focal_loss(big_x, big_y, 0.25, 0.0), ops.sigmoid_focal_loss(big_x, big_y, 0.25, 0.0), rtol=1e-4,
+            name="focal_loss for large logits, gamma=0", inputs={"logits": big_x, "targets": big_y},
+            hint="compute -log p_t with F.binary_cross_entropy_with_logits")
+# the gradient: nothing detached, the same as torchvision's
+xg = x2.clone().requires_grad_(True)
+check_grad_flows({"focal_loss(reduction='sum')": focal_loss(xg, y2, reduction="sum")}, {"logits": xg},
+                 name="gradient of focal_loss", hint="compute the loss from the logits, without .detach()")
+check_close(torch.autograd.grad(focal_loss(xg, y2, reduction="sum"), xg)[0],
+            torch.autograd.grad(ops.sigmoid_focal_loss(xg, y2, reduction="sum"), xg)[0], atol=1e-5, rtol=1e-4,
+            name="gradient of focal_loss(reduction='sum') with respect to the logits",
+            hint="detach neither the cross-entropy nor the modulating factor (1 - p_t)^gamma")
+check_close(focal_loss(torch.zeros(0, 3), torch.zeros(0, 3), reduction="sum"), torch.tensor(0.0),
+            name="focal_loss with no anchors, reduction='sum'", hint="a 0-d tensor 0, not an error")
+check_raises(focal_loss, ValueError, logits, targets, reduction="average", name="focal_loss(reduction='average')",
+             hint="raise a ValueError for an unknown reduction")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(3)
@@ -568,11 +654,9 @@ for gamma in (0.0, 2.0):
         f"focal_loss is not finite for large logits: {got}; use binary_cross_entropy_with_logits"
     check_close(got, ops.sigmoid_focal_loss(x, y, 0.25, gamma), rtol=1e-4,
                 name=f"focal_loss for large logits, gamma={gamma}")
-check_shape(focal_loss(torch.zeros(0, 3), torch.zeros(0, 3)), (0, 3),
+check_close(focal_loss(torch.zeros(0, 3), torch.zeros(0, 3)), torch.zeros(0, 3),
             name="focal_loss with no anchors, reduction='none'")
-check_close(focal_loss(torch.zeros(0, 3), torch.zeros(0, 3), reduction="sum"), 0.0,
-            name="focal_loss with no anchors, reduction='sum'")
-check_raises(focal_loss, ValueError, logits, targets, reduction="average", name="focal_loss(reduction='average')",
+check_raises(focal_loss, ValueError, logits, targets, reduction="Mean", name="focal_loss(reduction='Mean')",
              hint="raise a ValueError for an unknown reduction")
 ### END HIDDEN TESTS
 

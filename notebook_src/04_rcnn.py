@@ -57,7 +57,7 @@ from torchvision.transforms import v2
 from course_utils import viz
 from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import PennFudan, ShapesDataset, collate_detection, dataset_root, detections_to_coco
-from course_utils.grading import check_close, check_equal, check_shape
+from course_utils.grading import check_close, check_equal
 from course_utils.metrics import coco_eval
 from course_utils.models.rcnn import build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn, count_by_part
 from course_utils.train import checkpoint_path, fit, predict, save_cached
@@ -178,8 +178,12 @@ fig.tight_layout()
 # + l_y\,l_x\,F[y_1, x_1].$$
 #
 # Write `bilinear_sample`, `roi_pool` and `roi_align`. They must give what `torchvision.ops.roi_pool`
-# and `torchvision.ops.roi_align` give, for any `spatial_scale`, boxes partly outside the map, empty
-# box lists. A Python loop over the boxes is fine; vectorise inside a box if you like.
+# and `torchvision.ops.roi_align` give (values, float32 for float32 features, shape `(K, C, o_h, o_w)`),
+# for any `spatial_scale`, `output_size`, `sampling_ratio` (adaptive when $\le 0$), boxes partly
+# outside the map and empty box lists (`K = 0`). A Python loop over the boxes is fine; vectorise
+# inside a box if you like. You may use torch, math and your `bilinear_sample`, not
+# `torchvision.ops.roi_align`, `roi_pool` or adaptive pooling (the tests compare with them; the
+# grader refuses an answer that calls them).
 
 # %% id="ex1-roi" role="solution"
 def bilinear_sample(feature: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -253,11 +257,16 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: tuple[in
 
 
 # %% id="test-roi" role="tests" points=3
+# Exercise 1: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (scales, output sizes, degenerate boxes), no new requirements.
 feature = torch.arange(12.0).reshape(1, 3, 4)  # one channel, H=3, W=4: F[i, j] = 4 i + j
-check_close(bilinear_sample(feature, torch.tensor([0.5, 1.0, 2.5, -0.5, 3.5]), torch.tensor([1.5, 3.5, 0.0, 0.0, 0.0])),
-            torch.tensor([[3.5, 7.0, 8.0, 0.0, 0.0]]), name="bilinear_sample",
-            inputs={"y": [0.5, 1.0, 2.5, -0.5, 3.5], "x": [1.5, 3.5, 0.0, 0.0, 0.0]},
-            hint="F = 4 y + x inside; past the last row/column use it; y < -1 or y > H is outside (0)")
+sample_y = torch.tensor([0.5, 1.0, 2.5, -0.5, 3.5, -0.5, 3.0, 1.0, 1.0, 0.0])
+sample_x = torch.tensor([1.5, 3.5, 0.0, 0.0, 0.0, 2.0, 1.0, 4.5, -0.7, -1.5])
+check_close(bilinear_sample(feature, sample_y, sample_x),
+            torch.tensor([[3.5, 7.0, 8.0, 0.0, 0.0, 2.0, 9.0, 0.0, 4.0, 0.0]]), name="bilinear_sample",
+            inputs={"y": sample_y, "x": sample_x},
+            hint="F = 4 y + x inside; on or past the last row/column use it; -1 <= y < 0 is clamped to 0; "
+                 "y < -1 or y > H (x < -1 or x > W) is outside (0); a (C, P) tensor")
 g = torch.Generator().manual_seed(0)
 features = torch.randn(2, 3, 12, 10, generator=g)
 corner = torch.rand(6, 2, generator=g) * 40 - 4
@@ -271,6 +280,24 @@ check_close(roi_align(features, boxes, (3, 3), 0.25, 2, False), ops.roi_align(fe
             inputs={"boxes": boxes}, hint="no rounding; size at least 1 when aligned=False")
 check_close(roi_align(features, boxes, (3, 3), 0.25, 2, True), ops.roi_align(features, boxes, (3, 3), 0.25, 2, True),
             name="roi_align(..., aligned=True)", hint="aligned=True shifts the scaled corners by -0.5")
+for ratio in (-1, 0):
+    check_close(roi_align(features, boxes, (2, 3), 0.5, ratio, False),
+                ops.roi_align(features, boxes, (2, 3), 0.5, ratio, False),
+                name=f"roi_align(output_size=(2, 3), spatial_scale=0.5, sampling_ratio={ratio})", inputs={"boxes": boxes},
+                hint="sampling_ratio <= 0: ceil(roi_h / o_h) x ceil(roi_w / o_w) samples per bin")
+# degenerate regions (a point, a sliver): with aligned=False the region is at least 1 x 1 cell
+thin = torch.tensor([[0.0, 3.0, 3.0, 3.0, 3.0], [1.0, 5.0, 6.0, 6.0, 30.0]])
+check_close(roi_align(features, thin, (2, 2), 0.25, 2, False), ops.roi_align(features, thin, (2, 2), 0.25, 2, False),
+            name="roi_align(aligned=False) on degenerate boxes", inputs={"boxes": thin},
+            hint="aligned=False: roi width and height at least 1")
+# integer corners at spatial_scale 0.5 land on halves: C's round goes away from zero (2.5 -> 3, -0.5 -> -1)
+half_boxes = torch.tensor([[0.0, 5.0, 3.0, 13.0, 17.0], [1.0, -1.0, -3.0, 9.0, 7.0], [0.0, 1.0, 1.0, 21.0, 11.0]])
+check_close(roi_pool(features, half_boxes, (3, 2), 0.5), ops.roi_pool(features, half_boxes, (3, 2), 0.5),
+            name="roi_pool(output_size=(3, 2), spatial_scale=0.5) on corners that scale to halves",
+            inputs={"boxes": half_boxes}, hint="round half away from zero, not torch.round / round (halves to even)")
+for fn, args in ((roi_pool, ((7, 7), 0.25)), (roi_align, ((7, 7), 0.25, 2, True))):
+    check_close(fn(features, torch.zeros(0, 5), *args), torch.zeros(0, 3, 7, 7), name=f"{fn.__name__} with no boxes",
+                hint="an empty (0, C, o_h, o_w) float32 tensor")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(1)
@@ -297,8 +324,8 @@ for bx, label in [(real_boxes, "random boxes"), (int_boxes, "integer boxes"), (t
                                      f"sampling_ratio={ratio}, aligned={aligned}",
                                 hint="sampling_ratio <= 0 means ceil(roi size / output size) samples per bin side")
 empty = torch.zeros(0, 5)
-check_shape(roi_pool(fmap, empty, (7, 7), 0.5), (0, 4, 7, 7), name="roi_pool with no boxes")
-check_shape(roi_align(fmap, empty, (7, 7), 0.5, 2, True), (0, 4, 7, 7), name="roi_align with no boxes")
+check_close(roi_pool(fmap, empty, (2, 3), 0.5), torch.zeros(0, 4, 2, 3), name="roi_pool with no boxes")
+check_close(roi_align(fmap, empty, (2, 3), 0.5, -1, False), torch.zeros(0, 4, 2, 3), name="roi_align with no boxes")
 one = torch.tensor([[0.0, 8.0, 16.0, 64.0, 48.0]])
 check_close(roi_align(fmap[:1], one, (7, 7), 1 / 8, -1, True), ops.roi_align(fmap[:1], one, (7, 7), 1 / 8, -1, True),
             name="roi_align, batch of one image")
@@ -347,9 +374,12 @@ fig.tight_layout()
 # 4. drop boxes whose width **or** height is below `min_size` pixels;
 # 5. **NMS** at `nms_threshold`, then keep the first `post_nms_top_n` survivors.
 #
-# Return the proposals `(P, 4)` and their scores `(P,)` in decreasing score order. You may use
-# `ops.clip_boxes_to_image`, `ops.remove_small_boxes` and `ops.nms` — this is exactly what
-# torchvision's `RegionProposalNetwork.filter_proposals` does for one feature level.
+# Return the proposals `(P, 4)` and their scores `(P,)` in decreasing score order, float32 for float32
+# inputs. `pre_nms_top_n` may exceed the number of anchors (then keep them all), and an image without
+# anchors gives `(0, 4)` and `(0,)`. You may use torch, math, `ops.clip_boxes_to_image`,
+# `ops.remove_small_boxes` and `ops.nms` — this is exactly what torchvision's
+# `RegionProposalNetwork.filter_proposals` does for one feature level — not `BoxCoder` or
+# torchvision's RPN (the tests compare with them; the grader refuses an answer that uses them).
 
 # %% id="ex2-proposals" role="solution"
 BOX_CLIP = math.log(1000.0 / 16)
@@ -386,6 +416,8 @@ def select_proposals(objectness: torch.Tensor, deltas: torch.Tensor, anchors: to
 
 
 # %% id="test-proposals" role="tests" points=3
+# Exercise 2: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (random RPN outputs, torchvision's filter_proposals), no new requirements.
 anchor = torch.tensor([[10.0, 20.0, 30.0, 60.0]])  # centre (20, 40), w 20, h 40
 check_close(decode_deltas(torch.tensor([[0.5, -0.25, math.log(2.0), 0.0]]), anchor),
             torch.tensor([[10.0, 10.0, 50.0, 50.0]]),
@@ -397,8 +429,9 @@ xy = torch.rand(300, 2, generator=g) * 140 - 10
 anchors = torch.cat([xy, xy + 4 + torch.rand(300, 2, generator=g) * 60], 1)
 deltas = torch.randn(300, 4, generator=g) * 0.5
 deltas[:3, 2:] = 9.0  # an untrained RPN: huge sizes
+deltas[3:6, 2:] = -9.0  # and tiny ones: not clamped (from above only)
 check_close(decode_deltas(deltas, anchors), coder.decode_single(deltas, anchors), name="decode_deltas vs BoxCoder",
-            atol=1e-4, hint="clamp dw and dh at BOX_CLIP before exp")
+            atol=1e-4, hint="clamp dw and dh from above only, at BOX_CLIP, before exp")
 objectness = torch.randn(300, generator=g)
 
 
@@ -417,6 +450,21 @@ want_boxes, want_scores = reference_proposals(objectness, deltas, anchors, (128,
 check_close(got_boxes, want_boxes, name="proposals (pre_nms_top_n=100, post_nms_top_n=20)", atol=1e-4,
             hint="decode, top-k by objectness, clip, drop small, NMS, keep post_nms_top_n")
 check_close(got_scores, want_scores, name="proposal scores", hint="scores are sigmoid(objectness), best first")
+# a non-square image (height 64, width 96), another NMS threshold and min_size
+got = select_proposals(objectness, deltas, anchors, (64, 96), 150, 30, 0.5, 6.0)
+want = reference_proposals(objectness, deltas, anchors, (64, 96), 150, 30, 0.5, 6.0)
+for what, g_, w_ in zip(("proposals", "scores"), got, want):
+    check_close(g_, w_, name=f"{what}, image_size=(64, 96), top 150 -> 30, NMS 0.5, min_size 6", atol=1e-4,
+                hint="image_size is (height, width); min_size applies to the width and the height")
+# fewer anchors than pre_nms_top_n: keep them all; no anchors: empty results
+got = select_proposals(objectness[:5], deltas[:5], anchors[:5], (128, 128), 100, 100, 0.7, 1e-3)
+want = reference_proposals(objectness[:5], deltas[:5], anchors[:5], (128, 128), 100, 100, 0.7, 1e-3)
+for what, g_, w_ in zip(("proposals", "scores"), got, want):
+    check_close(g_, w_, name=f"{what} from 5 anchors, pre_nms_top_n=100", atol=1e-4,
+                hint="take the top min(pre_nms_top_n, A)")
+got = select_proposals(torch.zeros(0), torch.zeros(0, 4), torch.zeros(0, 4), (128, 128), 10, 10, 0.7, 1.0)
+for what, g_, w_ in zip(("proposals", "scores"), got, (torch.zeros(0, 4), torch.zeros(0))):
+    check_close(g_, w_, name=f"{what} from no anchors", hint="an empty float32 result, not an error")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 for seed, size, pre, post, thr, min_size in [(3, (100, 140), 1000, 300, 0.5, 8.0), (4, (128, 128), 50, 10, 0.3, 0.001),
@@ -444,12 +492,10 @@ tv_boxes, tv_scores = rpn.filter_proposals(rpn.box_coder.decode(dl, [an]).view(1
 got_b, got_s = select_proposals(obj, dl, an, (128, 128), 120, 40, 0.7, 1e-3)
 check_close(got_b, tv_boxes[0], name="proposals vs RegionProposalNetwork.filter_proposals", atol=1e-4)
 check_close(got_s, tv_scores[0], name="scores vs RegionProposalNetwork.filter_proposals", atol=1e-6)
-few_b, few_s = select_proposals(obj[:5], dl[:5], an[:5], (128, 128), 100, 100, 0.7, 1e-3)  # fewer anchors than top-n
-want_b, want_s = reference_proposals(obj[:5], dl[:5], an[:5], (128, 128), 100, 100, 0.7, 1e-3)
+few_b, few_s = select_proposals(obj[:3], dl[:3], an[:3], (100, 60), 50, 2, 0.7, 1e-3)  # fewer anchors than top-n
+want_b, want_s = reference_proposals(obj[:3], dl[:3], an[:3], (100, 60), 50, 2, 0.7, 1e-3)
 check_close(few_b, want_b, name="proposals with fewer anchors than pre_nms_top_n", atol=1e-4)
-empty_b, empty_s = select_proposals(torch.zeros(0), torch.zeros(0, 4), torch.zeros(0, 4), (128, 128), 10, 10, 0.7, 1.0)
-check_shape(empty_b, (0, 4), name="proposals from no anchors")
-check_shape(empty_s, (0,), name="scores from no anchors")
+check_close(few_s, want_s, name="scores with fewer anchors than pre_nms_top_n", atol=1e-6)
 ### END HIDDEN TESTS
 
 # %% [markdown] id="model-md"
@@ -544,7 +590,12 @@ viz.plot_history(history, ["loss_objectness", "loss_rpn_box_reg", "loss_classifi
 # masks are empty. COCO's `segm` evaluation is box mAP with box IoU replaced by mask IoU.
 #
 # Write `paste_masks` (as `torchvision.models.detection.roi_heads.paste_masks_in_image` with
-# `padding=1`), `binarise`, and `mask_iou` (as `pycocotools.mask.iou` for non-crowd instances).
+# `padding=1`: `(K, H, W)` probabilities of the masks' dtype, `image_size = (H, W)`), `binarise` (a
+# bool tensor, using its `threshold` argument), and `mask_iou` (as `pycocotools.mask.iou` for
+# non-crowd instances: an `(N, M)` float64 tensor, rows for `masks_a`, `(0, M)` or `(N, 0)` when a
+# side has no masks). You may use torch, math and `F` (`F.pad`, `F.interpolate`), not
+# `paste_masks_in_image` or pycocotools (the tests compare with them; the grader refuses an answer
+# that uses them).
 
 # %% id="ex3-masks" role="solution"
 def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
@@ -597,6 +648,8 @@ def reference_iou(a, b):
     return torch.from_numpy(np.asarray(coco_mask.iou(rle(a), rle(b), [0] * len(b)), dtype=np.float64))
 
 
+# Exercise 3: 2 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (image sizes, mask sizes, random masks), no new requirements.
 g = torch.Generator().manual_seed(3)
 small = torch.rand(3, 28, 28, generator=g)
 boxes = torch.tensor([[10.3, 12.7, 50.2, 40.9], [-5.0, -3.0, 20.0, 30.0], [100.0, 90.0, 140.0, 135.0]])
@@ -605,8 +658,17 @@ check_close(paste_masks(small, boxes, (128, 128)),
             name="paste_masks", inputs={"boxes": boxes}, atol=1e-6,
             hint="pad by 1, grow the box by (M + 2) / M, truncate to int, size x2 - x1 + 1, cut at the image border")
 probs = torch.tensor([[[0.2, 0.5, 0.7]]])
+# a non-square image (96 x 130), tiny boxes, a box over the border; no masks at all
+tiny = torch.tensor([[30.0, 30.0, 31.0, 31.0], [100.0, 2.2, 141.0, 30.0], [5.49, 7.51, 33.2, 22.8]])
+check_close(paste_masks(small, tiny, (96, 130)), paste_masks_in_image(small[:, None], tiny, (96, 130), padding=1)[:, 0],
+            name="paste_masks on a 96 x 130 image", inputs={"boxes": tiny}, atol=1e-6,
+            hint="image_size is (H, W); a box's pixels x1..x2 inclusive; cut at the image border")
+check_close(paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), (32, 40)), torch.zeros(0, 32, 40),
+            name="paste_masks of no masks", hint="an empty (0, H, W) tensor")
 check_equal(binarise(probs), torch.tensor([[[False, False, True]]]), name="binarise(threshold=0.5)",
-            hint="strictly greater than the threshold")
+            hint="strictly greater than the threshold; a bool tensor")
+check_equal(binarise(torch.tensor([0.3, 0.31, 0.6]), threshold=0.3), torch.tensor([False, True, True]),
+            name="binarise(threshold=0.3)", hint="use the threshold argument")
 a = torch.zeros(2, 4, 4, dtype=torch.bool)
 a[0, :2, :2] = True  # 4 pixels
 a[1, :, :] = True  # 16 pixels
@@ -616,6 +678,16 @@ check_close(mask_iou(a, b), torch.tensor([[1 / 7], [4 / 16]], dtype=torch.float6
             hint="intersection / (|A| + |B| - intersection); rows: masks_a, columns: masks_b")
 bool_a, bool_b = torch.rand(5, 20, 24, generator=g) > 0.6, torch.rand(4, 20, 24, generator=g) > 0.3
 check_close(mask_iou(bool_a, bool_b), reference_iou(bool_a, bool_b), name="mask_iou vs pycocotools.mask.iou")
+# empty masks: IoU 0 (also of two empty masks), and no masks at all
+empty = torch.zeros(1, 4, 4, dtype=torch.bool)
+check_close(mask_iou(torch.cat([empty, a]), torch.cat([b, empty])),
+            torch.tensor([[0.0, 0.0], [1 / 7, 0.0], [4 / 16, 0.0]], dtype=torch.float64),
+            name="mask_iou with empty masks", inputs={"masks_a": "[empty, a[0], a[1]]", "masks_b": "[b[0], empty]"},
+            hint="0 where the union is empty, not NaN (and not 1)")
+for na, nb in ((0, 2), (3, 0)):
+    check_close(mask_iou(a[:0] if na == 0 else torch.cat([empty, a]), b[:0] if nb == 0 else torch.cat([b, empty])),
+                torch.zeros(na, nb, dtype=torch.float64), name=f"mask_iou of {na} and {nb} masks",
+                hint="an empty (N, M) float64 tensor")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(4)
@@ -627,8 +699,6 @@ for size, M, shrink in [((128, 128), 28, 1.0), ((96, 130), 28, 1.0), ((60, 50), 
     check_close(paste_masks(maps, bx, size), paste_masks_in_image(maps[:, None], bx, size, padding=1)[:, 0],
                 name=f"paste_masks, image {size}, {M}x{M} masks", atol=1e-6,
                 hint="boxes partly outside, tiny boxes and non-square images must all work")
-check_shape(paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), (32, 40)), (0, 32, 40),
-            name="paste_masks of no masks")
 edge = torch.tensor([0.5, 0.5000001, 0.4999999, 0.0, 1.0])
 check_equal(binarise(edge), torch.tensor([False, True, False, False, True]), name="binarise at the threshold")
 check_equal(binarise(torch.tensor([0.3, 0.31]), threshold=0.3), torch.tensor([False, True]),
@@ -642,7 +712,7 @@ both_empty = torch.zeros(1, 5, 5, dtype=torch.bool)
 check_close(mask_iou(both_empty, both_empty), torch.zeros(1, 1, dtype=torch.float64),
             name="mask_iou of two empty masks",
             hint="0 when the union is empty, not NaN")
-check_shape(mask_iou(torch.zeros(0, 5, 5, dtype=torch.bool), mb[:, :5, :5]), (0, len(mb)),
+check_close(mask_iou(torch.zeros(0, 5, 5, dtype=torch.bool), mb[:, :5, :5]), torch.zeros(0, len(mb), dtype=torch.float64),
             name="mask_iou with no masks")
 same = torch.rand(3, 9, 9, generator=g) > 0.5
 check_close(mask_iou(same, same).diagonal(), torch.ones(3, dtype=torch.float64), name="mask_iou of a mask with itself")

@@ -59,6 +59,17 @@ WRONG = {
              "return (shifts.reshape(1, -1, 4) + cell[:, None]).reshape(-1, 4)")),
         "float64 anchors": anchors(("return (shifts + cell[None]).reshape(-1, 4)",
                                     "return (shifts + cell[None]).reshape(-1, 4).double()")),
+        "halves rounded away from zero (floor(x + 0.5))": anchors(
+            ("(torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()",
+             "(lambda v: v.sign() * (v.abs() + 0.5).floor())(torch.stack([-ws, -hs, ws, hs], dim=1) / 2)")),
+        "grid_size read as (W, H)": anchors(("H, W = grid_size", "W, H = grid_size")),
+        "int64 anchors (rounded with .long())": anchors(("return (shifts + cell[None]).reshape(-1, 4)",
+                                                         "return (shifts + cell[None]).reshape(-1, 4).long()")),
+        "numpy array instead of a tensor": anchors(("return (shifts + cell[None]).reshape(-1, 4)",
+                                                    "return (shifts + cell[None]).reshape(-1, 4).numpy()")),
+        "(H, W, A, 4) instead of (H * W * A, 4)": anchors(("return (shifts + cell[None]).reshape(-1, 4)",
+                                                          "return (shifts + cell[None]).reshape(H, W, -1, 4)")),
+        "stride[0] for both directions": anchors(("* stride[1]", "* stride[0]")),
     },
     "test-matching": {
         "positive only above 0.5 (exclusive)": matching(
@@ -82,6 +93,16 @@ WRONG = {
         "crashes without ground truth": matching(("if len(gt_boxes) == 0:", "if False:")),
         "no ground truth: everything ignored": matching(("torch.full((len(anchors),), -1, dtype=torch.int64)",
                                                          "torch.full((len(anchors),), -2, dtype=torch.int64)")),
+        "thresholds hard-coded at 0.5 / 0.4": matching(
+            ("matches[best_iou < bg_iou_thresh] = -1", "matches[best_iou < 0.4] = -1"),
+            ("(best_iou >= bg_iou_thresh) & (best_iou < fg_iou_thresh)", "(best_iou >= 0.4) & (best_iou < 0.5)")),
+        "float -1 without ground truth (torch.full without dtype)": matching(
+            ("torch.full((len(anchors),), -1, dtype=torch.int64)", "torch.full((len(anchors),), -1.0)")),
+        "int32 matches": matching(("    return matches\n", "    return matches.int()\n")),
+        "numpy array instead of a tensor": matching(("    return matches\n", "    return matches.numpy()\n")),
+        "low-quality matches only for background anchors (ignored ones stay -2)": matching(
+            ("matches[anchor_idx] = best_gt[anchor_idx]",
+             "anchor_idx = anchor_idx[matches[anchor_idx] == -1]\n        matches[anchor_idx] = best_gt[anchor_idx]")),
     },
     "test-box-coding": {
         "no log on the size ratios": coding(("ww * torch.log(gw / aw), wh * torch.log(gh / ah)",
@@ -106,6 +127,23 @@ WRONG = {
         "decode returns cxcywh": coding(("return torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=1)",
                                          "return torch.stack([x, y, w, h], dim=1)")),
         "dx scaled by the anchor height": coding(("deltas[:, 0] / wx * aw + ax", "deltas[:, 0] / wx * ah + ax")),
+        "height delta not clamped": coding(("(deltas[:, 3] / wh).clamp(max=max_log_scale)", "(deltas[:, 3] / wh)")),
+        "max_log_scale argument ignored (always log(1000/16))": coding(
+            ("clamp(max=max_log_scale)", "clamp(max=math.log(1000.0 / 16))")),
+        "encode divides by the weights": coding(("wx * (gx - ax) / aw, wy * (gy - ay) / ah",
+                                                 "(gx - ax) / aw / wx, (gy - ay) / ah / wy"),
+                                                ("ww * torch.log(gw / aw), wh * torch.log(gh / ah)",
+                                                 "torch.log(gw / aw) / ww, torch.log(gh / ah) / wh")),
+        "corner differences instead of centre and size": coding(
+            ("return torch.stack([wx * (gx - ax) / aw, wy * (gy - ay) / ah,\n"
+             "                        ww * torch.log(gw / aw), wh * torch.log(gh / ah)], dim=1)",
+             "return (gt_boxes - anchors) / torch.stack([aw, ah, aw, ah], dim=1)")),
+        "encode returns float64": coding(("], dim=1)  # (N, 4)", "], dim=1).double()  # (N, 4)")),
+        "encode crashes on no boxes (builds the result from a list of rows)": """
+_ref_encode = encode_boxes
+def encode_boxes(gt_boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
+    return torch.stack([_ref_encode(g[None], a[None], weights)[0] for g, a in zip(gt_boxes, anchors)])
+""",
     },
     "test-focal": {
         "alpha for both classes": focal(("(alpha * targets + (1 - alpha) * (1 - targets))", "alpha")),
@@ -126,6 +164,19 @@ WRONG = {
         "alpha = 0 treated as no weighting": focal(("if alpha >= 0:", "if alpha > 0:")),
         "unknown reduction returns the elementwise loss": focal(
             ("raise ValueError(f\"reduction must be 'none', 'mean' or 'sum', got {reduction!r}\")", "return loss")),
+        "probabilities expected, no sigmoid (logits clamped to [0, 1])": focal(
+            ("p = torch.sigmoid(logits)", "p = logits.clamp(1e-6, 1 - 1e-6)"),
+            ('ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")',
+             'ce = F.binary_cross_entropy(p, targets, reduction="none")')),
+        "mean as a (1,) tensor": focal(("return loss.mean()", "return loss.mean().reshape(1)")),
+        "sum as a Python float (.item())": focal(("return loss.sum()", "return loss.sum().item()")),
+        "sum over the last dimension only": focal(("return loss.sum()", "return loss.sum(-1)")),
+        "unknown reduction treated as mean": focal(
+            ("raise ValueError(f\"reduction must be 'none', 'mean' or 'sum', got {reduction!r}\")",
+             "return loss.mean()")),
+        "cross-entropy detached (gradient only through the modulating factor)": focal(
+            ("ce * (1 - p_t) ** gamma", "ce.detach() * (1 - p_t) ** gamma")),
+        "alpha applied as a global factor": focal(("(alpha * targets + (1 - alpha) * (1 - targets))", "(1 - alpha)")),
     },
 }
 

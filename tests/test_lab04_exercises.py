@@ -65,6 +65,28 @@ def roi_align(features, boxes, output_size, spatial_scale, sampling_ratio=-1, al
             (".amax(dim=(1, 2))", ".mean(dim=(1, 2))")),
         "RoI pooling: batch index ignored": roi(
             ("features[int(b), :, top:bottom, left:right]", "features[0, :, top:bottom, left:right]")),
+        "bilinear: negative coordinates not clamped to 0": roi(("y, x = y.clamp(min=0), x.clamp(min=0)", "pass")),
+        "bilinear: a point on the last row (y = H) counted as outside": roi(
+            ("outside = (y < -1) | (y > H) | (x < -1) | (x > W)",
+             "outside = (y < -1) | (y >= H) | (x < -1) | (x >= W)")),
+        "RoIAlign: adaptive sampling with floor instead of ceil": roi(
+            ("else math.ceil(roi_h / oh)", "else math.floor(roi_h / oh)"),
+            ("else math.ceil(roi_w / ow)", "else math.floor(roi_w / ow)")),
+        "RoIAlign: float64 output": roi(
+            ("    out = features.new_zeros(len(boxes), C, oh, ow)\n    offset",
+             "    out = torch.zeros(len(boxes), C, oh, ow, dtype=torch.float64)\n    offset")),
+        "RoI pooling with torch.round (halves to even)": roi(
+            (C_ROUND, "float(torch.round(torch.tensor(v * spatial_scale)))")),
+        "RoI pooling: bins clipped to [0, H - 1]": roi(
+            ("bottom = int(min(max(math.ceil((p + 1) * bin_h) + y1, 0), H))",
+             "bottom = int(min(max(math.ceil((p + 1) * bin_h) + y1, 0), H - 1))"),
+            ("right = int(min(max(math.ceil((q + 1) * bin_w) + x1, 0), W))",
+             "right = int(min(max(math.ceil((q + 1) * bin_w) + x1, 0), W - 1))")),
+        "RoI pooling crashes on no boxes (stacks a list of crops)": """
+_ref_pool = roi_pool
+def roi_pool(features, boxes, output_size, spatial_scale):
+    return torch.stack([_ref_pool(features, b[None], output_size, spatial_scale)[0] for b in boxes])
+""",
     },
     "test-proposals": {
         "no clamp of dw, dh": proposals(
@@ -104,6 +126,17 @@ def select_proposals(*args, **kwargs):
                                              "ops.nms(boxes, scores, nms_threshold)")),
         "crashes with fewer anchors than pre_nms_top_n": proposals(
             ("objectness.topk(min(pre_nms_top_n, len(objectness)))", "objectness.topk(pre_nms_top_n)")),
+        "image_size read as (width, height)": proposals(
+            ("ops.clip_boxes_to_image(boxes, image_size)", "ops.clip_boxes_to_image(boxes, image_size[::-1])")),
+        "dw, dh clamped on both sides": proposals(
+            ("deltas[:, 2].clamp(max=BOX_CLIP), deltas[:, 3].clamp(max=BOX_CLIP)",
+             "deltas[:, 2].clamp(-BOX_CLIP, BOX_CLIP), deltas[:, 3].clamp(-BOX_CLIP, BOX_CLIP)")),
+        "scores in float64": proposals(("torch.sigmoid(objectness[top])", "torch.sigmoid(objectness[top].double())")),
+        "anchor corner used as its centre": proposals(("cx = anchors[:, 0] + 0.5 * widths", "cx = anchors[:, 0]"),
+                                                      ("cy = anchors[:, 1] + 0.5 * heights", "cy = anchors[:, 1]")),
+        "boxes never clipped to the image": proposals(("boxes = ops.clip_boxes_to_image(boxes, image_size)", "pass")),
+        "min_size ignored": proposals(("keep = ops.remove_small_boxes(boxes, min_size)",
+                                       "keep = ops.remove_small_boxes(boxes, 1e-3)")),
     },
     "test-masks": {
         "binarise with >=": masks(("return masks > threshold", "return masks >= threshold")),
@@ -126,6 +159,20 @@ def mask_iou(masks_a, masks_b):
 ''',
         "intersection over the first mask only": masks(
             ("a.sum(1)[:, None] + b.sum(1)[None, :] - inter", "a.sum(1)[:, None] + 0 * inter")),
+        "binarise returns a float mask": masks(("return masks > threshold", "return (masks > threshold).float()")),
+        "mask_iou in float32": masks(("a = masks_a.flatten(1).double()", "a = masks_a.flatten(1).float()"),
+                                     ("b = masks_b.flatten(1).double()", "b = masks_b.flatten(1).float()")),
+        "paste_masks: image_size read as (W, H)": masks(("    H, W = image_size\n", "    W, H = image_size\n")),
+        "paste_masks: no cut at the image border": masks(
+            ("top, bottom, left, right = max(y1, 0), min(y2 + 1, H), max(x1, 0), min(x2 + 1, W)",
+             "top, bottom, left, right = y1, y2 + 1, x1, x2 + 1")),
+        "two empty masks have IoU 1": masks(("torch.zeros_like(inter))", "torch.ones_like(inter))")),
+        "paste_masks returns binarised masks": masks(("    return out\n", "    return out > 0.5\n")),
+        "mask_iou crashes with no masks (a loop over pairs)": """
+_ref_iou = mask_iou
+def mask_iou(masks_a, masks_b):
+    return torch.stack([torch.cat([_ref_iou(x[None], y[None])[0] for y in masks_b]) for x in masks_a])
+""",
     },
 }
 
