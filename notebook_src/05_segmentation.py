@@ -48,7 +48,7 @@ from torchvision.transforms import v2
 from course_utils import viz
 from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import IGNORE_INDEX, OxfordPets, ShapesDataset, dataset_root, object_crops, semantic_tensors
-from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape
+from course_utils.grading import check_close, check_equal, check_grad_flows, check_raises, check_shape, check_type
 from course_utils.metrics import confusion_matrix
 from course_utils.metrics import mean_iou as reference_mean_iou
 from course_utils.metrics import per_class_iou as reference_per_class_iou
@@ -140,7 +140,8 @@ show_masks(test_images, [test_masks], ["ground truth"]);
 # Write `convolutionize(linear, in_shape)`: given an `nn.Linear` that was applied to flattened
 # `(C, h, w)` features (`in_shape = (C, h, w)`), return the equivalent `nn.Conv2d` (`C` input
 # channels, `linear.out_features` output channels, kernel `(h, w)`, a bias only if `linear` has one)
-# holding the same weights. Raise a `ValueError` if `in_shape` does not match `linear.in_features`.
+# holding a **copy** of the same weights (leave `linear` unchanged). Raise a `ValueError` if `in_shape`
+# does not match `linear.in_features` (C·h·w values). Any `torch` operation may be used.
 
 # %% id="ex1-convolutionize" role="solution"
 def convolutionize(linear: nn.Linear, in_shape: tuple[int, int, int]) -> nn.Conv2d:
@@ -160,10 +161,15 @@ def convolutionize(linear: nn.Linear, in_shape: tuple[int, int, int]) -> nn.Conv
 
 
 # %% id="test-convolutionize" role="tests" points=2
+# Exercise 1: 2 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (other shapes, with and without bias), no new requirements.
 torch.manual_seed(0)
 linear = nn.Linear(2 * 3 * 3, 5)
+before = {k: v.detach().clone() for k, v in linear.state_dict().items()}
 conv = convolutionize(linear, (2, 3, 3))
-assert isinstance(conv, nn.Conv2d), f"convolutionize should return an nn.Conv2d, got {type(conv).__name__}"
+check_type(conv, nn.Conv2d, name="convolutionize(linear, (2, 3, 3))", hint="return an nn.Conv2d")
+check_equal((conv.in_channels, conv.out_channels, tuple(conv.kernel_size)), (2, 5, (3, 3)),
+            name="(in_channels, out_channels, kernel_size) of the convolution", hint="nn.Conv2d(C, D, kernel_size=(h, w))")
 x = torch.randn(4, 2, 3, 3)
 with torch.no_grad():
     out = conv(x)
@@ -174,6 +180,18 @@ with torch.no_grad():
     windows = F.unfold(big, kernel_size=(3, 3))  # (N, C*3*3, L): each window flattened like flatten() does
     expected = (linear.weight @ windows + linear.bias[:, None]).reshape(2, 5, 4, 5)
     check_close(conv(big), expected, name="conv on a larger input (every window)", atol=1e-5)
+for k, v in before.items():
+    check_equal(linear.state_dict()[k], v, name=f"linear.{k} after convolutionize", hint="copy the weights; leave linear unchanged")
+# a layer without bias, on a non-square map
+no_bias = nn.Linear(3 * 2 * 4, 6, bias=False)
+conv = convolutionize(no_bias, (3, 2, 4))
+assert conv.bias is None, f"expected no bias (the linear layer has none), got {conv.bias}\nhint: bias=linear.bias is not None"
+check_equal(tuple(conv.kernel_size), (2, 4), name="kernel_size for in_shape (3, 2, 4)", hint="kernel (h, w): h rows, w columns")
+with torch.no_grad():
+    x = torch.randn(2, 3, 2, 4)
+    check_close(conv(x).flatten(1), no_bias(x.flatten(1)), name="convolutionize of a layer without bias", atol=1e-5)
+check_raises(convolutionize, ValueError, nn.Linear(10, 3), (2, 2, 2), name="convolutionize(nn.Linear(10, 3), (2, 2, 2))",
+             hint="2 * 2 * 2 = 8 values but the layer takes 10 inputs: raise ValueError before reshaping")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 for (c_, h_, w_), d_, bias_, n_ in [((3, 2, 5), 4, False, 1), ((8, 1, 1), 6, True, 3), ((1, 4, 4), 2, True, 2),
@@ -306,8 +324,10 @@ fig.tight_layout()
 # Write `conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0)` for `x` of
 # shape `(N, C_in, H, W)`, `weight` `(C_in, C_out, k_h, k_w)`, `bias` `(C_out,)` or None, and integer
 # `stride`, `padding`, `output_padding` (the same for both dimensions), giving exactly what
-# `F.conv_transpose2d` gives (without calling it, `F.conv2d` or `F.fold`). Loop over the kernel
-# positions $(i, j)$ (not over pixels); `torch.einsum` or a matrix product handles the channels.
+# `F.conv_transpose2d` gives (without calling it, `F.conv2d` or `F.fold`: the tests make them fail;
+# `torch.einsum`, matrix products, slicing, `torch.zeros`/`new_zeros` and `F.pad` may be used). Loop
+# over the kernel positions $(i, j)$ (not over pixels); `torch.einsum` or a matrix product handles the
+# channels. The result has the dtype of `x` (float64 in, float64 out).
 
 # %% id="ex2-conv-transpose" role="solution"
 def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
@@ -332,20 +352,42 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 # %% id="test-conv-transpose" role="tests" points=3
+# Exercise 2: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (every stride, kernel, padding, output_padding), no new requirements.
+def without_conv_functions(fn, *args, **kwargs):
+    """fn(*args, **kwargs) with F.conv_transpose2d, F.conv2d, F.fold (and torch.conv*) made to fail."""
+    def forbidden(*a, **k):
+        raise AssertionError("conv_transpose2d: expected your own scatter-add, got a call to a convolution function "
+                             "of PyTorch\nhint: no F.conv_transpose2d, F.conv2d or F.fold: loop over the kernel positions")
+    saved = [(m, n, getattr(m, n)) for m in (F, torch) for n in ("conv_transpose2d", "conv2d", "fold") if hasattr(m, n)]
+    for m, n, _ in saved:
+        setattr(m, n, forbidden)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        for m, n, f in saved:
+            setattr(m, n, f)
+
+
 x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, 1, 2, 2)
 ones = torch.ones(1, 1, 2, 2)
 blocks = torch.tensor([[[[1.0, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]]])
-check_close(conv_transpose2d(x, ones, stride=2), blocks,
+check_close(without_conv_functions(conv_transpose2d, x, ones, stride=2), blocks,
             name="stride 2, 2x2 kernel of ones", inputs={"x": x}, hint="each input pixel stamps the kernel at (2p, 2q)")
-check_close(conv_transpose2d(x, ones), torch.tensor([[[[1.0, 3, 2], [4, 10, 6], [3, 7, 4]]]]),
+check_close(without_conv_functions(conv_transpose2d, x, ones), torch.tensor([[[[1.0, 3, 2], [4, 10, 6], [3, 7, 4]]]]),
             name="stride 1, 2x2 kernel of ones", inputs={"x": x}, hint="overlapping stamps add up")
 torch.manual_seed(0)
 x = torch.randn(2, 2, 4, 5)
 weight, bias = torch.randn(2, 3, 3, 3), torch.randn(3)
-check_close(conv_transpose2d(x, weight, bias, stride=2, padding=1, output_padding=1),
+check_close(without_conv_functions(conv_transpose2d, x, weight, bias, stride=2, padding=1, output_padding=1),
             F.conv_transpose2d(x, weight, bias, stride=2, padding=1, output_padding=1),
             name="conv_transpose2d(stride=2, padding=1, output_padding=1) vs F.conv_transpose2d", atol=1e-5,
             hint="H_out = (H - 1) * stride - 2 * padding + k + output_padding")
+xd, wd, bd = torch.randn(1, 3, 3, 2, dtype=torch.float64), torch.randn(3, 2, 4, 3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+check_close(without_conv_functions(conv_transpose2d, xd, wd, bd, stride=3, padding=2, output_padding=2),
+            F.conv_transpose2d(xd, wd, bd, stride=3, padding=2, output_padding=2), atol=1e-9,
+            name="float64, stride 3, kernel 4x3, padding 2, output_padding 2",
+            hint="keep the dtype of x (x.new_zeros, not torch.zeros); the kernel need not be square")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(1)
@@ -459,7 +501,9 @@ fig.tight_layout()
 #
 # Write `segmentation_iou(logits, target, num_classes, ignore_index=IGNORE_INDEX)` returning
 # `(iou, miou)`: `iou` a float64 tensor `(num_classes,)` with NaN for undefined classes, `miou` a
-# Python float (NaN if no class is defined).
+# Python float (NaN if no class is defined, e.g. when every pixel is ignored). Use `ignore_index` as
+# given (the Oxford trimaps use −100, other datasets 255). Any `torch` operation may be used; a loop
+# over the classes is fine.
 
 # %% id="ex3-iou" role="solution"
 def segmentation_iou(logits: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -480,6 +524,8 @@ def segmentation_iou(logits: torch.Tensor, target: torch.Tensor, num_classes: in
 
 
 # %% id="test-iou" role="tests" points=2
+# Exercise 3: 2 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (more images, classes and ignore labels), no new requirements.
 logits = torch.zeros(1, 3, 2, 3)
 logits[0, 1, 0, :2] = 1  # prediction: [[1, 1, 0], [0, 0, 0]]
 target = torch.tensor([[[1, 0, 0], [0, 0, IGNORE_INDEX]]])
@@ -487,8 +533,21 @@ iou, miou = segmentation_iou(logits, target, 3)
 # class 0: TP 3, pred 3 (the ignored pixel does not count), true 4 -> 3/4; class 1: 1/2; class 2: absent -> NaN
 check_close(iou, torch.tensor([0.75, 0.5, float("nan")], dtype=torch.float64), name="per-class IoU",
             inputs={"pred (argmax)": logits.argmax(1), "target": target},
-            hint="skip ignored pixels entirely; NaN for a class in neither prediction nor target")
+            hint="skip ignored pixels entirely; NaN for a class in neither prediction nor target; float64")
+check_type(miou, float, name="mIoU", hint="return float(...) of the mean, not a tensor")
 check_close(miou, 0.625, name="mIoU", hint="mean over the classes with a defined IoU, background included")
+# another ignore label: 255 is a class index nobody predicts, -100 is then an ordinary (absent) value
+target_255 = torch.where(target == IGNORE_INDEX, 255, target)
+iou, miou = segmentation_iou(logits, target_255, 3, ignore_index=255)
+check_close(iou, torch.tensor([0.75, 0.5, float("nan")], dtype=torch.float64), name="per-class IoU with ignore_index=255",
+            hint="use the ignore_index argument, not the constant IGNORE_INDEX")
+check_close(miou, 0.625, name="mIoU with ignore_index=255")
+# every pixel ignored: no class is defined
+iou, miou = segmentation_iou(logits, torch.full((1, 2, 3), IGNORE_INDEX), 3)
+check_close(iou, torch.full((3,), float("nan"), dtype=torch.float64), name="per-class IoU when every pixel is ignored")
+check_type(miou, float, name="mIoU when every pixel is ignored")
+assert miou != miou, f"mIoU when every pixel is ignored: expected NaN (no class defined), got {miou}\n" \
+    "hint: the nanmean of an all-NaN vector is NaN; do not replace it by 0"
 torch.manual_seed(0)
 logits = torch.randn(3, 4, 8, 6)
 target = torch.randint(0, 4, (3, 8, 6))
@@ -496,7 +555,7 @@ target[0, :2] = IGNORE_INDEX
 cm = confusion_matrix(logits.argmax(1), target, 4, ignore_index=IGNORE_INDEX)  # the course's reference
 iou, miou = segmentation_iou(logits, target, 4)
 check_close(iou, torch.as_tensor(reference_per_class_iou(cm), dtype=torch.float64),
-            name="per-class IoU vs a confusion-matrix reference")
+            name="per-class IoU vs a confusion-matrix reference", hint="one count over all images, then divide")
 check_close(miou, reference_mean_iou(cm), name="mIoU vs a confusion-matrix reference")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
@@ -686,7 +745,8 @@ viz.slider_figure(compare, {"index": widgets.IntSlider(value=0, min=0, max=len(t
 # `F.cross_entropy(..., ignore_index=...)` does). With class weights `weight` $(K,)$ (section 5's
 # `CLASS_WEIGHTS`; `None` means all 1) the average is the **weighted** one,
 # $\sum_i w_{y_i}\ell_{s,i} / \sum_i w_{y_i}$ over the counted pixels. Every stack's loss must send its
-# gradient to its own output: no `detach`.
+# gradient to its own output: no `detach`. Return a 0-d tensor (the dtype of the logits); leave
+# `weight` unchanged; use `ignore_index` as given. `F.cross_entropy` may be used.
 
 # %% id="ex4-hourglass-loss" role="solution"
 def hourglass_loss(outputs, target: torch.Tensor, weight: torch.Tensor | None = None,
@@ -699,14 +759,16 @@ def hourglass_loss(outputs, target: torch.Tensor, weight: torch.Tensor | None = 
 
 
 # %% id="test-hourglass-loss" role="tests" points=2
+# Exercise 4: 2 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (1 to 4 stacks, other weights and ignore labels), no new requirements.
 torch.manual_seed(0)
-outs = [torch.randn(2, 3, 4, 5, requires_grad=True) for _ in range(2)]
+outs = tuple(torch.randn(2, 3, 4, 5, requires_grad=True) for _ in range(2))  # a tuple, as StackedHourglass returns
 target = torch.randint(0, 3, (2, 4, 5))
 target[0, 0] = IGNORE_INDEX
 loss = hourglass_loss(outs, target)
 ref_outs = [o.detach().clone().requires_grad_() for o in outs]
 ref = sum(nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)(o, target) for o in ref_outs)
-check_close(loss, ref.item(), name="hourglass_loss of 2 stacks", hint="sum over stacks of the mean cross-entropy")
+check_close(loss, ref.detach(), name="hourglass_loss of 2 stacks", hint="sum over stacks of the mean cross-entropy; a 0-d tensor")
 check_grad_flows(loss, {f"stack {k + 1} output": o for k, o in enumerate(outs)}, name="hourglass_loss",
                  hint="every stack's loss must reach its own output: no detach")
 loss.backward()
@@ -715,9 +777,14 @@ for k, (o, r) in enumerate(zip(outs, ref_outs)):
     check_close(o.grad, r.grad, name=f"gradient of the loss w.r.t. stack {k + 1}'s logits", atol=1e-6)
 w = torch.tensor([0.2, 3.0, 1.5])
 check_close(hourglass_loss(outs, target, weight=w),
-            sum(nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE_INDEX)(o, target) for o in outs).item(),
+            sum(nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE_INDEX)(o, target) for o in outs).detach(),
             name="hourglass_loss with class weights [0.2, 3.0, 1.5]",
             hint="weighted mean: sum of w[target] * loss over the sum of w[target], counted pixels only")
+check_equal(w, torch.tensor([0.2, 3.0, 1.5]), name="the class weights after hourglass_loss", hint="do not modify weight in place")
+target_255 = torch.where(target == IGNORE_INDEX, 255, target)
+check_close(hourglass_loss(outs, target_255, weight=w, ignore_index=255),
+            sum(nn.CrossEntropyLoss(weight=w, ignore_index=255)(o, target_255) for o in outs).detach(),
+            name="hourglass_loss with ignore_index=255", hint="pass ignore_index on to F.cross_entropy")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(4)
@@ -734,7 +801,7 @@ for s_, n_, k_, ign, w_ in cases:
     w_given = None if w_ is None else w_.clone()
     loss = hourglass_loss(outs, tg, weight=w_given, ignore_index=ign)
     what = f"hourglass_loss, {s_} stacks, ignore {ign}, " + ("no weights" if w_ is None else f"weights {w_.tolist()}")
-    check_close(loss, ref.item(), name=what,
+    check_close(loss, ref.detach(), name=what,
                 hint="mean over counted pixels of the batch (weighted by w[target] when weights are given); "
                      "ignored pixels out of the count; sum over stacks")
     if w_ is not None:

@@ -51,7 +51,7 @@ from torchvision.transforms import v2
 from course_utils import viz
 from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import ShapesDataset, detections_to_coco
-from course_utils.grading import check_close, check_equal, check_shape
+from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape, check_vectorised
 from course_utils.metrics import coco_eval
 from course_utils.models.detr import build_small_detr, detr_loss, detr_targets, postprocess
 from course_utils.train import checkpoint_path, fit, save_cached
@@ -103,7 +103,12 @@ fig.tight_layout()
 #
 # Write `generalized_box_iou(boxes1, boxes2)` for `(N, 4)` and `(M, 4)` boxes in `xyxy`, returning
 # the `(N, M)` matrix — what `torchvision.ops.generalized_box_iou` returns. Only use basic tensor
-# operations (no `ops.box_iou`). Widths and heights of intersections are clamped at 0.
+# operations (no `ops.box_iou` or `ops.generalized_box_iou`: the tests make them fail), **vectorised**
+# (broadcasting `boxes1[:, None]` against `boxes2[None]`; no Python loop or comprehension). Widths and
+# heights of intersections are clamped at 0. Either input may hold zero boxes. DETR calls it on
+# **normalised** boxes (coordinates in $[0, 1]$, areas far below 1), so add no constant and no
+# `clamp(min=1)` to the areas; the result keeps the dtype of the boxes, and the loss trains the boxes
+# through it (no `torch.no_grad()`, no `.detach()`).
 
 # %% id="ex1-giou" role="solution"
 def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
@@ -126,12 +131,46 @@ def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
 
 
 # %% id="test-giou" role="tests" points=2
+# Exercise 1: 2 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (random, nested, far apart, zero-area boxes), no new requirements.
+def without_box_ops(fn, *args):
+    """fn(*args) with torchvision's box IoU functions made to fail."""
+    def forbidden(*a, **k):
+        raise AssertionError("generalized_box_iou: expected basic tensor operations, got a call to torchvision's box "
+                             "IoU\nhint: compute the intersection, union and enclosing box yourself")
+    saved = [(m, n, getattr(m, n)) for m in (ops, ops.boxes) for n in ("box_iou", "generalized_box_iou", "_box_inter_union")
+             if hasattr(m, n)]
+    for m, n, _ in saved:
+        setattr(m, n, forbidden)
+    try:
+        return fn(*args)
+    finally:
+        for m, n, f in saved:
+            setattr(m, n, f)
+
+
 a = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
 b = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 15.0, 15.0], [20.0, 0.0, 30.0, 10.0], [2.0, 2.0, 4.0, 4.0]])
-check_close(generalized_box_iou(a, b), ops.generalized_box_iou(a, b), name="generalized_box_iou(a, b)",
+check_close(without_box_ops(generalized_box_iou, a, b), ops.generalized_box_iou(a, b), name="generalized_box_iou(a, b)",
             inputs={"a": a, "b": b},
             hint="identical -> 1; disjoint boxes 10 px apart -> 0 - (300 - 200) / 300; GIoU = IoU - (|C| - union) / |C|")
-check_shape(generalized_box_iou(b, a), (4, 1), name="generalized_box_iou(b, a)", hint="(N, M) for N boxes1 and M boxes2")
+check_shape(without_box_ops(generalized_box_iou, b, a), (4, 1), name="generalized_box_iou(b, a)",
+            hint="(N, M) for N boxes1 and M boxes2")
+# normalised (sub-pixel) boxes as DETR uses them: every area and union < 1; float64 in, float64 out
+g = torch.Generator().manual_seed(5)
+xy = torch.rand(6, 2, generator=g, dtype=torch.float64) * 0.6
+small1 = torch.cat([xy, xy + 0.02 + 0.3 * torch.rand(6, 2, generator=g, dtype=torch.float64)], 1)
+xy = torch.rand(3, 2, generator=g, dtype=torch.float64) * 0.6
+small2 = torch.cat([xy, xy + 0.02 + 0.3 * torch.rand(3, 2, generator=g, dtype=torch.float64)], 1)
+check_close(without_box_ops(generalized_box_iou, small1, small2), ops.generalized_box_iou(small1, small2), atol=1e-9,
+            name="GIoU of normalised float64 boxes (areas < 1)", inputs={"boxes1": small1, "boxes2": small2},
+            hint="no clamp(min=1) or + 1 in the areas or the union; keep the dtype of the boxes")
+check_shape(generalized_box_iou(torch.zeros(0, 4), b), (0, 4), name="GIoU with no boxes1")
+check_shape(generalized_box_iou(b, torch.zeros(0, 4)), (4, 0), name="GIoU with no boxes2")
+check_vectorised(generalized_box_iou, name="generalized_box_iou", hint="boxes1[:, None, :2] against boxes2[None, :, :2]")
+p1, p2 = small1.clone().requires_grad_(), small2.clone().requires_grad_()
+check_grad_flows({"GIoU": generalized_box_iou(p1, p2)}, {"boxes1": p1, "boxes2": p2}, name="generalized_box_iou",
+                 hint="the set loss trains the boxes through the GIoU: no torch.no_grad(), no .detach()")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(0)
@@ -184,7 +223,11 @@ check_shape(generalized_box_iou(b, torch.zeros(0, 4)), (4, 0), name="GIoU with n
 # * `hungarian_match(pred_logits (B, Q, C+1), pred_boxes (B, Q, 4), targets, cost_class=1, cost_bbox=5,
 #   cost_giou=2)` → a list of `B` pairs `(pred_idx, tgt_idx)` of int64 tensors of length $N_b$ —
 #   prediction `pred_idx[k]` is matched to target `tgt_idx[k]`. An image without objects gives two
-#   empty int64 tensors. No gradient flows through the matching (`torch.no_grad()`).
+#   empty int64 tensors. No gradient flows through the matching (`torch.no_grad()`): the tests pass
+#   predictions that require a gradient, as in training. A loop over the images is fine (the
+#   matching is per image); `linear_sum_assignment` needs a numpy array (`cost.cpu().numpy()`).
+#
+# Each of the three terms of the cost is tested on its own (one weight at a time).
 
 # %% id="ex2-match" role="solution"
 def matching_cost(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, tgt_labels: torch.Tensor,
@@ -217,6 +260,8 @@ def hungarian_match(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets
 
 
 # %% id="test-match" role="tests" points=3
+# Exercise 2: 3 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (other weights, a greedy trap, as many targets as queries), no new requirements.
 def reference_cost(logits, boxes, labels, tgt_boxes, w_class=1.0, w_bbox=5.0, w_giou=2.0):
     l1 = (boxes[:, None, :] - tgt_boxes[None, :, :]).abs().sum(-1)
     giou = ops.generalized_box_iou(ops.box_convert(boxes, "cxcywh", "xyxy"), ops.box_convert(tgt_boxes, "cxcywh", "xyxy"))
@@ -235,27 +280,47 @@ def random_targets(g, counts, C):
             for n in counts]
 
 
-def check_matching(got, logits, boxes, targets, name, **weights):
-    assert isinstance(got, (list, tuple)) and len(got) == len(targets), f"{name}: one (pred_idx, tgt_idx) pair per image"
+def check_matching(got, logits, boxes, targets, name, hint=None, **weights):
+    assert isinstance(got, (list, tuple)) and len(got) == len(targets), \
+        f"{name}: expected a list of {len(targets)} (pred_idx, tgt_idx) pairs, one per image, got {got!r}"
     for b, ((src, tgt), target) in enumerate(zip(got, targets)):
         w = {"w_class": weights.get("cost_class", 1.0), "w_bbox": weights.get("cost_bbox", 5.0),
              "w_giou": weights.get("cost_giou", 2.0)}
         rows, cols = linear_sum_assignment(reference_cost(logits[b], boxes[b], target["labels"], target["boxes"], **w))
-        assert src.dtype == torch.int64 and tgt.dtype == torch.int64, f"{name}: indices must be int64 tensors"
+        for what, idx in (("pred_idx", src), ("tgt_idx", tgt)):
+            assert isinstance(idx, torch.Tensor) and idx.dtype == torch.int64, \
+                f"{name}, image {b}: expected {what} as an int64 tensor, got {idx!r}\nhint: torch.as_tensor(..., dtype=torch.int64)"
         order = torch.argsort(src)
         check_equal(src[order], torch.as_tensor(rows, dtype=torch.int64), name=f"{name}, image {b}: pred_idx",
-                    hint="the optimal assignment of linear_sum_assignment on this image's cost, not a greedy argmin")
-        check_equal(tgt[order], torch.as_tensor(cols, dtype=torch.int64), name=f"{name}, image {b}: tgt_idx")
+                    hint=hint or "the optimal assignment of linear_sum_assignment on this image's cost, not a greedy argmin")
+        check_equal(tgt[order], torch.as_tensor(cols, dtype=torch.int64), name=f"{name}, image {b}: tgt_idx", hint=hint)
 
 
 g = torch.Generator().manual_seed(0)
-logits, boxes = random_predictions(g, 2, 6, 3)
-targets = random_targets(g, [3, 2], 3)
+logits, boxes = random_predictions(g, 3, 6, 3)
+targets = random_targets(g, [3, 0, 2], 3)
 check_close(matching_cost(logits[0], boxes[0], targets[0]["labels"], targets[0]["boxes"]),
             reference_cost(logits[0], boxes[0], targets[0]["labels"], targets[0]["boxes"]), name="matching_cost",
             inputs={"logits": logits[0], "boxes": boxes[0], "target": targets[0]},
             hint="-1 * softmax probability of the target class + 5 * L1 on cxcywh - 2 * GIoU on xyxy")
-check_matching(hungarian_match(logits, boxes, targets), logits, boxes, targets, "hungarian_match")
+TERM_HINTS = {"class": "minus the softmax probability (not the log, not the raw logit) of each target's class",
+              "L1": "torch.cdist(pred_boxes, tgt_boxes, p=1) on the cxcywh boxes",
+              "GIoU": "minus your generalized_box_iou of the boxes converted to xyxy"}
+for term, (wc, wb, wg) in {"class": (1.0, 0.0, 0.0), "L1": (0.0, 1.0, 0.0), "GIoU": (0.0, 0.0, 1.0)}.items():
+    check_close(matching_cost(logits[0], boxes[0], targets[0]["labels"], targets[0]["boxes"], cost_class=wc,
+                              cost_bbox=wb, cost_giou=wg),
+                reference_cost(logits[0], boxes[0], targets[0]["labels"], targets[0]["boxes"], wc, wb, wg),
+                name=f"the {term} term of matching_cost alone (weights {wc}, {wb}, {wg})", hint=TERM_HINTS[term])
+check_shape(matching_cost(logits[1], boxes[1], targets[1]["labels"], targets[1]["boxes"]), (6, 0),
+            name="matching_cost with no targets")
+# as in training: predictions that require a gradient; one image without objects
+logits.requires_grad_(True)
+boxes.requires_grad_(True)
+check_matching(hungarian_match(logits, boxes, targets), logits.detach(), boxes.detach(), targets, "hungarian_match",
+               hint="run the matching under torch.no_grad(); match each image on its own cost")
+w = dict(cost_class=2.0, cost_bbox=1.0, cost_giou=3.0)
+check_matching(hungarian_match(logits, boxes, targets, **w), logits.detach(), boxes.detach(), targets,
+               "hungarian_match(cost_class=2, cost_bbox=1, cost_giou=3)", **w)
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(1)
@@ -305,8 +370,11 @@ check_shape(matching_cost(logits[0], boxes[0], targets[0]["labels"], targets[0][
 # not by the number of queries: each object counts the same whatever the batch.
 #
 # Write `set_criterion(pred_logits, pred_boxes, targets, indices, num_classes, eos_coef=0.1)` returning
-# `{"loss_ce": ..., "loss_bbox": ..., "loss_giou": ...}` (unweighted scalars; `detr_loss` multiplies
-# them by $\lambda_{\text{class}}, \lambda_{L1}, \lambda_{\text{giou}}$).
+# `{"loss_ce": ..., "loss_bbox": ..., "loss_giou": ...}` (unweighted 0-d tensors; `detr_loss` multiplies
+# them by $\lambda_{\text{class}}, \lambda_{L1}, \lambda_{\text{giou}}$). Each term is tested on its own,
+# with its gradient: `loss_ce` trains the logits, `loss_bbox` and `loss_giou` the boxes (no `.detach()`),
+# and an unmatched query gets no box gradient. Use `eos_coef` as given. A batch without any object
+# gives box losses of 0. Use your `generalized_box_iou`; loops over the images are fine.
 
 # %% id="ex3-criterion" role="solution"
 def set_criterion(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: list[dict],
@@ -334,6 +402,8 @@ def set_criterion(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: 
 
 
 # %% id="test-criterion" role="tests" points=3
+# Exercise 3: 3 points, all or nothing. Every term is checked below on its own, with its gradient;
+# the hidden tests add more cases (random batches, other eos_coef), no new requirements.
 def reference_criterion(logits, boxes, targets, indices, C, eos_coef=0.1):
     B, Q, _ = logits.shape
     classes = torch.full((B, Q), C, dtype=torch.int64)
@@ -362,13 +432,32 @@ def check_criterion(logits, boxes, targets, indices, C, name, eos_coef=0.1):
 
 
 g = torch.Generator().manual_seed(0)
-logits = torch.randn(2, 5, 4, generator=g)
+logits = torch.randn(3, 5, 4, generator=g, requires_grad=True)
 boxes = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.5, 0.5, 0.3, 0.1], [0.7, 0.2, 0.1, 0.2], [0.4, 0.6, 0.2, 0.3],
-                      [0.2, 0.8, 0.1, 0.1]]).repeat(2, 1, 1)
+                      [0.2, 0.8, 0.1, 0.1]]).repeat(3, 1, 1).requires_grad_(True)
+# image 0: two objects (matched to queries 4 and 0, in that order), image 1: one object, image 2: none
 targets = [{"labels": torch.tensor([2, 0]), "boxes": torch.tensor([[0.32, 0.3, 0.2, 0.25], [0.2, 0.8, 0.15, 0.1]])},
-           {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.55, 0.3, 0.12]])}]
-indices = [(torch.tensor([0, 4]), torch.tensor([0, 1])), (torch.tensor([1]), torch.tensor([0]))]
+           {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.55, 0.3, 0.12]])},
+           {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
+indices = [(torch.tensor([4, 0]), torch.tensor([1, 0])), (torch.tensor([1]), torch.tensor([0])),
+           (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))]
 check_criterion(logits, boxes, targets, indices, 3, "set_criterion")
+check_criterion(logits, boxes, targets, indices, 3, "set_criterion with eos_coef=0.5", eos_coef=0.5)
+losses = set_criterion(logits, boxes, targets, indices, 3)
+check_grad_flows({"loss_ce": losses["loss_ce"]}, {"pred_logits": logits}, name="set_criterion's class term",
+                 hint="cross-entropy of the logits themselves (no .detach())")
+check_grad_flows({"loss_bbox": losses["loss_bbox"], "loss_giou": losses["loss_giou"]}, {"pred_boxes": boxes},
+                 name="set_criterion's box terms", hint="both box terms from pred_boxes (no .detach(), no torch.no_grad())")
+unmatched = torch.ones(3, 5, dtype=torch.bool)
+for b, (src, _) in enumerate(indices):
+    unmatched[b, src] = False
+for key in ("loss_bbox", "loss_giou"):
+    grad = torch.autograd.grad(losses[key], boxes, retain_graph=True)[0]
+    check_close(grad[unmatched].abs().sum(), torch.tensor(0.0), name=f"{key}: gradient w.r.t. the boxes of unmatched queries",
+                hint="box losses apply to matched pairs only")
+no_objects = [targets[2]] * 2
+no_match = [indices[2]] * 2
+check_criterion(logits[:2], boxes[:2], no_objects, no_match, 3, "set_criterion on a batch without objects", eos_coef=0.2)
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(1)
@@ -411,8 +500,11 @@ check_criterion(torch.randn(2, 3, 4, generator=g), torch.rand(2, 3, 4, generator
 #    (**cross-attention**: where to look);
 # 5. shared heads on each query: a linear layer → $C + 1$ class logits, a 3-layer MLP → a box.
 #
-# Three accelerants, all from later DETR variants and all keeping the DETR idea (a fixed set of
-# queries, one-to-one matching, no anchors, no NMS), make it train in minutes instead of days:
+# Three accelerants, all from later DETR variants and all keeping the core of DETR (a fixed set of
+# queries, one-to-one matching, no NMS), make it train in minutes instead of days. They are **not**
+# anchor-free: the first two give every query a position on a 3×3 grid to start from, i.e. a learned
+# **anchor point** (DAB-DETR calls its queries "anchor boxes"). Unlike a detector's anchors they are
+# few (9), learned, and assigned to objects by the Hungarian matching rather than by IoU rules:
 #
 # * **reference points**: each query owns a learned point $(x, y)$ (initialised on a 3×3 grid); its
 #   positional query is an MLP of the point's sine encoding and it predicts its box centre as an offset
@@ -423,6 +515,9 @@ check_criterion(torch.randn(2, 3, 4, generator=g), torch.rand(2, 3, 4, generator
 #   instead of having to learn where to look;
 # * **auxiliary losses**: the heads run after *every* decoder layer, and each layer's predictions are
 #   matched and penalised on their own, so the lower layers get a direct signal (the DETR paper, section 3.2).
+#
+# `build_small_detr(..., spatial_prior=False)` removes the Gaussian prior (the reference points
+# remain); this lab trains only the default model, with the prior.
 #
 # `detr_loss` below runs **your** `hungarian_match` and `set_criterion` on every layer's output and
 # adds the terms with the weights $(\lambda_{\text{class}}, \lambda_{L1}, \lambda_{\text{giou}}) = (2, 5, 2)$ — the
@@ -593,11 +688,21 @@ for index in range(2):
 # %% [markdown] id="queries-md"
 # ## 10. What does each query specialise in?
 #
-# There are no anchors, but the queries become something like learned anchors: each one predicts
-# boxes in **its own region** and of its own typical sizes. As in the paper's figure 7, we plot the
-# centre of every box each query predicts on the test set (score > 0.3), coloured by box size. The
-# figure below `centre spread` compares how scattered one query's centres are with how scattered all
-# centres are: well below 1 means the queries divided the image between them.
+# In the paper's DETR (no reference points, no prior) the queries *learn* to specialise: each one
+# ends up predicting boxes in **its own region** and of its own typical sizes (its figure 7). As
+# there, we plot the centre of every box each query predicts on the test set (score > 0.3), coloured
+# by box size, with the query's reference point at initialisation (`+`, the 3×3 grid) and after
+# training (`×`). The number printed below, `centre spread`, compares how scattered one query's
+# centres are with how scattered all centres are: well below 1 means the queries divided the image
+# between them.
+#
+# Read it with care: **here the division is built in, not only learned.** Each query starts from its
+# own grid point, predicts its centre as an offset from that point, and (with the Gaussian prior)
+# looks mostly around it; a low spread is what this design produces from the first steps. The figure
+# therefore shows how far the queries stayed near (or moved from) their anchor points, not that the
+# specialisation emerged on its own as in the paper. The contrast would be a model trained with
+# `spatial_prior=False` (and reference points not on a grid); this lab does not train it, so we make
+# no claim about what it would show.
 
 # %% id="queries" role="readonly"
 all_boxes = torch.stack([d["boxes"] for d in detections]) / IMAGE_SIZE  # (N, Q, 4) xyxy in [0, 1]
@@ -605,6 +710,10 @@ all_scores = torch.stack([d["scores"] for d in detections])  # (N, Q)
 centres = (all_boxes[..., :2] + all_boxes[..., 2:]) / 2  # (N, Q, 2)
 areas = (all_boxes[..., 2] - all_boxes[..., 0]) * (all_boxes[..., 3] - all_boxes[..., 1])  # (N, Q)
 confident = all_scores > 0.3
+side = int(np.ceil(np.sqrt(NUM_QUERIES)))  # the reference points start at the cell centres of a side x side grid
+initial_points = (torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="xy"), -1)
+                  .reshape(-1, 2)[:NUM_QUERIES].float() + 0.5) / side  # (Q, 2) as SmallDETR initialises them
+learned_points = model.reference_points.weight.detach().sigmoid().cpu()  # (Q, 2) (cx, cy) after training
 cols = 3 if NUM_QUERIES <= 9 else 4
 fig, axes = plt.subplots((NUM_QUERIES + cols - 1) // cols, cols, figsize=(2.6 * cols, 2.6 * ((NUM_QUERIES + cols - 1) // cols)))
 spreads = []
@@ -614,11 +723,13 @@ for q, ax in enumerate(axes.flat):
         continue
     mine = confident[:, q]
     ax.scatter(centres[mine, q, 0], centres[mine, q, 1], c=areas[mine, q], cmap="viridis", vmin=0, vmax=0.15, s=6)
+    ax.plot(*initial_points[q].tolist(), "r+", markersize=10)
+    ax.plot(*learned_points[q].tolist(), "rx", markersize=8)
     ax.set_xlim(0, 1); ax.set_ylim(1, 0); ax.set_xticks([]); ax.set_yticks([]); ax.set_aspect("equal")
     ax.set_title(f"query {q}: {int(mine.sum())} boxes", fontsize=9)
     if mine.sum() > 1:
         spreads.append((int(mine.sum()), centres[mine, q].std(0).mean()))
-fig.suptitle("predicted box centres per query (colour: box area, yellow = large)")
+fig.suptitle("predicted box centres per query (colour: box area, yellow = large; +: reference point at init, x: learned)")
 fig.tight_layout()
 overall = centres[confident].std(0).mean() if confident.sum() > 1 else torch.tensor(float("nan"))
 spread = float(sum(n * s for n, s in spreads) / sum(n for n, _ in spreads) / overall) if spreads else float("nan")
@@ -700,7 +811,9 @@ else:
 # look. The follow-ups attack exactly that: Deformable DETR (X. Zhu et al., ICLR 2021: sparse
 # attention around reference points), Conditional DETR (D. Meng et al., ICCV 2021), DAB-DETR (S. Liu
 # et al., ICLR 2022: queries as boxes), DN-DETR (F. Li et al., CVPR 2022: denoising queries), DINO
-# (H. Zhang et al., ICLR 2023) — which converge in 12 to 50 epochs.
+# (H. Zhang et al., ICLR 2023) — which converge in 12 to 50 epochs. Several of them, like the small
+# DETR of this lab, bring back a learned form of anchors (reference points or boxes per query): few,
+# learned, and still matched one-to-one, without NMS.
 #
 # **References.** N. Carion et al., *End-to-End Object Detection with Transformers*, ECCV 2020.
 # H. Rezatofighi et al., *Generalized Intersection over Union*, CVPR 2019. H. W. Kuhn, *The Hungarian

@@ -56,7 +56,7 @@ from course_utils import viz
 from course_utils.benchmark import ThroughputProbe, coco_ap_row, count_flops, markdown_table, size_counts
 from course_utils.config import by_mode, read_results, record, setup, steps
 from course_utils.data import ShapesDataset, collate_detection, detections_to_coco
-from course_utils.grading import check_close, check_equal
+from course_utils.grading import check_close, check_equal, check_raises, check_type
 from course_utils.train import (
     checkpoint_path,
     count_parameters,
@@ -275,7 +275,11 @@ for name, c in compute.items():
 #
 # Write `measure_throughput(model, images, batch_size, warmup=3, repeats=10, device)`. The model and
 # the images (a list of (3, H, W) tensors) are already on `device`: do not move them. Raise a
-# `ValueError` when there are fewer than `batch_size` images.
+# `ValueError` when there are fewer than `batch_size` images (exactly `batch_size` is fine). Return a
+# Python `float`. `statistics.median` (imported in the setup cell) computes the median. The tests run
+# a fake model on a fake clock, with calls that are slower *and* calls that are faster than normal:
+# only the median of the timed calls gives the steady-state rate (not the mean, the minimum or the
+# total).
 
 # %% id="ex1-throughput" role="solution"
 def measure_throughput(model: torch.nn.Module, images: list, batch_size: int, warmup: int = 3, repeats: int = 10,
@@ -308,27 +312,46 @@ def measure_throughput(model: torch.nn.Module, images: list, batch_size: int, wa
 
 
 # %% id="test-throughput" role="tests" points=4
-# a fake detector on a fake clock: a call on n images costs 0.2 + 0.05 n seconds, the first two calls 5 s more,
+# Exercise: 4 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (other batch sizes, warm-ups and repeats), no new requirements.
+# A fake detector on a fake clock: a call on n images costs 0.2 + 0.05 n seconds, the first two calls 5 s more,
 # reading the image list costs 1 s; with cuda=True the work only shows when torch.cuda.synchronize waits for it
-def probe_run(batch_size=4, warmup=3, repeats=5, cuda=False, **probe_options):
-    with ThroughputProbe(16, cuda=cuda, **probe_options) as probe:
-        probe.model.train()
+def probe_run(batch_size=4, warmup=3, repeats=5, cuda=False, num_images=16, train=True, **probe_options):
+    with ThroughputProbe(num_images, cuda=cuda, **probe_options) as probe:
+        probe.model.train(train)
         rate = measure_throughput(probe.model, probe.images, batch_size, warmup, repeats, probe.device)
     return probe, rate
 
 
 probe, rate = probe_run()
+check_type(rate, float, name="measure_throughput", hint="return a Python float: batch_size / median")
 check_close(rate, probe.expected(4), name="measure_throughput on the CPU (images per second)", rtol=1e-6,
             inputs={"batch_size": 4, "warmup": 3, "repeats": 5},
             hint="median seconds per call after the warm-up; images per second = batch_size / median")
 check_equal(len(probe.calls), 3 + 5, name="number of model calls", hint="warmup untimed calls, then repeats timed ones")
-assert all(call["batch_size"] == 4 for call in probe.calls), "every call must get a batch of batch_size images"
-assert not any(call["training"] for call in probe.calls), "call the model in eval mode (model.eval())"
-assert not any(call["grad_enabled"] for call in probe.calls), "run the model under torch.no_grad()"
-assert probe.model.training, "restore the mode the model was in (it was in train mode)"
+check_equal([call["batch_size"] for call in probe.calls], [4] * 8, name="batch size of every call",
+            hint="every call gets images[:batch_size]")
+check_equal([call["training"] for call in probe.calls], [False] * 8, name="train mode of every call (warm-up included)",
+            hint="call model.eval() before the first call")
+check_equal([call["grad_enabled"] for call in probe.calls], [False] * 8, name="grad mode of every call (warm-up included)",
+            hint="run every call, warm-up included, under torch.no_grad()")
+check_equal(probe.model.training, True, name="model.training afterwards", hint="restore the mode the model was in (train)")
+probe, rate = probe_run(train=False)
+check_equal(probe.model.training, False, name="model.training afterwards", hint="restore the mode the model was in (eval)")
+# one timed call much slower (a hiccup), or much faster, than the others: the median does not move
+for what, options in [("slower", dict(spike_call=4, spike_cost=4.0)), ("faster", dict(spike_call=5, spike_cost=-0.3))]:
+    probe, rate = probe_run(**options)
+    check_close(rate, probe.expected(4), name=f"measure_throughput with one timed call {what} than the others", rtol=1e-6,
+                hint="take the median of the timed calls (not the mean, the minimum or the total)")
 probe, rate = probe_run(cuda=True)
 check_close(rate, probe.expected(4), name="measure_throughput on a (fake) GPU", rtol=1e-6,
             hint="torch.cuda.synchronize(device) before starting and before stopping the clock")
+probe, rate = probe_run(batch_size=16)
+check_close(rate, probe.expected(16), name="measure_throughput with exactly batch_size images", rtol=1e-6,
+            hint="16 images are enough for batch_size=16: raise only when there are fewer")
+with ThroughputProbe(3) as probe:
+    check_raises(measure_throughput, ValueError, probe.model, probe.images, 4, 1, 2, probe.device,
+                 name="measure_throughput with 3 images and batch_size=4", hint="raise ValueError before any call")
 print("visible checks passed")
 ### BEGIN HIDDEN TESTS
 for batch_size, warmup, repeats in [(1, 2, 3), (8, 2, 7), (16, 4, 1)]:

@@ -53,6 +53,10 @@ WRONG = {
         "a random bias when the linear layer has none": conv(("bias=linear.bias is not None)", "bias=True)")),
         "modifies the linear layer in place": conv(
             ("    return conv\n", "    with torch.no_grad():\n        linear.weight.mul_(1.0001)\n    return conv\n")),
+        # issue 17: requirements the visible test now checks
+        "an assert instead of a ValueError": conv(("        raise ValueError(", "        raise AssertionError(")),
+        "no shape check (the reshape raises a RuntimeError)": conv(
+            ("    if linear.in_features != channels * h * w:\n", "    if False:\n")),
     },
     "test-conv-transpose": {
         "padding added instead of cropped": tconv(
@@ -75,6 +79,19 @@ WRONG = {
             (CROP, "out = full[:, :, padding:padding + h_out, padding:padding + w_out]\n"
                    "    out = torch.roll(out, shifts=(output_padding, output_padding), dims=(2, 3))")),
         "stride used as a step of 1 in the scatter": tconv((SCATTER, "full[:, :, i:i + h, j:j + w] += stamp")),
+        # issue 17: requirements the visible test now checks
+        "F.conv2d on the zero-dilated input with the flipped kernel (forbidden)": '''
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0):
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    up = x.new_zeros(n, c, (h - 1) * stride + 1, (w - 1) * stride + 1)
+    up[:, :, ::stride, ::stride] = x
+    pw, ph = kw - 1 - padding, kh - 1 - padding
+    up = F.pad(up, (pw, pw + output_padding, ph, ph + output_padding))
+    return F.conv2d(up, weight.transpose(0, 1).flip(-2, -1), bias)
+''',
+        "float32 output buffer (torch.zeros) for float64 inputs": tconv(
+            ("full = x.new_zeros(n, c_out,", "full = torch.zeros(n, c_out,")),
     },
     "test-iou": {
         "ignored pixels counted as false positives": iou(
@@ -92,13 +109,20 @@ _ref_iou = segmentation_iou
 def segmentation_iou(logits, target, num_classes, ignore_index=IGNORE_INDEX):
     iou, _ = _ref_iou(logits, target, num_classes, ignore_index)
     per_image = [_ref_iou(logits[k:k + 1], target[k:k + 1], num_classes, ignore_index)[1] for k in range(len(logits))]
-    return iou, float(np.nanmean(per_image))
+    return iou, float(torch.tensor(per_image).nanmean())  # (an earlier version used np, not imported: a NameError)
 ''',
         "union = pred + target (no intersection subtracted)": iou(
             ("        union = (is_pred | is_true).sum()", "        union = is_pred.sum() + is_true.sum()")),
         "ignore index hard-coded to -100": iou(("    counted = target != ignore_index",
                                                 "    counted = target != -100")),
         "returns a tensor mIoU": iou(("float(iou.nanmean())", "iou.nanmean()")),
+        # issue 17: requirements the visible test now checks
+        "per-class IoU in float32": iou(
+            ('    iou = torch.full((num_classes,), float("nan"), dtype=torch.float64)',
+             '    iou = torch.full((num_classes,), float("nan"))'),
+            ("(is_pred & is_true).sum().double() / union", "(is_pred & is_true).sum() / union")),
+        "mIoU 0 instead of NaN when no class is defined": iou(
+            ("float(iou.nanmean())", "float(iou.nan_to_num().sum() / (~iou.isnan()).sum().clamp(min=1))")),
     },
     "test-hourglass-loss": {
         "only the last stack": hg((CE, "F.cross_entropy(outputs[-1], target, ignore_index=ignore_index)")),
@@ -128,6 +152,10 @@ def segmentation_iou(logits, target, num_classes, ignore_index=IGNORE_INDEX):
                  "/ wt[logits.argmax(1)][target != ignore_index].sum() for logits in outputs)")),
         "later stacks weighted more": hg((CE, "sum((k + 1) * F.cross_entropy(o, target, ignore_index=ignore_index) "
                                               "for k, o in enumerate(outputs))")),
+        # issue 17: requirements the visible test now checks
+        "a (1,) tensor instead of a 0-d one": hg((CE, f"{CE} + torch.zeros(1)")),
+        "ignore_index hard-coded to -100": hg(
+            (CE, "sum(F.cross_entropy(logits, target, weight=weight) for logits in outputs)")),
     },
 }
 

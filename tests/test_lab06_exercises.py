@@ -41,6 +41,28 @@ _ref_giou = generalized_box_iou
 def generalized_box_iou(boxes1, boxes2):
     return _ref_giou(ops.box_convert(boxes1, "xywh", "xyxy"), ops.box_convert(boxes2, "xywh", "xyxy"))
 ''',
+        # issue 17: requirements the visible test now checks
+        "union clamped at 1 against division by zero (pixel habits)": mutate(
+            CELLS, "ex1-giou", ("union = area1[:, None] + area2[None, :] - inter",
+                                "union = (area1[:, None] + area2[None, :] - inter).clamp(min=1)")),
+        "IoU part from ops.box_iou (forbidden)": mutate(CELLS, "ex1-giou", ("iou = inter / union",
+                                                                         "iou = ops.box_iou(boxes1, boxes2)")),
+        "computed under torch.no_grad() (the loss cannot train the boxes)": '''
+_ref_giou = generalized_box_iou
+def generalized_box_iou(boxes1, boxes2):
+    with torch.no_grad():
+        return _ref_giou(boxes1, boxes2)
+''',
+        "a Python loop over boxes1": '''
+_ref_giou = generalized_box_iou
+def generalized_box_iou(boxes1, boxes2):
+    if len(boxes1) == 0:
+        return _ref_giou(boxes1, boxes2)
+    return torch.cat([_ref_giou(b[None], boxes2) for b in boxes1])
+''',
+        "float32 result for float64 boxes": mutate(
+            CELLS, "ex1-giou",
+            ("return iou - (enclosing - union) / enclosing", "return (iou - (enclosing - union) / enclosing).float()")),
     },
     "test-match": {
         "+ probability instead of - probability": mutate(CELLS, "ex2-match", ("c_class = -prob", "c_class = prob")),
@@ -99,6 +121,14 @@ def hungarian_match(*args, **kwargs):
             "indices = []", "indices = []\n    assert all(len(t['labels']) for t in targets)")),
         "softmax over queries": mutate(CELLS, "ex2-match",
                                        ("prob = pred_logits.softmax(-1)", "prob = pred_logits.softmax(0)")),
+        # issue 17: requirements the visible test now checks
+        "class cost from the raw logits": mutate(CELLS, "ex2-match", ("c_class = -prob[:, tgt_labels]",
+                                                                       "c_class = -pred_logits[:, tgt_labels]")),
+        "no torch.no_grad() (cost.numpy() on predictions that require a gradient)": mutate(
+            CELLS, "ex2-match", ("@torch.no_grad()\ndef hungarian_match", "def hungarian_match")),
+        "weights not passed on from hungarian_match": mutate(CELLS, "ex2-match", (
+            'matching_cost(logits, boxes, target["labels"], target["boxes"], cost_class, cost_bbox, cost_giou)',
+            'matching_cost(logits, boxes, target["labels"], target["boxes"])')),
     },
     "test-criterion": {
         "no-object weight omitted": mutate(CELLS, "ex3-criterion", (
@@ -152,6 +182,18 @@ def set_criterion(pred_logits, pred_boxes, targets, indices, num_classes, eos_co
             "loss_bbox = (matched - tgt_boxes).abs().sum() / num_boxes",
             "loss_bbox = (ops.box_convert(matched, 'cxcywh', 'xyxy') - ops.box_convert(tgt_boxes, 'cxcywh', 'xyxy'))"
             ".abs().sum() / num_boxes")),
+        # issue 17: requirements the visible test now checks
+        "GIoU term on detached boxes": mutate(CELLS, "ex3-criterion", (
+            'generalized_box_iou(ops.box_convert(matched, "cxcywh", "xyxy")',
+            'generalized_box_iou(ops.box_convert(matched.detach(), "cxcywh", "xyxy")')),
+        "L1 term on detached boxes": mutate(CELLS, "ex3-criterion", (
+            "loss_bbox = (matched - tgt_boxes).abs().sum() / num_boxes",
+            "loss_bbox = (matched.detach() - tgt_boxes).abs().sum() / num_boxes")),
+        "eos_coef hard-coded to 0.1": mutate(CELLS, "ex3-criterion", ("weight[num_classes] = eos_coef",
+                                                                      "weight[num_classes] = 0.1")),
+        "cross-entropy of the softmax probabilities": mutate(CELLS, "ex3-criterion", (
+            "F.cross_entropy(pred_logits.transpose(1, 2), classes, weight=weight)",
+            "F.cross_entropy(pred_logits.softmax(-1).transpose(1, 2), classes, weight=weight)")),
     },
 }
 

@@ -89,6 +89,22 @@ WRONG = {
         "mode not restored": src(("        model.train(was_training)", "        pass")),
         "always back to train mode": src(("        model.train(was_training)", "        model.train()")),
         "no error for too few images": src(("        raise ValueError", "        print")),
+        # issue 17: requirements the visible test now checks (a faster-than-normal call tells min from median)
+        "minimum instead of median": src(("statistics.median(seconds)", "min(seconds)")),
+        "warm-up before model.eval()": src(("    model.eval()\n", ""),
+                                           ("            for _ in range(warmup):\n                model(batch)\n",
+                                            "            for _ in range(warmup):\n                model(batch)\n"
+                                            "            model.eval()\n")),
+        "warm-up outside torch.no_grad()": src(
+            ("        with torch.no_grad():\n            for _ in range(warmup):\n                model(batch)\n",
+             "        for _ in range(warmup):\n            model(batch)\n        with torch.no_grad():\n")),
+        "from time import perf_counter (bound to the real clock before the test replaces it)":
+            "from time import perf_counter\n" + src(("time.perf_counter()", "perf_counter()")),
+        "ValueError also with exactly batch_size images": src(
+            ("if len(images) < batch_size", "if len(images) <= batch_size")),
+        "an assert instead of a ValueError": src(("raise ValueError(", "raise AssertionError(")),
+        "a 0-d tensor instead of a float": src(("return batch_size / statistics.median(seconds)",
+                                                 "return batch_size / torch.tensor(seconds).median()")),
     },
 }
 
