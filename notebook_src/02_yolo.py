@@ -52,6 +52,7 @@ from course_utils.config import by_mode, record, setup, steps
 from course_utils.data import ShapesDataset, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape, check_type
 from course_utils.metrics import coco_eval, precision_recall_curve, voc_ap, voc_eval
+from course_utils.tensors import plain
 from course_utils.train import checkpoint_path, fit, save_cached
 
 SETUP = setup(seed=0)
@@ -78,7 +79,7 @@ def show_grid_cells(image, target, ax):
     for k in range(1, S):
         ax.axhline(k * IMAGE_SIZE / S, color="white", lw=0.5, alpha=0.7)
         ax.axvline(k * IMAGE_SIZE / S, color="white", lw=0.5, alpha=0.7)
-    centres = ops.box_convert(target["boxes"].as_subclass(torch.Tensor), "xyxy", "cxcywh")[:, :2]
+    centres = ops.box_convert(plain(target["boxes"]), "xyxy", "cxcywh")[:, :2]
     ax.scatter(centres[:, 0], centres[:, 1], c="red", s=12)
 
 
@@ -469,7 +470,7 @@ for n, S_, B_, K_, lc, ln in [(2, 3, 2, 3, 5.0, 0.5), (3, 4, 3, 2, 2.0, 0.1), (1
 # %% id="train" role="readonly"
 def collate(batch):
     images, targets = zip(*batch)
-    grids = [encode_yolo_targets(t["boxes"].as_subclass(torch.Tensor), t["labels"], S, NUM_CLASSES, IMAGE_SIZE)
+    grids = [encode_yolo_targets(plain(t["boxes"]), t["labels"], S, NUM_CLASSES, IMAGE_SIZE)
              for t in targets]
     return torch.stack(images), torch.stack(grids)
 
@@ -693,7 +694,7 @@ def class_tp_flags(label, iou_threshold=0.5):
     scores, flags, num_gt = [], [], 0
     for i, det in enumerate(detections):
         gt = test_set[i][1]
-        gt_boxes = gt["boxes"].as_subclass(torch.Tensor)[gt["labels"] == label]
+        gt_boxes = plain(gt["boxes"])[gt["labels"] == label]
         num_gt += len(gt_boxes)
         mine = det["labels"] == label
         boxes, sc = det["boxes"][mine], det["scores"][mine]
@@ -744,7 +745,7 @@ lost = total = 0
 for i in range(len(crowded)):
     t = crowded[i][1]
     total += len(t["labels"])
-    lost += len(t["labels"]) - int(encode_yolo_targets(t["boxes"].as_subclass(torch.Tensor), t["labels"], S, NUM_CLASSES,
+    lost += len(t["labels"]) - int(encode_yolo_targets(plain(t["boxes"]), t["labels"], S, NUM_CLASSES,
                                                        IMAGE_SIZE)[..., 4].sum())
 print(f"{lost} of {total} objects ({lost / total:.0%}) share a cell with a larger one: the target cannot even hold them")
 crowded_images = torch.stack([crowded[i][0] for i in range(len(crowded))])

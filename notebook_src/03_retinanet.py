@@ -67,6 +67,7 @@ from course_utils.models import (
     only_levels,
     replace_classifier,
 )
+from course_utils.tensors import plain
 from course_utils.train import checkpoint_path, fit, predict, save_cached
 
 SETUP = setup(seed=0)
@@ -500,7 +501,7 @@ for clip, weights in [(math.log(1000.0 / 16), (1.0, 1.0, 1.0, 1.0)), (2.0, (1.0,
 
 # %% id="explorer" role="readonly"
 explorer_image, explorer_target = test_set[3]
-explorer_gt = explorer_target["boxes"].as_subclass(torch.Tensor)
+explorer_gt = plain(explorer_target["boxes"])
 
 
 def draw_anchors(level=3, anchor_scale=ANCHOR_SCALE, ratios="0.5, 1, 2"):
@@ -704,7 +705,7 @@ fig.tight_layout()
 
 # %% id="train" role="readonly"
 image, target = train_set[0]
-gt_boxes, gt_labels = target["boxes"].as_subclass(torch.Tensor), target["labels"]
+gt_boxes, gt_labels = plain(target["boxes"]), target["labels"]
 all_anchors = torch.cat(model_anchors)
 theirs = model.proposal_matcher(ops.box_iou(gt_boxes, all_anchors))
 print("your match_anchors == the model's Matcher:", torch.equal(match_anchors(gt_boxes, all_anchors), theirs))
@@ -725,8 +726,8 @@ print(f"this image: {len(gt_boxes)} objects, {len(positive)} positive anchors, {
 
 def collate(batch):
     # the model needs boxes and labels only (plain tensors); it normalises and resizes images itself
-    images = [image.as_subclass(torch.Tensor) for image, _ in batch]
-    targets = [{"boxes": t["boxes"].as_subclass(torch.Tensor), "labels": t["labels"]} for _, t in batch]
+    images = [plain(image) for image, _ in batch]
+    targets = [{"boxes": plain(t["boxes"]), "labels": t["labels"]} for _, t in batch]
     return images, targets
 
 

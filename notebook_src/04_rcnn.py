@@ -60,6 +60,7 @@ from course_utils.data import PennFudan, ShapesDataset, collate_detection, datas
 from course_utils.grading import check_close, check_equal
 from course_utils.metrics import coco_eval
 from course_utils.models.rcnn import build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn, count_by_part
+from course_utils.tensors import plain
 from course_utils.train import checkpoint_path, fit, predict, save_cached
 
 SETUP = setup(seed=0)
@@ -822,7 +823,7 @@ for out, target in zip(outputs, targets):
     keep = out["scores"] > 0.5
     pred_masks, pred_boxes, pred_labels = binarise(out["masks"][keep][:, 0]), out["boxes"][keep], out["labels"][keep]
     gt_masks = target["masks"].bool()
-    gt_boxes = target["boxes"].as_subclass(torch.Tensor)
+    gt_boxes = plain(target["boxes"])
     ious = mask_iou(gt_masks, pred_masks)  # (G, D)
     box_ious = ops.box_iou(gt_boxes, pred_boxes).double()
     same_class = target["labels"][:, None] == pred_labels[None, :]

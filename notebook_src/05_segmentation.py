@@ -53,6 +53,7 @@ from course_utils.metrics import confusion_matrix
 from course_utils.metrics import mean_iou as reference_mean_iou
 from course_utils.metrics import per_class_iou as reference_per_class_iou
 from course_utils.models import StackedHourglass, UNet, load_backbone
+from course_utils.tensors import plain
 from course_utils.train import fit, predict
 
 SETUP = setup(seed=0)
@@ -281,7 +282,7 @@ def heatmap_to_pixels(scores: torch.Tensor, window: int = CROP, stride: int = 8)
 big_scene = ShapesDataset(1, 128, seed=7, min_objects=5, max_objects=8, size_range=(0.075, 0.2))  # same object sizes
 big_image, big_target = big_scene[0]
 with torch.no_grad():
-    big_scores = fully_conv(big_image[None].as_subclass(torch.Tensor))  # (1, 4, 13, 13)
+    big_scores = fully_conv(plain(big_image[None]))  # (1, 4, 13, 13)
     probs = big_scores.softmax(1)[0]
 fig, axes = plt.subplots(1, 5, figsize=(15, 3.3))
 viz.draw_semantic_mask(big_image, big_target["semantic_mask"], ax=axes[0]); axes[0].set_title("128x128 image, truth")

@@ -54,6 +54,7 @@ from course_utils.data import ShapesDataset, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_grad_flows, check_shape, check_vectorised
 from course_utils.metrics import coco_eval
 from course_utils.models.detr import build_small_detr, detr_loss, detr_targets, postprocess
+from course_utils.tensors import plain
 from course_utils.train import checkpoint_path, fit, save_cached
 
 SETUP = setup(seed=0)
@@ -79,7 +80,7 @@ CLASS_NAMES, NUM_CLASSES = train_set.class_names, train_set.num_classes
 
 def collate(batch):
     images, targets = zip(*batch)
-    return torch.stack([im.as_subclass(torch.Tensor) for im in images]), detr_targets(targets, (IMAGE_SIZE, IMAGE_SIZE))
+    return torch.stack([plain(im) for im in images]), detr_targets(targets, (IMAGE_SIZE, IMAGE_SIZE))
 
 
 example_images, example_targets = collate([test_set[i] for i in range(4)])
@@ -644,8 +645,8 @@ for layer in range(len(model.decoder_layers)):
     rows.append((coco_eval(gt_coco, detections_to_coco(ids, dets)).named["AP50"],
                  coco_eval(gt_coco, detections_to_coco(ids, with_nms)).named["AP50"]))
 print(f"{'decoder layer':>14}{'AP50':>8}{'AP50 + NMS':>12}")
-for layer, (plain, nms) in enumerate(rows, 1):
-    print(f"{layer:>14}{plain:>8.3f}{nms:>12.3f}")
+for layer, (without_nms, nms) in enumerate(rows, 1):
+    print(f"{layer:>14}{without_nms:>8.3f}{nms:>12.3f}")
 record("06_detr/first_layer_nms_gain", rows[0][1] - rows[0][0])
 record("06_detr/last_layer_nms_gain", rows[-1][1] - rows[-1][0])
 

@@ -57,6 +57,7 @@ from course_utils.benchmark import ThroughputProbe, coco_ap_row, count_flops, ma
 from course_utils.config import by_mode, read_results, record, setup, steps
 from course_utils.data import ShapesDataset, collate_detection, detections_to_coco
 from course_utils.grading import check_close, check_equal, check_raises, check_type
+from course_utils.tensors import plain
 from course_utils.train import (
     checkpoint_path,
     count_parameters,
@@ -245,7 +246,7 @@ for name, model in models.items():
 # property of the network *on a device*.
 
 # %% id="compute" role="readonly"
-example_images = [test_set[i][0].as_subclass(torch.Tensor).to(DEVICE) for i in range(8)]
+example_images = [plain(test_set[i][0]).to(DEVICE) for i in range(8)]
 compute = {name: {"params": count_parameters(model), "gflops": count_flops(model, example_images[:2]) / 1e9}
            for name, model in models.items()}
 for name, c in compute.items():
