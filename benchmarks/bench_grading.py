@@ -36,7 +36,9 @@ def grade_batch(lab: str, students: int, jobs: int) -> tuple[float, dict[str, fl
         started = time.perf_counter()
         _, results = instructor.autograde_sandboxed(root, lab, instructor.submitted_students(root, lab), jobs=jobs)
         seconds = time.perf_counter() - started
-    failed = [s for s, r in results.items() if not r.get("success")]
+    # a sandbox that could not start (e.g. course_utils not importable inside) still gives nbgrader a
+    # notebook with every test marked not run: count it as a failure, not as a fast submission
+    failed = [s for s, r in results.items() if not r.get("success") or r.get("sandbox_status") != "ok"]
     if failed:
         raise RuntimeError(f"not graded: {failed}")
     steps = {step: statistics.median(r["timings"].get(step, 0.0) for r in results.values())
