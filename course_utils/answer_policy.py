@@ -357,16 +357,6 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
         if isinstance(node, ast.ClassDef):
             if node.keywords:
                 problems.append(f"line {node.lineno}: class keywords (metaclass=...) are not allowed in an answer")
-            for base in node.bases:
-                root, chain = base, []
-                while isinstance(root, ast.Attribute):
-                    chain.append(root.attr)
-                    root = root.value
-                from_nn = isinstance(root, ast.Name) and (
-                    root.id == "nn" or (root.id == "torch" and chain[-1:] == ["nn"]))
-                if not from_nn:
-                    problems.append(f"line {node.lineno}: an answer's class may only derive from torch.nn "
-                                    f"classes (e.g. nn.Module), not {ast.unparse(base)}")
         line = getattr(node, "lineno", "?")
         if isinstance(node, (ast.Global, ast.Nonlocal)):
             problems.append(f"line {line}: `global`/`nonlocal` is not allowed in an answer")
@@ -415,6 +405,15 @@ def _check_nodes(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
     visit(tree, None, set())
     problems += _check_values(tree, policy)
     return sorted(set(problems), key=lambda p: (int(p.split(":")[0][5:]) if p[5:].split(":")[0].isdigit() else 0, p))
+
+
+def _chain(node: ast.AST) -> tuple[ast.AST, list[str]]:
+    """``torch.nn.functional`` as its root node (``torch``) and its attribute names, outermost last."""
+    names = []
+    while isinstance(node, ast.Attribute):
+        names.append(node.attr)
+        node = node.value
+    return node, names[::-1]
 
 
 def _same_module(bound: str, stmt: ast.Import | ast.ImportFrom, alias: ast.alias) -> bool:
@@ -521,17 +520,15 @@ def _check_values(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
         parent = parents.get(id(node))
         if isinstance(node, ast.ClassDef):  # nn.Module and its subclasses, not nn.Parameter (a Tensor)
             for base in node.bases:
-                obj, root, names = None, base, []
-                while isinstance(root, ast.Attribute):
-                    names.append(root.attr)
-                    root = root.value
+                root, names = _chain(base)
+                obj = None
                 if isinstance(root, ast.Name) and root.id in modules:
                     obj = modules[root.id]
-                    for attr in reversed(names):
+                    for attr in names:
                         obj = getattr(obj, attr, None)
                 if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
                     problems.append(f"line {line}: an answer's class may only derive from nn.Module or its "
-                                    f"subclasses (nn.Sequential, ...), not {ast.unparse(base)}")
+                                    f"subclasses (torch.nn classes such as nn.Sequential), not {ast.unparse(base)}")
                     continue
                 # the tests read models through nn.Module's own API (parameters(), named_parameters(),
                 # state_dict(), train(), ...): an answer defines forward, not a different parameters()
@@ -554,10 +551,7 @@ def _check_values(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
         chain_top = isinstance(node, (ast.Name, ast.Attribute)) and not (
             isinstance(parent, ast.Attribute) and parent.value is node)
         if chain_top:
-            names, root = [], node
-            while isinstance(root, ast.Attribute):
-                names.append(root.attr)
-                root = root.value
+            root, names = _chain(node)
             if isinstance(root, ast.Name) and isinstance(root.ctx, ast.Load) and root.id not in local_names(node):
                 if root.id in classes and node is not root:
                     problems.append(f"line {line}: {ast.unparse(node)!r}: a class of the answer is instantiated, "
@@ -567,7 +561,7 @@ def _check_values(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
                                     f"not passed around or renamed")
                 elif root.id in modules:
                     obj, path = modules[root.id], root.id
-                    for attr in reversed(names):
+                    for attr in names:
                         obj, path = getattr(obj, attr, None), f"{path}.{attr}"
                         if isinstance(obj, types.ModuleType) and obj.__name__ not in ALLOWED_MODULES:
                             problems.append(f"line {line}: {path} ({obj.__name__}) is not among the modules an "
@@ -586,7 +580,7 @@ def _check_values(tree: ast.AST, policy: ExercisePolicy) -> list[str]:
             target, what = node, "assigned into"
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
                 (node.func.attr.endswith("_") and not node.func.attr.startswith("_"))
-                or node.func.attr in ("load_state_dict", "apply", "copy_", "requires_grad_", "zero_grad")):
+                or node.func.attr in ("load_state_dict", "apply", "zero_grad")):
             target, what = node.func.value, f"changed with .{node.func.attr}()"
         if target is not None:
             root = root_of(target.value if isinstance(target, ast.Subscript) else target)
