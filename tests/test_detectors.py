@@ -29,6 +29,7 @@ LOSS_KEYS = {
     "faster_rcnn": {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"},
     "mask_rcnn": {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"},
     "detr": {"ce", "l1", "giou"},
+    "centernet": {"heatmap", "size", "offset"},
 }
 
 
@@ -41,6 +42,8 @@ def class_outputs(name: str, model: nn.Module) -> int:
         return head.cls_logits.out_channels // head.num_anchors
     if name == "detr":
         return model.model.class_head.out_features
+    if name == "centernet":
+        return model.model.heatmap[-1].out_channels
     return model.roi_heads.box_predictor.cls_score.out_features
 
 
@@ -78,7 +81,8 @@ def test_every_detector_trains_and_detects_with_one_call(name, batch):
 @pytest.mark.parametrize("num_classes", [1, 6])
 def test_num_classes_counts_objects_and_adds_the_background_once(name, num_classes):
     model = build_detector(name, num_classes, IMAGE_SIZE)
-    expected = num_classes if name == "yolo" else num_classes + 1  # YOLO v1 has no background class
+    no_background = name in ("yolo", "centernet")  # YOLO v1 and CenterNet's heatmaps have no background class
+    expected = num_classes if no_background else num_classes + 1
     assert class_outputs(name, model) == expected
 
 
@@ -118,7 +122,7 @@ def test_pretrained_offline_falls_back_to_the_same_contract(name, monkeypatch, c
                                      else None)
     assert model.pretrained is False
     assert "[course_utils.models]" in capsys.readouterr().out
-    assert class_outputs(name, model) == (4 if name == "yolo" else 5)
+    assert class_outputs(name, model) == (4 if name in ("yolo", "centernet") else 5)
     if name == "retinanet":
         assert model.detections_per_img == 9
 

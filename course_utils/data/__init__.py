@@ -5,8 +5,11 @@ from .download import ensure_dataset, fetch_dataset, is_ready
 from .real import IGNORE_INDEX, VOC_CLASSES, COCOSubset, OxfordPets, PennFudan, VOCDetection2007, dataset_root
 from .segmentation import object_crops, semantic_tensors
 from .shapes import (
+    NUM_KEYPOINTS,
     PRESETS,
     SHAPE_CLASSES,
+    SHAPE_KEYPOINT_SIGMAS,
+    SHAPE_KEYPOINTS,
     ShapesConfig,
     ShapesDataset,
     collate_detection,
@@ -21,8 +24,11 @@ __all__ = [
     "PennFudan",
     "VOCDetection2007",
     "VOC_CLASSES",
+    "NUM_KEYPOINTS",
     "PRESETS",
     "SHAPE_CLASSES",
+    "SHAPE_KEYPOINT_SIGMAS",
+    "SHAPE_KEYPOINTS",
     "ShapesConfig",
     "ShapesDataset",
     "collate_detection",

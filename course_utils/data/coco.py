@@ -4,8 +4,9 @@ The COCO dict is what ``pycocotools.coco.COCO`` and ``course_utils.metrics.coco_
 
     {"images": [{"id", "width", "height", "file_name"}],
      "annotations": [{"id", "image_id", "category_id", "bbox": [x, y, w, h], "area",
-                      "iscrowd", "segmentation": RLE}],
-     "categories": [{"id", "name", "supercategory"}]}
+                      "iscrowd", "segmentation": RLE, "keypoints": [x1, y1, v1, ...],
+                      "num_keypoints"}],
+     "categories": [{"id", "name", "supercategory", "keypoints": [names], "skeleton": [[i, j]]}]}
 
 Masks are run-length encoded by ``pycocotools.mask`` (COCO's own RLE); ``area`` is the number of
 mask pixels, as in COCO, not the box area.
@@ -18,6 +19,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
+
+from .shapes import SHAPE_KEYPOINTS
 
 
 def encode_mask(mask) -> dict:
@@ -44,9 +47,9 @@ def shapes_to_coco(dataset) -> dict:
     size = dataset.config.image_size
     images, annotations = [], []
     for index in range(len(dataset)):
-        _, boxes, labels, masks, _ = dataset.scene(index)
+        _, boxes, labels, masks, _, keypoints = dataset.scene(index, keypoints=True)
         images.append({"id": index, "width": size, "height": size, "file_name": f"shapes_{index:06d}.png"})
-        for box, label, mask in zip(_xyxy_to_xywh(boxes), labels, masks):
+        for box, label, mask, points in zip(_xyxy_to_xywh(boxes), labels, masks, keypoints):
             annotations.append({
                 "id": len(annotations) + 1,  # COCO ids start at 1
                 "image_id": index,
@@ -55,9 +58,14 @@ def shapes_to_coco(dataset) -> dict:
                 "area": float(mask.sum()),
                 "iscrowd": 0,
                 "segmentation": encode_mask(mask),
+                "keypoints": [float(v) for v in points.reshape(-1)],  # x1, y1, v1, x2, ...
+                "num_keypoints": int((points[:, 2] > 0).sum()),
             })
     categories = [
-        {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(dataset.class_names)
+        {"id": i + 1, "name": name, "supercategory": "shape",
+         "keypoints": list(SHAPE_KEYPOINTS[name]["names"]),
+         "skeleton": [list(edge) for edge in SHAPE_KEYPOINTS[name]["skeleton"]]}
+        for i, name in enumerate(dataset.class_names)
     ]
     return {"images": images, "annotations": annotations, "categories": categories}
 

@@ -146,15 +146,94 @@ def _smooth_field(rng: np.random.Generator, channels: int, size: int, cells: int
     return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=True)[0].numpy()
 
 
+# --------------------------------------------------------------------------- keypoints
+
+# Every class has NUM_KEYPOINTS named points (COCO evaluates one sigma per keypoint slot, so all
+# categories share the count): slot 0 is the centre (the triangle's centroid), slots 1-4 are the
+# class's own landmarks. Coordinates are (u, v) in the unit shape's [-1, 1] frame (v down).
+SHAPE_KEYPOINTS: dict[str, dict] = {
+    "circle": dict(
+        names=("centre", "top", "right", "bottom", "left"),
+        uv=((0, 0), (0, -1), (1, 0), (0, 1), (-1, 0)),
+        skeleton=((1, 2), (1, 3), (1, 4), (1, 5)),
+    ),
+    "square": dict(
+        names=("centre", "top_left", "top_right", "bottom_right", "bottom_left"),
+        uv=((0, 0), (-1, -1), (1, -1), (1, 1), (-1, 1)),
+        skeleton=((2, 3), (3, 4), (4, 5), (5, 2)),
+    ),
+    "triangle": dict(
+        names=("centroid", "apex", "base_right", "base_left", "base_middle"),
+        uv=((0, 1 / 3), (0, -1), (1, 1), (-1, 1), (0, 1)),
+        skeleton=((2, 3), (3, 4), (4, 2), (2, 1), (1, 5)),
+    ),
+    "diamond": dict(
+        names=("centre", "top", "right", "bottom", "left"),
+        uv=((0, 0), (0, -1), (1, 0), (0, 1), (-1, 0)),
+        skeleton=((2, 3), (3, 4), (4, 5), (5, 2)),
+    ),
+    "cross": dict(
+        names=("centre", "top_tip", "right_tip", "bottom_tip", "left_tip"),
+        uv=((0, 0), (0, -1), (1, 0), (0, 1), (-1, 0)),
+        skeleton=((1, 2), (1, 3), (1, 4), (1, 5)),
+    ),
+    "ring": dict(
+        names=("centre", "top", "right", "bottom", "left"),
+        uv=((0, 0), (0, -1), (1, 0), (0, 1), (-1, 0)),
+        skeleton=((2, 3), (3, 4), (4, 5), (5, 2)),
+    ),
+}
+NUM_KEYPOINTS = 5
+# OKS sigma of each slot (COCO's per-keypoint constants range from 0.025 for eyes to 0.107 for
+# hips); our landmarks are sharp corners or centres, so one value in that range for all
+SHAPE_KEYPOINT_SIGMAS = np.full(NUM_KEYPOINTS, 0.08)
+
+VISIBLE, OCCLUDED, NOT_LABELLED = 2, 1, 0  # COCO's visibility flags v
+
+
+def shape_keypoints(name: str, cx: float, cy: float, w: float, h: float, size: int,
+                    occluders: list[np.ndarray] = ()) -> np.ndarray:
+    """The keypoints of one shape, in COCO's (x, y, v) form.
+
+    Args:
+        name: the shape class (a key of :data:`SHAPE_KEYPOINTS`).
+        cx, cy, w, h: its centre and extent in pixels (pixel ``i`` spans ``[i, i + 1)``).
+        size: side of the image.
+        occluders: (size, size) bool masks of the objects drawn on top of this one.
+
+    Returns:
+        (NUM_KEYPOINTS, 3) float32 rows (x, y, v): v = 2 visible, 1 under another object,
+        0 outside the image (then x = y = 0, as COCO writes unlabelled points).
+    """
+    uv = np.array(SHAPE_KEYPOINTS[name]["uv"], dtype=np.float64)  # (K, 2)
+    xy = np.array([cx, cy]) + uv * np.array([w / 2, h / 2])  # (K, 2)
+    inside = (xy >= 0).all(axis=1) & (xy <= size).all(axis=1)  # (K,) the far edge belongs to it
+    pixel = np.clip(np.floor(xy).astype(np.int64), 0, size - 1)  # (K, 2) the pixel under a point
+    covered = np.zeros(len(xy), dtype=bool)
+    for mask in occluders:
+        covered |= mask[pixel[:, 1], pixel[:, 0]]
+    v = np.where(~inside, NOT_LABELLED, np.where(covered, OCCLUDED, VISIBLE))  # (K,)
+    points = np.concatenate([np.where(inside[:, None], xy, 0.0), v[:, None]], axis=1)
+    return points.astype(np.float32)
+
+
 # --------------------------------------------------------------------------- generation
 
 
-def generate_scene(cfg: ShapesConfig, rng: np.random.Generator):
+def generate_scene(cfg: ShapesConfig, rng: np.random.Generator, *, keypoints: bool = False):
     """One scene as NumPy arrays.
+
+    Args:
+        cfg: the generator's knobs.
+        rng: the scene's random stream (item ``i`` of seed ``s`` uses ``default_rng([s, i])``).
+        keypoints: also return the objects' keypoints. They are computed from the geometry
+            already drawn and consume no random numbers, so everything else is the same either way.
 
     Returns:
         image (3, S, S) float32 in [0, 1], boxes (N, 4) float32 xyxy, labels (N,) int64 in
-        1..len(cfg.classes), masks (N, S, S) bool (visible pixels), semantic (S, S) int64.
+        1..len(cfg.classes), masks (N, S, S) bool (visible pixels), semantic (S, S) int64;
+        with ``keypoints=True`` a sixth array, (N, K, 3) float32 keypoints (see
+        :func:`shape_keypoints`).
     """
     s = cfg.image_size
     # background: a base colour, a smooth colour field and fine texture
@@ -167,7 +246,7 @@ def generate_scene(cfg: ShapesConfig, rng: np.random.Generator):
         image[:, stroke] = rng.uniform(0, 1, size=(3, 1))
 
     n_target = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    full_masks, full_boxes, visible, labels = [], [], [], []
+    full_masks, full_boxes, visible, labels, geometry = [], [], [], [], []
     for _ in range(n_target):
         for _attempt in range(30):
             side = rng.uniform(*cfg.size_range) * s
@@ -190,6 +269,7 @@ def generate_scene(cfg: ShapesConfig, rng: np.random.Generator):
                 full_masks.append(mask)
                 full_boxes.append(box)
                 labels.append(label + 1)
+                geometry.append((cx, cy, w, h))
                 break
 
     # paint in order (later objects on top): each its own colour, all under one soft lighting
@@ -214,7 +294,12 @@ def generate_scene(cfg: ShapesConfig, rng: np.random.Generator):
     semantic = np.zeros((s, s), dtype=np.int64)
     for m, lab in zip(masks, labels):
         semantic[m] = lab
-    return image, boxes, labels, masks, semantic
+    if not keypoints:
+        return image, boxes, labels, masks, semantic
+    points = np.zeros((len(labels), NUM_KEYPOINTS, 3), dtype=np.float32)
+    for i, (label, (cx, cy, w, h)) in enumerate(zip(labels, geometry)):
+        points[i] = shape_keypoints(cfg.classes[label - 1], cx, cy, w, h, s, full_masks[i + 1:])
+    return image, boxes, labels, masks, semantic, points
 
 
 class ShapesDataset(Dataset):
@@ -229,6 +314,9 @@ class ShapesDataset(Dataset):
         transforms: optional ``torchvision.transforms.v2`` transform called as
             ``transforms(image, target)``.
         cache: keep generated items in memory (faster epochs, ~200 MB per 1000 128-px images).
+        keypoints: add ``target["keypoints"]``, (N, NUM_KEYPOINTS, 3) float32 rows (x, y, v)
+            (torchvision's keypoint format; see :data:`SHAPE_KEYPOINTS`). Off by default, so the
+            targets of the other labs are unchanged.
         **overrides: any :class:`ShapesConfig` field, on top of the preset (e.g.
             ``max_objects=8``, ``size_range=(0.05, 0.1)``, ``classes=("circle", "ring")``).
     """
@@ -242,6 +330,7 @@ class ShapesDataset(Dataset):
         seed: int = 0,
         transforms=None,
         cache: bool = False,
+        keypoints: bool = False,
         **overrides,
     ):
         if not isinstance(num_images, int) or num_images < 0:
@@ -261,6 +350,7 @@ class ShapesDataset(Dataset):
         self.preset = preset
         self.seed = seed
         self.transforms = transforms
+        self.keypoints = bool(keypoints)
         self._cache: dict[int, tuple] | None = {} if cache else None
 
     @property
@@ -276,19 +366,32 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.num_images
 
-    def scene(self, index: int):
-        """Item ``index`` as NumPy arrays (no transforms); see :func:`generate_scene`."""
+    def scene(self, index: int, keypoints: bool = False):
+        """Item ``index`` as NumPy arrays (no transforms); see :func:`generate_scene`.
+
+        Args:
+            index: the item, negative counts from the end.
+            keypoints: also return the (N, K, 3) keypoints as a sixth array.
+        """
         if not -self.num_images <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
         if self._cache is None:
-            return generate_scene(self.config, np.random.default_rng([self.seed, index]))
+            return generate_scene(self.config, np.random.default_rng([self.seed, index]),
+                                  keypoints=keypoints)
         if index not in self._cache:
-            self._cache[index] = generate_scene(self.config, np.random.default_rng([self.seed, index]))
-        return tuple(a.copy() for a in self._cache[index])  # callers may modify theirs
+            self._cache[index] = generate_scene(self.config, np.random.default_rng([self.seed, index]),
+                                                keypoints=True)
+        arrays = self._cache[index] if keypoints else self._cache[index][:5]
+        return tuple(a.copy() for a in arrays)  # callers may modify theirs
+
+    @property
+    def keypoint_names(self) -> dict[str, tuple[str, ...]]:
+        """{class name: its NUM_KEYPOINTS keypoint names}, in slot order."""
+        return {name: SHAPE_KEYPOINTS[name]["names"] for name in self.config.classes}
 
     def __getitem__(self, index: int):
-        image, boxes, labels, masks, semantic = self.scene(index)
+        image, boxes, labels, masks, semantic, *points = self.scene(index, keypoints=self.keypoints)
         s = self.config.image_size
         target = {
             "boxes": tv_tensors.BoundingBoxes(
@@ -301,6 +404,8 @@ class ShapesDataset(Dataset):
             "iscrowd": torch.zeros(len(labels), dtype=torch.int64),
             "image_id": index % self.num_images,
         }
+        if self.keypoints:
+            target["keypoints"] = torch.from_numpy(points[0])
         image = tv_tensors.Image(torch.from_numpy(image))
         if self.transforms is not None:
             image, target = self.transforms(image, target)

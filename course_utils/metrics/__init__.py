@@ -1,6 +1,6 @@
 """Evaluation metrics: COCO detection (bit-identical to pycocotools), PASCAL VOC, segmentation.
 
-* :func:`coco_eval` - COCO AP / AR for boxes or masks, and :func:`precision_recall_curve`.
+* :func:`coco_eval` - COCO AP / AR for boxes, masks or keypoints (OKS), and :func:`precision_recall_curve`.
 * :func:`voc_ap`, :func:`voc_eval` - PASCAL VOC average precision (a different number from
   COCO's AP50; :mod:`course_utils.metrics.voc` says why).
 * :func:`confusion_matrix`, :func:`per_class_iou`, :func:`mean_iou`, :func:`pixel_accuracy` -
@@ -9,7 +9,11 @@
 
 from course_utils.metrics.coco import (
     AREA_RANGES,
+    COCO_KEYPOINT_SIGMAS,
     IOU_THRESHOLDS,
+    KEYPOINT_AREA_RANGES,
+    KEYPOINT_MAX_DETS,
+    KEYPOINT_STAT_NAMES,
     MAX_DETS,
     RECALL_THRESHOLDS,
     STAT_NAMES,
@@ -28,7 +32,11 @@ from course_utils.metrics.voc import VOCResult, voc_ap, voc_eval
 
 __all__ = [
     "AREA_RANGES",
+    "COCO_KEYPOINT_SIGMAS",
     "IOU_THRESHOLDS",
+    "KEYPOINT_AREA_RANGES",
+    "KEYPOINT_MAX_DETS",
+    "KEYPOINT_STAT_NAMES",
     "MAX_DETS",
     "RECALL_THRESHOLDS",
     "STAT_NAMES",

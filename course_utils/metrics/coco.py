@@ -42,6 +42,13 @@ Where pycocotools stops or is ambiguous, we choose and document:
   annotation ids. Detections of categories absent from the GT are dropped, as pycocotools does.
 * Like pycocotools, a detection matched to a GT whose annotation ``id`` is 0 counts as a false
   positive (pycocotools stores "matched GT id" and reads 0 as "no match"); COCO ids start at 1.
+* Keypoints (``iou_type="keypoints"``): the IoU is the object keypoint similarity (OKS) of
+  pycocotools' ``computeOks``, with one sigma per keypoint slot (``kpt_oks_sigmas``, COCO's 17
+  person sigmas by default), 20 detections per image, area ranges all / medium / large and the
+  10 summary numbers of ``summarizeKps``. A GT with ``num_keypoints == 0`` is ignored, like a
+  crowd. A detection's area is its box area when the results carry a ``bbox`` and the area of
+  the box around its keypoints otherwise (``loadRes`` again, decided on the first result). Every
+  GT and detection must carry ``keypoints`` (pycocotools needs them only where it pairs them).
 * Segmentation: a detection's ``area`` (for small/medium/large) is its *box* area when the
   results carry a ``bbox`` and its mask area otherwise - pycocotools' ``loadRes`` decides from
   the first result, and so do we.
@@ -68,7 +75,19 @@ AREA_RANGES = {  # (A,) object area ranges in pixels, bounds included
 STAT_NAMES = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
 )
-IOU_TYPES = ("bbox", "segm")
+IOU_TYPES = ("bbox", "segm", "keypoints")
+# keypoints (pycocotools' setKpParams): other cuts, area ranges and summary numbers
+KEYPOINT_MAX_DETS = (20,)
+KEYPOINT_AREA_RANGES = {
+    "all": AREA_RANGES["all"],
+    "medium": AREA_RANGES["medium"],
+    "large": AREA_RANGES["large"],
+}
+KEYPOINT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+# COCO's per-keypoint OKS sigmas of the 17 person keypoints (nose, eyes, ears, shoulders, ...)
+COCO_KEYPOINT_SIGMAS = np.array(
+    [.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]
+) / 10.0
 
 
 # --------------------------------------------------------------------------- 1. tables
@@ -89,6 +108,8 @@ class _GroundTruth:
     crowd: np.ndarray  # (G,) bool
     difficult: np.ndarray  # (G,) bool, PASCAL VOC's flag (not used by COCO)
     rle: list | None = None  # G compressed RLEs (segm only)
+    keypoints: np.ndarray | None = None  # (G, 3 K) float64 x, y, v triplets (keypoints only)
+    ignore: np.ndarray | None = None  # (G,) bool, ignored in every area range (default: crowd)
 
 
 @dataclass
@@ -101,6 +122,7 @@ class _Detections:
     box: np.ndarray  # (D, 4) float64 xywh
     area: np.ndarray  # (D,) float64
     rle: list | None = None  # D compressed RLEs (segm only)
+    keypoints: np.ndarray | None = None  # (D, 3 K) float64 (keypoints only)
 
 
 def _describe(kind: str, index: int, record) -> str:
@@ -215,8 +237,25 @@ def _load_json(source):
     return source
 
 
-def _ground_truth(gt, iou_type: str) -> tuple[_GroundTruth, np.ndarray, np.ndarray, dict, list]:
-    """Read a COCO GT dict into a table.
+def _keypoints(records: list, kind: str, num_keypoints: int) -> np.ndarray:
+    """(N, 3 K) float64 ``keypoints`` column; ValueError naming the first bad record.
+
+    Args:
+        records: N annotation or result dicts.
+        kind: how to name a record in errors.
+        num_keypoints: K, the length of ``kpt_oks_sigmas``.
+    """
+    points = _numbers(records, "keypoints", kind, width=3 * num_keypoints)  # (N, 3 K)
+    bad = ~np.isfinite(points).all(axis=1)  # (N,)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{_describe(kind, i, records[i])}: keypoints must be finite numbers")
+    return points
+
+
+def _ground_truth(gt, iou_type: str, num_keypoints: int = 0
+                  ) -> tuple[_GroundTruth, np.ndarray, np.ndarray, dict, list]:
+    """Read a COCO GT dict into a table (``num_keypoints``: K, for iou_type "keypoints").
 
     Returns:
         (table, image_ids (I,) sorted, category_ids (K,) sorted, {category id: name},
@@ -247,15 +286,20 @@ def _ground_truth(gt, iou_type: str) -> tuple[_GroundTruth, np.ndarray, np.ndarr
     area = _numbers(anns, "area", "gt annotation")  # (G,)
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)  # (G,)
     difficult = np.array([bool(a.get("difficult", 0)) for a in anns], dtype=bool)  # (G,)
-    box = _boxes(anns, "gt annotation") if iou_type == "bbox" else np.zeros((len(anns), 4))
+    has_box = iou_type in ("bbox", "keypoints")  # OKS reads the GT box when no point is labelled
+    box = _boxes(anns, "gt annotation") if has_box else np.zeros((len(anns), 4))
     rle = _rles(anns, image, images, "gt annotation") if iou_type == "segm" else None
+    keypoints, ignore = None, crowd
+    if iou_type == "keypoints":
+        keypoints = _keypoints(anns, "gt annotation", num_keypoints).reshape(-1, 3 * num_keypoints)
+        ignore = crowd | (_numbers(anns, "num_keypoints", "gt annotation") == 0)  # (G,)
     table = _GroundTruth(image, category, ann_ids, box.reshape(-1, 4), area, crowd, difficult,
-                         rle)
+                         rle, keypoints, ignore)
     return table, image_ids, category_ids, names, images
 
 
 def _detections(dt, image_ids: np.ndarray, category_ids: np.ndarray, images: list,
-                iou_type: str) -> _Detections:
+                iou_type: str, num_keypoints: int = 0) -> _Detections:
     """Read COCO result dicts into a table; drops detections of categories absent from the GT."""
     dts = _load_json(dt)
     if isinstance(dts, dict) and "annotations" in dts:  # a COCO object from loadRes
@@ -272,8 +316,15 @@ def _detections(dt, image_ids: np.ndarray, category_ids: np.ndarray, images: lis
     has_box = iou_type == "bbox" or (len(dts) > 0 and dts[0].get("bbox", []) != [])
     box = _boxes(dts, "detection") if has_box else np.zeros((len(dts), 4))
     rle = _rles(dts, image, images, "detection") if iou_type == "segm" else None
+    keypoints = None
+    if iou_type == "keypoints":
+        keypoints = _keypoints(dts, "detection", num_keypoints).reshape(-1, 3 * num_keypoints)
     if has_box:
         area = box[:, 2] * box[:, 3]  # (D,)
+    elif keypoints is not None:  # the box around the keypoints, as loadRes computes it
+        x, y = keypoints[:, 0::3], keypoints[:, 1::3]  # (D, K) each
+        area = (x.max(axis=1, initial=-np.inf) - x.min(axis=1, initial=np.inf)) * (
+            y.max(axis=1, initial=-np.inf) - y.min(axis=1, initial=np.inf))  # (D,)
     else:
         area = np.array(mask_utils.area(rle) if rle else [], dtype=np.float64)  # (D,)
 
@@ -288,6 +339,7 @@ def _detections(dt, image_ids: np.ndarray, category_ids: np.ndarray, images: lis
         box=box.reshape(-1, 4)[keep],
         area=np.asarray(area, dtype=np.float64).reshape(-1)[keep],
         rle=[rle[i] for i in keep] if rle is not None else None,
+        keypoints=keypoints[keep] if keypoints is not None else None,
     )
 
 
@@ -361,6 +413,46 @@ def _box_iou_pairs(dt_box: np.ndarray, gt_box: np.ndarray, gt_crowd: np.ndarray)
     dt_area = dw * dh  # (P,)
     union = np.where(gt_crowd, dt_area, dt_area + gw * gh - inter)  # (P,)
     return np.where(overlap, inter / np.where(overlap, union, 1.0), 0.0)
+
+
+def _oks_pairs(pair_dt: np.ndarray, pair_gt: np.ndarray, dt_points: np.ndarray,
+               gt: _GroundTruth, sigmas: np.ndarray) -> np.ndarray:
+    """Object keypoint similarity of paired detections and GT, as pycocotools' ``computeOks``.
+
+    OKS = mean over the GT's labelled keypoints (v > 0) of exp(-d^2 / (2 s^2 k^2)), with d the
+    distance between the detected and the true point, s^2 the GT's ``area`` and k = 2 sigma.
+    A GT without labelled keypoints measures, per detected point, how far it lies outside the
+    GT box enlarged by its size on every side (zero inside), over all K points.
+
+    Args:
+        pair_dt, pair_gt: (P,) detection and GT of each pair.
+        dt_points: (D, 3 K) detected keypoints.
+        gt: the GT table (``keypoints``, ``box``, ``area``).
+        sigmas: (K,) per-keypoint sigmas.
+
+    Returns:
+        (P,) OKS in [0, 1].
+    """
+    variances = (sigmas * 2) ** 2  # (K,)
+    oks = np.zeros(len(pair_dt))
+    for g in np.unique(pair_gt):  # one GT at a time: its labelled keypoints fix the shape of e
+        pairs = np.flatnonzero(pair_gt == g)  # (n,)
+        xg, yg, vg = gt.keypoints[g, 0::3], gt.keypoints[g, 1::3], gt.keypoints[g, 2::3]  # (K,)
+        xd, yd = dt_points[pair_dt[pairs], 0::3], dt_points[pair_dt[pairs], 1::3]  # (n, K)
+        labelled = vg > 0  # (K,)
+        if labelled.any():
+            dx, dy = xd - xg, yd - yg  # (n, K)
+        else:  # distance to the GT box grown by its width / height on each side
+            bx, by, bw, bh = gt.box[g]
+            x0, x1, y0, y1 = bx - bw, bx + bw * 2, by - bh, by + bh * 2
+            dx = np.maximum(0, x0 - xd) + np.maximum(0, xd - x1)  # (n, K)
+            dy = np.maximum(0, y0 - yd) + np.maximum(0, yd - y1)  # (n, K)
+        e = (dx**2 + dy**2) / variances / (gt.area[g] + np.spacing(1)) / 2  # (n, K)
+        if labelled.any():
+            e = e[:, labelled]  # (n, K')
+        for row, p in zip(np.ascontiguousarray(e), pairs, strict=True):
+            oks[p] = np.sum(np.exp(-row)) / row.shape[0]  # pycocotools' 1-D sum, bit for bit
+    return oks
 
 
 def _mask_iou_pairs(pair_dt: np.ndarray, pair_gt: np.ndarray, pair_group: np.ndarray,
@@ -491,7 +583,8 @@ class _Outcomes:
 
 
 def _outcomes(gt: _GroundTruth, dets: _Detections, num_categories: int, iou_type: str,
-              iou_thresholds: np.ndarray, area_ranges: np.ndarray, max_det: int) -> _Outcomes:
+              iou_thresholds: np.ndarray, area_ranges: np.ndarray, max_det: int,
+              sigmas: np.ndarray | None = None) -> _Outcomes:
     """Steps 2-4: rank, cut to ``max_det`` per group, pair, IoU, match; then TP / FP rules.
 
     Args:
@@ -501,24 +594,29 @@ def _outcomes(gt: _GroundTruth, dets: _Detections, num_categories: int, iou_type
         iou_thresholds: (T,).
         area_ranges: (A, 2) [low, high] areas, bounds included.
         max_det: detections kept per group.
+        sigmas: (K,) per-keypoint OKS sigmas (keypoints only).
     """
     K = num_categories
     group = dets.image * K + dets.category  # (D,)
     order, rank = _rank_in_group(group, dets.score)  # (D,), (D,)
     kept = order[rank[order] < max_det]  # (D',) by group, then rank
     dets = _Detections(dets.image[kept], dets.category[kept], dets.score[kept], dets.box[kept],
-                       dets.area[kept], [dets.rle[i] for i in kept] if dets.rle else None)
+                       dets.area[kept], [dets.rle[i] for i in kept] if dets.rle else None,
+                       dets.keypoints[kept] if dets.keypoints is not None else None)
     rank, group = rank[kept], group[kept]  # (D',)
 
     pair_dt, pair_gt = _pairs(group, gt.image * K + gt.category)  # (P,), (P,)
     if iou_type == "bbox":
         pair_iou = _box_iou_pairs(dets.box[pair_dt], gt.box[pair_gt], gt.crowd[pair_gt])  # (P,)
+    elif iou_type == "keypoints":
+        pair_iou = _oks_pairs(pair_dt, pair_gt, dets.keypoints, gt, sigmas)  # (P,)
     else:
         pair_iou = _mask_iou_pairs(pair_dt, pair_gt, group[pair_dt], dets.rle, gt.rle,
                                    gt.crowd)  # (P,)
 
     low, high = area_ranges[:, :1], area_ranges[:, 1:]  # (A, 1) each
-    gt_ignore = gt.crowd | (gt.area < low) | (gt.area > high)  # (A, G)
+    flagged = gt.crowd if gt.ignore is None else gt.ignore  # (G,)
+    gt_ignore = flagged | (gt.area < low) | (gt.area > high)  # (A, G)
     in_area = (dets.area >= low) & (dets.area <= high)  # (A, D)
     t, a, d, g = _match(pair_dt, pair_gt, pair_iou, rank, gt_ignore, gt.crowd,
                         iou_thresholds)  # (N,) each
@@ -714,17 +812,45 @@ def _summary_stats(precision: np.ndarray, recall: np.ndarray, iou_thresholds: np
     ], dtype=np.float64)
 
 
+def _keypoint_summary_stats(precision: np.ndarray, recall: np.ndarray,
+                            iou_thresholds: np.ndarray, area_names: list[str]) -> np.ndarray:
+    """The 10 numbers of pycocotools' ``summarizeKps`` (20 detections per image).
+
+    Args:
+        precision: (T, R, K, A, 1).
+        recall: (T, K, A, 1).
+
+    Returns:
+        (10,) float64: AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl.
+    """
+
+    def stat(ap: bool, iou=None, area="all") -> float:
+        a = [area_names.index(area)]
+        values = precision if ap else recall
+        if iou is not None:
+            values = values[np.where(iou == iou_thresholds)[0]]  # (1, ...)
+        values = values[:, :, :, a, [0]] if ap else values[:, :, a, [0]]
+        return _mean_defined(values)
+
+    return np.array([
+        stat(True), stat(True, iou=0.5), stat(True, iou=0.75), stat(True, area="medium"),
+        stat(True, area="large"), stat(False), stat(False, iou=0.5), stat(False, iou=0.75),
+        stat(False, area="medium"), stat(False, area="large"),
+    ], dtype=np.float64)
+
+
 @dataclass
 class COCOEvalResult:
     """What :func:`coco_eval` returns.
 
     Attributes:
-        stats: (12,) pycocotools' ``COCOeval.stats``; names in :data:`STAT_NAMES`.
+        stats: (12,) pycocotools' ``COCOeval.stats``; names in :data:`STAT_NAMES` (for
+            keypoints (10,), names in :data:`KEYPOINT_STAT_NAMES`).
         precision: (T, R, K, A, M) interpolated precision; -1 where undefined.
         recall: (T, K, A, M) recall at the last detection; -1 where undefined.
         category_ids: (K,) sorted GT category ids, the K axis.
         category_names: K names.
-        iou_type: "bbox" or "segm".
+        iou_type: "bbox", "segm" or "keypoints".
         iou_thresholds: (T,), recall_thresholds: (R,), area_names: A names, max_dets: (M,).
     """
 
@@ -740,9 +866,14 @@ class COCOEvalResult:
     max_dets: tuple[int, ...] = MAX_DETS
 
     @property
+    def stat_names(self) -> tuple[str, ...]:
+        """The names of ``stats``: :data:`STAT_NAMES`, or :data:`KEYPOINT_STAT_NAMES`."""
+        return KEYPOINT_STAT_NAMES if self.iou_type == "keypoints" else STAT_NAMES
+
+    @property
     def named(self) -> dict[str, float]:
-        """``{"AP": .., "AP50": .., ..., "ARl": ..}``: the 12 stats by name."""
-        return {name: float(v) for name, v in zip(STAT_NAMES, self.stats, strict=True)}
+        """``{"AP": .., "AP50": .., ..., "ARl": ..}``: the stats by name."""
+        return {name: float(v) for name, v in zip(self.stat_names, self.stats, strict=True)}
 
     @property
     def per_category_ap(self) -> dict[int, float]:
@@ -755,9 +886,9 @@ class COCOEvalResult:
     def summary(self) -> str:
         """pycocotools' 12 summary lines, then a per-category AP table."""
         lines = []
-        for name, value in zip(STAT_NAMES, self.stats, strict=True):
+        for name, value in zip(self.stat_names, self.stats, strict=True):
             kind = "Average Precision  (AP)" if name.startswith("AP") else "Average Recall     (AR)"
-            iou = {"AP50": "0.50", "AP75": "0.75"}.get(name, "0.50:0.95")
+            iou = {"50": "0.50", "75": "0.75"}.get(name[2:], "0.50:0.95")
             area = {"s": "small", "m": "medium", "l": "large"}.get(name[-1], "all")
             max_det = {"AR1": 1, "AR10": 10}.get(name, self.max_dets[-1])
             lines.append(f" {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_det:>3d} ]"
@@ -782,7 +913,21 @@ def _check_iou_type(iou_type: str) -> None:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
 
 
-def coco_eval(gt, dt, iou_type: str = "bbox") -> COCOEvalResult:
+def _check_sigmas(kpt_oks_sigmas) -> np.ndarray:
+    """(K,) float64 sigmas; ValueError unless a non-empty 1-D list of positive numbers."""
+    sigmas = COCO_KEYPOINT_SIGMAS if kpt_oks_sigmas is None else kpt_oks_sigmas
+    try:
+        sigmas = np.asarray(sigmas, dtype=np.float64)
+    except (TypeError, ValueError):
+        sigmas = None
+    if sigmas is None or sigmas.ndim != 1 or not len(sigmas) or not (np.isfinite(sigmas)
+                                                                     & (sigmas > 0)).all():
+        raise ValueError(f"kpt_oks_sigmas must be a 1-D list of positive numbers, one per "
+                         f"keypoint, got {kpt_oks_sigmas!r}")
+    return sigmas
+
+
+def coco_eval(gt, dt, iou_type: str = "bbox", *, kpt_oks_sigmas=None) -> COCOEvalResult:
     """COCO mAP and friends, bit-identical to pycocotools' ``COCOeval`` (see the module doc).
 
     Args:
@@ -791,12 +936,19 @@ def coco_eval(gt, dt, iou_type: str = "bbox") -> COCOEvalResult:
         dt: detections: a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``
             dicts (``"segmentation"`` RLE for segm), a json path, or the ``COCO`` object of
             ``loadRes``. Not modified.
-        iou_type: "bbox" (box IoU) or "segm" (mask IoU of RLEs, by ``pycocotools.mask``).
+        iou_type: "bbox" (box IoU), "segm" (mask IoU of RLEs, by ``pycocotools.mask``) or
+            "keypoints" (OKS; GT and detections carry ``"keypoints": [x1, y1, v1, ...]``, GT
+            also ``num_keypoints``).
+        kpt_oks_sigmas: (K,) OKS sigma of each keypoint slot, for "keypoints" (default: COCO's
+            17 person sigmas, like pycocotools' ``params.kpt_oks_sigmas``).
 
     Returns:
-        a :class:`COCOEvalResult`; ``.stats`` and ``.named`` hold the 12 summary numbers.
+        a :class:`COCOEvalResult`; ``.stats`` and ``.named`` hold the summary numbers (12, or
+        10 for keypoints).
     """
     _check_iou_type(iou_type)
+    if iou_type == "keypoints":
+        return _coco_eval_keypoints(gt, dt, _check_sigmas(kpt_oks_sigmas))
     gt_table, image_ids, category_ids, names, images = _ground_truth(gt, iou_type)
     dets = _detections(dt, image_ids, category_ids, images, iou_type)
     area_ranges = np.array(list(AREA_RANGES.values()))  # (A, 2)
@@ -806,6 +958,22 @@ def coco_eval(gt, dt, iou_type: str = "bbox") -> COCOEvalResult:
     stats = _summary_stats(precision, recall, IOU_THRESHOLDS, MAX_DETS, list(AREA_RANGES))
     return COCOEvalResult(stats, precision, recall, category_ids,
                           [names.get(c, str(c)) for c in category_ids.tolist()], iou_type)
+
+
+def _coco_eval_keypoints(gt, dt, sigmas: np.ndarray) -> COCOEvalResult:
+    """:func:`coco_eval` with OKS, pycocotools' keypoint parameters (maxDets 20, 3 area ranges)."""
+    K = len(sigmas)
+    gt_table, image_ids, category_ids, names, images = _ground_truth(gt, "keypoints", K)
+    dets = _detections(dt, image_ids, category_ids, images, "keypoints", K)
+    area_ranges = np.array(list(KEYPOINT_AREA_RANGES.values()))  # (3, 2)
+    outcomes = _outcomes(gt_table, dets, len(category_ids), "keypoints", IOU_THRESHOLDS,
+                         area_ranges, KEYPOINT_MAX_DETS[-1], sigmas)
+    precision, recall = _accumulate(outcomes, len(IOU_THRESHOLDS), KEYPOINT_MAX_DETS,
+                                    RECALL_THRESHOLDS)
+    stats = _keypoint_summary_stats(precision, recall, IOU_THRESHOLDS, list(KEYPOINT_AREA_RANGES))
+    return COCOEvalResult(stats, precision, recall, category_ids,
+                          [names.get(c, str(c)) for c in category_ids.tolist()], "keypoints",
+                          area_names=list(KEYPOINT_AREA_RANGES), max_dets=KEYPOINT_MAX_DETS)
 
 
 # --------------------------------------------------------------------------- PR curve
@@ -842,7 +1010,7 @@ def precision_recall_curve(gt, dt, category_id, iou_threshold: float = 0.5,
         gt, dt: as in :func:`coco_eval`.
         category_id: the category (its id in ``gt["categories"]``).
         iou_threshold: minimum IoU of a match, in [0, 1].
-        iou_type: "bbox" or "segm".
+        iou_type: "bbox" or "segm" (keypoint curves: read ``coco_eval(...).precision``).
         area: one of ``AREA_RANGES`` ("all", "small", "medium", "large").
         max_dets: detections kept per image.
 
@@ -850,6 +1018,9 @@ def precision_recall_curve(gt, dt, category_id, iou_threshold: float = 0.5,
         a :class:`PRCurve`.
     """
     _check_iou_type(iou_type)
+    if iou_type == "keypoints":
+        raise ValueError("iou_type='keypoints' is not supported by precision_recall_curve; "
+                         "use coco_eval(gt, dt, 'keypoints').precision")
     if area not in AREA_RANGES:
         raise ValueError(f"area must be one of {list(AREA_RANGES)}, got {area!r}")
     if not 0 <= iou_threshold <= 1:

@@ -1,9 +1,21 @@
 """Models: backbones (pretrained torchvision weights in full mode, a small from-scratch net otherwise);
 the detectors of the course behind one contract (``detectors``: :func:`build_detector`,
 :func:`load_pretrained_detector`): YOLO v1 (``yolo``), RetinaNet (``retinanet``), Faster and Mask
-R-CNN (``rcnn``), a small DETR (``detr``); segmentation networks (U-Net, stacked hourglass)."""
+R-CNN (``rcnn``), a small DETR (``detr``), CenterNet (``centernet``, lab 08); segmentation networks (U-Net, stacked hourglass)."""
 
 from .backbones import SmallBackbone, WeightsUnavailable, load_backbone, load_pretrained, pretrained_state_dict
+from .centernet import (
+    CenterNet,
+    build_centernet,
+    centernet_decode,
+    centernet_loss,
+    centernet_targets,
+    draw_gaussian,
+    gaussian_radius,
+    heatmap_focal_loss,
+    local_peaks,
+    top_peaks,
+)
 from .detectors import (
     DETECTOR_NAMES,
     DetectorWrapper,
@@ -25,6 +37,16 @@ from .segmentation import Hourglass, StackedHourglass, UNet
 from .yolo import TinyYOLO, YOLOv1, build_yolo
 
 __all__ = [
+    "CenterNet",
+    "build_centernet",
+    "centernet_decode",
+    "centernet_loss",
+    "centernet_targets",
+    "draw_gaussian",
+    "gaussian_radius",
+    "heatmap_focal_loss",
+    "local_peaks",
+    "top_peaks",
     "DETECTOR_NAMES",
     "DetectorWrapper",
     "Hourglass",

@@ -31,12 +31,13 @@ from torch import nn
 
 from ..tensors import plain
 from .backbones import NOTICE
+from .centernet import build_centernet
 from .detr import build_small_detr, detr_loss, detr_targets, postprocess
 from .rcnn import build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn
 from .retinanet import build_retinanet, load_pretrained_retinanet, replace_classifier
 from .yolo import build_yolo
 
-DETECTOR_NAMES = ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")
+DETECTOR_NAMES = ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr", "centernet")
 
 
 class DetectorWrapper(nn.Module):
@@ -117,13 +118,14 @@ def build_detector(name: str, num_classes: int, image_size: int = 128, **kwargs:
 
     Args:
         name: one of :data:`DETECTOR_NAMES`: ``"yolo"``, ``"retinanet"``, ``"faster_rcnn"``,
-            ``"mask_rcnn"``, ``"detr"``.
+            ``"mask_rcnn"``, ``"detr"``, ``"centernet"``.
         num_classes: object classes, background **not** counted (labels 1..num_classes).
         image_size: side of the square input images in pixels.
         **kwargs: passed to the builder: :func:`~course_utils.models.yolo.build_yolo`,
             :func:`~course_utils.models.retinanet.build_retinanet`,
             :func:`~course_utils.models.rcnn.build_faster_rcnn`,
-            :func:`~course_utils.models.rcnn.build_mask_rcnn` or :func:`build_detr_detector`.
+            :func:`~course_utils.models.rcnn.build_mask_rcnn`, :func:`build_detr_detector` or
+            :func:`~course_utils.models.centernet.build_centernet`.
 
     Returns:
         an ``nn.Module`` in train mode: ``model(images, targets)`` -> dict of scalar losses;
@@ -143,6 +145,8 @@ def build_detector(name: str, num_classes: int, image_size: int = 128, **kwargs:
         return build_faster_rcnn(num_classes, image_size, **kwargs)
     if name == "mask_rcnn":
         return build_mask_rcnn(num_classes, image_size, **kwargs)
+    if name == "centernet":
+        return build_centernet(num_classes, image_size, **kwargs)
     return build_detr_detector(num_classes, image_size, **kwargs)
 
 
@@ -167,7 +171,7 @@ def load_pretrained_detector(name: str, num_classes: int, image_size: int = 128,
 
     RetinaNet is ``retinanet_resnet50_fpn``; Faster and Mask R-CNN are ``maskrcnn_resnet50_fpn``
     (Faster R-CNN without the mask branch); both fine-tune with their own image transform
-    (torchvision's 800-px resizing). The course's YOLO and DETR have no published weights: they
+    (torchvision's 800-px resizing). The course's YOLO, DETR and CenterNet have no published weights: they
     are built from scratch, as is any detector whose weights cannot be downloaded; a notice says so.
 
     Args:
