@@ -1,7 +1,8 @@
 """Models: backbones (pretrained torchvision weights in full mode, a small from-scratch net otherwise);
 the detectors of the course behind one contract (``detectors``: :func:`build_detector`,
 :func:`load_pretrained_detector`): YOLO v1 (``yolo``), RetinaNet (``retinanet``), Faster and Mask
-R-CNN (``rcnn``), a small DETR (``detr``), CenterNet (``centernet``, lab 08); segmentation networks (U-Net, stacked hourglass)."""
+R-CNN (``rcnn``), a small DETR (``detr``), CenterNet (``centernet``, lab 08); segmentation networks
+(U-Net, stacked hourglass)."""
 
 from .backbones import SmallBackbone, WeightsUnavailable, load_backbone, load_pretrained, pretrained_state_dict
 from .centernet import (
