@@ -469,7 +469,7 @@ def test_bad_input_names_the_record(change, message):
 def test_bad_iou_type():
     gt, dt = hand_set()
     with pytest.raises(ValueError, match="iou_type"):
-        coco_eval(gt, dt, "keypoints")
+        coco_eval(gt, dt, "keypoint")
 
 
 # --------------------------------------------------------------------------- VOC

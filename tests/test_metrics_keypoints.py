@@ -164,7 +164,7 @@ def test_bad_sigmas_are_named(sigmas, match):
 
 def test_bad_keypoints_name_the_record():
     gt, dt = random_keypoint_set(0, num_keypoints=5)
-    with pytest.raises(ValueError, match=r"gt annotation 0 .*keypoints must be 15 numbers"):
+    with pytest.raises(ValueError, match=r"gt annotation 0 .*must be 51 numbers .*17 keypoints that kpt_oks_sigmas"):
         coco_eval(gt, dt, "keypoints")  # 17 default sigmas, 5 keypoints each
     bad = copy.deepcopy(dt)
     bad[0]["keypoints"] = bad[0]["keypoints"][:-3]

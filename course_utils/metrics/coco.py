@@ -245,7 +245,13 @@ def _keypoints(records: list, kind: str, num_keypoints: int) -> np.ndarray:
         kind: how to name a record in errors.
         num_keypoints: K, the length of ``kpt_oks_sigmas``.
     """
-    points = _numbers(records, "keypoints", kind, width=3 * num_keypoints)  # (N, 3 K)
+    try:
+        points = _numbers(records, "keypoints", kind, width=3 * num_keypoints)  # (N, 3 K)
+    except ValueError as error:
+        if "must be" not in str(error):
+            raise
+        raise ValueError(f"{error} (x, y, v for each of the {num_keypoints} keypoints that "
+                         f"kpt_oks_sigmas has)") from None
     bad = ~np.isfinite(points).all(axis=1)  # (N,)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
