@@ -1,0 +1,580 @@
+# %% [markdown] id="intro"
+# <!-- COLAB_BADGE: notebook_src/build.py puts the Open-in-Colab badge here -->
+#
+# # Lab 08 — Heatmaps: keypoints with a stacked hourglass, and detection without anchors
+#
+# *CNNs part II — beyond image classification.*
+#
+# Every detector so far predicted **numbers per anchor, per cell or per query**. This lab predicts
+# **images**: one *heatmap* per kind of point, whose peaks are the points. It closes the arc of the
+# course — detection *is* keypoint estimation:
+#
+# 1. **Keypoints.** Every shape has 5 named keypoints (a square's corners and centre, a circle's
+#    centre and compass points, …). The target of each is a **Gaussian heatmap** (exercise 1);
+#    a **stacked hourglass** (Newell, Yang, Deng, *Stacked Hourglass Networks for Human Pose
+#    Estimation*, ECCV 2016 — lab 05's network) learns them with intermediate supervision; the
+#    peaks are read with **sub-pixel** precision by the paper's quarter-offset trick (exercise 2);
+#    measured by PCK and COCO's keypoint AP (OKS).
+# 2. **Objects as points.** CornerNet (Law & Deng, ECCV 2018) finds a box as a pair of corner
+#    keypoints; CenterNet (Zhou, Wang, Krähenbühl, *Objects as Points*, 2019) as its **centre** plus
+#    its size. Both train their heatmaps with a **focal loss variant** that forgives near misses
+#    (exercise 3) and read the peaks with a **3×3 max-pool instead of NMS** (exercise 4). No anchors,
+#    no box matching, no NMS.
+
+# %% id="setup" role="readonly"
+# Setup: imports, run mode, device and seed. Run this cell first.
+import importlib.util
+import sys
+
+# COLAB_INSTALL: notebook_src/build.py puts the Colab-only install of this release here
+
+try:
+    import course_utils  # noqa: F401
+except ImportError as err:
+    raise ImportError(
+        "course_utils is not installed in this kernel. From the course folder run `make lab`, "
+        "or `pip install -e .` in the environment of this kernel."
+    ) from err
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_utils import viz
+from course_utils.config import by_mode, record, setup, steps
+from course_utils.data import (
+    NUM_KEYPOINTS,
+    SHAPE_KEYPOINT_SIGMAS,
+    SHAPE_KEYPOINTS,
+    ShapesDataset,
+    collate_detection,
+    detections_to_coco,
+)
+from course_utils.grading import check_close, check_equal, check_shape
+from course_utils.metrics import coco_eval
+from course_utils.models import StackedHourglass, build_detector
+from course_utils.models import heatmap_focal_loss as reference_focal_loss
+from course_utils.train import fit, predict
+
+SETUP = setup(seed=0)
+MODE, DEVICE = SETUP.mode, SETUP.device
+
+# %% [markdown] id="data-md"
+# ## 1. The data: shapes with named keypoints
+#
+# The synthetic shapes again (64×64 pixels), now with `keypoints=True`: each object carries
+# `target["keypoints"]`, a `(N, 5, 3)` tensor of rows $(x, y, v)$ in pixels — torchvision's and COCO's
+# format. Slot 0 is the centre (a triangle's centroid); slots 1–4 are the class's own landmarks
+# (below). $v$ is COCO's visibility flag: 2 visible, 1 hidden under another object (still labelled),
+# 0 not labelled (e.g. cropped away). For the hourglass we use the `single` preset — one object per
+# image, the setting of Newell et al., whose network sees one person per crop; CenterNet later finds
+# several objects per image.
+
+# %% id="data" role="readonly"
+IMAGE_SIZE = 64
+CLASS_NAMES = ShapesDataset(1).class_names  # circle, square, triangle
+NUM_CLASSES = len(CLASS_NAMES)
+for name in CLASS_NAMES:
+    print(f"{name:9} keypoints: {', '.join(SHAPE_KEYPOINTS[name]['names'])}")
+kp_train = ShapesDataset(by_mode(smoke=32, fast=800, full=4000), IMAGE_SIZE, preset="single", seed=0,
+                         keypoints=True)
+kp_test = ShapesDataset(by_mode(smoke=16, fast=200, full=500), IMAGE_SIZE, preset="single", seed=1,
+                        keypoints=True)
+
+
+def show_keypoints(image, labels, points, ax, title=""):
+    """An image with each object's keypoints (numbered by slot) and skeleton."""
+    ax.imshow(viz.to_hwc(image)); ax.set_axis_off(); ax.set_title(title, fontsize=9)
+    for label, kp in zip(labels.tolist(), points):
+        spec = SHAPE_KEYPOINTS[CLASS_NAMES[label - 1]]
+        for a, b in spec["skeleton"]:
+            ax.plot(kp[[a - 1, b - 1], 0] - 0.5, kp[[a - 1, b - 1], 1] - 0.5, color="white", lw=1)
+        for j, (x, y, v) in enumerate(kp.tolist()):
+            if v > 0:
+                ax.scatter(x - 0.5, y - 0.5, s=18, color=plt.cm.tab10(j), edgecolors="black", linewidths=0.5,
+                           marker="o" if v == 2 else "x")
+
+
+fig, axes = plt.subplots(1, 5, figsize=(12, 2.8))
+for i, ax in enumerate(axes):
+    image, target = kp_train[i]
+    show_keypoints(image, target["labels"], target["keypoints"], ax, CLASS_NAMES[int(target["labels"][0]) - 1])
+fig.suptitle("keypoints by slot: 0 (blue) is the centre", fontsize=10);
+
+# %% [markdown] id="ex1-md"
+# ## 2. Gaussian heatmap targets (exercise 1, 2 points)
+#
+# A network cannot output "the point (23.4, 40.1)" as an image, but it can output an image that is
+# bright there. Newell et al. train the hourglass to output, for every keypoint, a **2-D Gaussian**
+# centred on the true location:
+#
+# $$Y_{ij} = \max_{p\,:\,v_p > 0} \exp\!\Big(-\frac{(j + \tfrac12 - x_p)^2 + (i + \tfrac12 - y_p)^2}{2\sigma^2}\Big).$$
+#
+# The conventions, which the decoder of exercise 2 relies on:
+#
+# * pixel $(i, j)$ (row $i$, column $j$) covers $[j, j+1) \times [i, i+1)$: its **centre** is
+#   $(j + \tfrac12, i + \tfrac12)$ — the same pixel-edge convention as the boxes of the course;
+# * the Gaussian is centred on the **exact, sub-pixel** point (not rounded);
+# * several points in one map (two objects of the same class): the **maximum** of their Gaussians,
+#   not the sum (a sum would put a peak above 1 between two close points, and the network would
+#   learn peaks *between* objects);
+# * a point with $v = 0$ is not labelled: it draws **nothing**; a labelled point near or even beyond
+#   the border draws the part of its Gaussian that falls inside the map (no clipping of the point,
+#   no renormalisation);
+# * no labelled point: a map of zeros.
+#
+# Write `keypoint_heatmap(points, height, width, sigma)`.
+
+# %% id="ex1-heatmap" role="solution"
+def keypoint_heatmap(points: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
+    """points (P, 3) rows (x, y, v) in pixels -> (height, width) float32 heatmap: the max of the
+    Gaussians of the labelled points (v > 0), centred on the exact points."""
+    ### BEGIN SOLUTION
+    ys = torch.arange(height, dtype=torch.float32)[:, None] + 0.5  # (H, 1) pixel centres
+    xs = torch.arange(width, dtype=torch.float32)[None, :] + 0.5  # (1, W)
+    heatmap = torch.zeros(height, width)
+    for x, y, v in points.tolist():
+        if v > 0:
+            gaussian = torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2))
+            heatmap = torch.maximum(heatmap, gaussian)
+    return heatmap
+    ### END SOLUTION
+
+
+# %% id="test-heatmap" role="tests" points=2
+def brute_force_heatmap(points, height, width, sigma):
+    """The formula above, one pixel at a time."""
+    out = torch.zeros(height, width)
+    for i in range(height):
+        for j in range(width):
+            values = [np.exp(-((j + 0.5 - x) ** 2 + (i + 0.5 - y) ** 2) / (2 * sigma**2))
+                      for x, y, v in points.tolist() if v > 0]
+            out[i, j] = max(values, default=0.0)
+    return out
+
+
+one = keypoint_heatmap(torch.tensor([[3.5, 2.5, 2.0]]), 6, 8, 1.0)
+check_shape(one, (6, 8), name="keypoint_heatmap(one point, 6, 8, 1.0)")
+check_close(one[2, 3], 1.0, name="the value at the pixel whose centre is the point (row 2, column 3)",
+            hint="pixel (i, j) has its centre at (j + 0.5, i + 0.5)")
+check_close(one[2, 4], float(np.exp(-0.5)), name="one pixel to the right, 1 sigma away",
+            hint="exp(-d^2 / (2 sigma^2))")
+pts = torch.tensor([[1.2, 4.7, 2.0], [5.9, 1.1, 1.0], [2.0, 2.0, 0.0]])
+check_close(keypoint_heatmap(pts, 6, 7, 1.3), brute_force_heatmap(pts, 6, 7, 1.3),
+            name="two labelled points (v = 2 and v = 1) and an unlabelled one (v = 0)",
+            hint="v = 1 is labelled (hidden, still a target); v = 0 draws nothing")
+close = torch.tensor([[3.5, 2.5, 2.0], [4.5, 2.5, 2.0]])
+check_close(keypoint_heatmap(close, 6, 8, 1.0)[2, 2:6], torch.tensor([np.exp(-0.5), 1.0, 1.0, np.exp(-0.5)]),
+            name="two overlapping Gaussians 1 px apart: row 2, columns 2-5 (never above 1)",
+            hint="combine the points with a maximum, not a sum")
+print("visible checks passed")
+### BEGIN HIDDEN TESTS
+g = torch.Generator().manual_seed(8)
+for h_, w_, sigma_, n_ in [(9, 11, 1.0, 4), (16, 16, 2.0, 6), (7, 5, 0.7, 3), (12, 20, 1.5, 8)]:
+    p_ = torch.rand(n_, 3, generator=g) * torch.tensor([w_ * 1.4, h_ * 1.4, 1.0]) - torch.tensor([w_ * 0.2, h_ * 0.2, 0])
+    p_[:, 2] = torch.randint(0, 3, (n_,), generator=g).float()
+    p_[0, 2] = 2.0
+    check_close(keypoint_heatmap(p_, h_, w_, sigma_), brute_force_heatmap(p_, h_, w_, sigma_), atol=1e-5,
+                name=f"{n_} random points (some outside the map, some unlabelled) on {h_}x{w_}, sigma {sigma_}",
+                hint="exact sub-pixel centres; max over labelled points; points beyond the border keep their tail")
+border = torch.tensor([[0.0, 0.0, 2.0], [9.7, 6.2, 2.0], [-1.5, 3.0, 1.0]])
+check_close(keypoint_heatmap(border, 6, 9, 1.0), brute_force_heatmap(border, 6, 9, 1.0),
+            name="points on the corner, past the right edge and left of the map",
+            hint="no clipping of the point to the border, no wrap-around")
+check_equal(keypoint_heatmap(torch.tensor([[2.0, 2.0, 0.0]]), 4, 4, 1.0), torch.zeros(4, 4),
+            name="only an unlabelled point: zeros")
+check_equal(keypoint_heatmap(torch.zeros(0, 3), 3, 5, 1.0), torch.zeros(3, 5), name="no point at all: zeros")
+### END HIDDEN TESTS
+
+# %% [markdown] id="ex2-md"
+# ## 3. Reading a heatmap with sub-pixel precision (exercise 2, 2 points)
+#
+# The simplest decoder takes the **argmax** pixel $(i, j)$ and returns its centre
+# $(j + \tfrac12, i + \tfrac12)$: an error of up to half a pixel — at a heatmap of a quarter of the
+# input resolution (the hourglass paper), up to 2 input pixels. Newell et al. (sec. 3.2, following
+# Tompson et al.) shift the estimate by **a quarter of a pixel towards the higher neighbour**:
+#
+# $$\hat x = j + \tfrac12 + \tfrac14\,\mathrm{sign}\big(Y_{i, j+1} - Y_{i, j-1}\big), \qquad
+# \hat y = i + \tfrac12 + \tfrac14\,\mathrm{sign}\big(Y_{i+1, j} - Y_{i-1, j}\big).$$
+#
+# The true point is on the side of the higher neighbour, so the quarter shift halves the
+# average rounding error. On the border a pixel has only one neighbour along that axis: **no shift
+# along it** (and no wrap-around to the other side of the map). The score of the keypoint is the
+# peak value $Y_{ij}$.
+#
+# Write `decode_heatmaps(heatmaps, quarter=True)`: for `(N, K, H, W)` heatmaps, the `(N, K, 3)`
+# rows $(\hat x, \hat y, \text{score})$ of each map's argmax (with `quarter=False`, the plain pixel
+# centre).
+
+# %% id="ex2-decode" role="solution"
+def decode_heatmaps(heatmaps: torch.Tensor, quarter: bool = True) -> torch.Tensor:
+    """(N, K, H, W) heatmaps -> (N, K, 3) float32 rows (x, y, score): the argmax of each map at its pixel
+    centre, shifted by a quarter pixel towards the higher neighbour (not on the border) when ``quarter``."""
+    ### BEGIN SOLUTION
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, k, h * w)
+    score, index = flat.max(dim=2)  # (N, K)
+    ys, xs = index // w, index % w  # (N, K)
+    x, y = xs.float() + 0.5, ys.float() + 0.5
+    if quarter:
+        def at(yy, xx):
+            return heatmaps.gather(2, yy.clamp(0, h - 1)[..., None, None].expand(n, k, 1, w)
+                                   ).squeeze(2).gather(2, xx.clamp(0, w - 1)[..., None]).squeeze(2)
+
+        inside_x = (xs > 0) & (xs < w - 1)
+        inside_y = (ys > 0) & (ys < h - 1)
+        x = x + torch.where(inside_x, 0.25 * torch.sign(at(ys, xs + 1) - at(ys, xs - 1)), 0.0)
+        y = y + torch.where(inside_y, 0.25 * torch.sign(at(ys + 1, xs) - at(ys - 1, xs)), 0.0)
+    return torch.stack([x, y, score.float()], dim=2)
+    ### END SOLUTION
+
+
+# %% id="test-decode" role="tests" points=2
+def brute_force_decode(heatmaps, quarter=True):
+    """One map at a time, with Python loops."""
+    n, k, h, w = heatmaps.shape
+    out = torch.zeros(n, k, 3)
+    for a in range(n):
+        for b in range(k):
+            m = heatmaps[a, b]
+            i, j = divmod(int(m.argmax()), w)
+            x, y = j + 0.5, i + 0.5
+            if quarter and 0 < j < w - 1:
+                x += 0.25 * float(np.sign(float(m[i, j + 1] - m[i, j - 1])))
+            if quarter and 0 < i < h - 1:
+                y += 0.25 * float(np.sign(float(m[i + 1, j] - m[i - 1, j])))
+            out[a, b] = torch.tensor([x, y, float(m[i, j])])
+    return out
+
+
+m = torch.zeros(1, 1, 5, 6)
+m[0, 0, 2, 3], m[0, 0, 2, 4], m[0, 0, 2, 2], m[0, 0, 1, 3], m[0, 0, 3, 3] = 1.0, 0.6, 0.2, 0.3, 0.1
+check_close(decode_heatmaps(m), torch.tensor([[[3.75, 2.25, 1.0]]]),
+            name="peak at row 2, column 3; right neighbour higher, upper neighbour higher",
+            hint="x = j + 0.5 + 0.25 sign(right - left), y = i + 0.5 + 0.25 sign(below - above)")
+check_close(decode_heatmaps(m, quarter=False), torch.tensor([[[3.5, 2.5, 1.0]]]), name="quarter=False")
+torch.manual_seed(0)
+maps = torch.rand(2, 3, 7, 9)
+check_close(decode_heatmaps(maps), brute_force_decode(maps), name="random maps (2, 3, 7, 9)")
+print("visible checks passed")
+### BEGIN HIDDEN TESTS
+g = torch.Generator().manual_seed(9)
+for shape in [(3, 5, 6, 6), (1, 2, 4, 11), (4, 1, 10, 3)]:
+    maps_ = torch.rand(*shape, generator=g)
+    check_close(decode_heatmaps(maps_), brute_force_decode(maps_), name=f"random maps {shape}",
+                hint="argmax per map; rows are y, columns x; a quarter towards the higher neighbour")
+    check_close(decode_heatmaps(maps_, quarter=False), brute_force_decode(maps_, quarter=False),
+                name=f"random maps {shape}, quarter=False")
+edges = torch.zeros(4, 1, 5, 5)
+edges[0, 0, 0, 0] = 1; edges[0, 0, 0, 1] = 0.5; edges[0, 0, 1, 0] = 0.4  # a corner
+edges[1, 0, 2, 4] = 1; edges[1, 0, 2, 0] = 0.9; edges[1, 0, 2, 3] = 0.1  # right border; the far side is bright
+edges[2, 0, 4, 2] = 1; edges[2, 0, 0, 2] = 0.9; edges[2, 0, 3, 2] = 0.2; edges[2, 0, 4, 3] = 0.5  # bottom border
+edges[3, 0, 2, 2] = 1; edges[3, 0, 2, 1] = 0.7; edges[3, 0, 2, 3] = 0.7  # equal neighbours: sign 0
+check_close(decode_heatmaps(edges), brute_force_decode(edges), name="peaks on the border and equal neighbours",
+            hint="on the border, no shift along that axis (and no wrap-around); equal neighbours: no shift")
+### END HIDDEN TESTS
+
+# %% [markdown] id="hourglass-md"
+# ## 4. A stacked hourglass for keypoints
+#
+# Lab 05's `StackedHourglass`, now with **one output channel per (class, keypoint)** — 3 classes × 5
+# slots = 15 heatmaps — trained, as in the paper, with the **mean squared error** between each
+# stack's heatmaps and the targets of exercise 1 ($\sigma$ = 1.5 px), **summed over stacks**
+# (intermediate supervision: every stack gets its own gradient, and the later ones learn to refine).
+# At test time the class is the group of 5 maps with the highest mean peak; its 5 peaks are the
+# keypoints (exercise 2), the mean peak the detection's score.
+#
+# Two measures: **PCK** (percentage of correct keypoints: labelled points within $0.1\times$ the
+# object's longer side), and COCO's **keypoint AP**, where a prediction matches a ground truth when
+# their **object keypoint similarity**
+# $\mathrm{OKS} = \frac{1}{|\{p: v_p > 0\}|}\sum_{p: v_p>0} \exp\!\big(-d_p^2 / (2 s^2 k_p^2)\big)$
+# reaches the threshold ($d_p$ the distance, $s^2$ the object's area, $k_p = 2\sigma_p$ a per-keypoint
+# constant) — IoU's role, for points.
+
+# %% id="hourglass-train" role="readonly"
+SIGMA = 1.5
+
+
+def keypoint_tensors(dataset):
+    """(N, 3, H, W) images, (N, 15, H, W) targets (channel = 5 (label - 1) + slot), (N, 5, 3) keypoints, labels."""
+    images, targets, points, labels = [], [], [], []
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        maps = torch.zeros(NUM_CLASSES * NUM_KEYPOINTS, IMAGE_SIZE, IMAGE_SIZE)
+        for c in range(NUM_CLASSES):
+            of_class = target["keypoints"][target["labels"] == c + 1]  # (n, 5, 3)
+            for j in range(NUM_KEYPOINTS):
+                maps[c * NUM_KEYPOINTS + j] = keypoint_heatmap(of_class[:, j], IMAGE_SIZE, IMAGE_SIZE, SIGMA)
+        images.append(image.as_subclass(torch.Tensor)); targets.append(maps)
+        points.append(target["keypoints"][0]); labels.append(int(target["labels"][0]))
+    return torch.stack(images), torch.stack(targets), torch.stack(points), torch.tensor(labels)
+
+
+train_images, train_maps, _, _ = keypoint_tensors(kp_train)
+test_images, _, test_points, test_labels = keypoint_tensors(kp_test)
+
+
+def stacked_mse(outputs, target):
+    """Intermediate supervision: the heatmap MSE of every stack, summed (x 100 for a readable scale)."""
+    return sum(100 * F.mse_loss(out, target) for out in outputs)
+
+
+torch.manual_seed(0)
+hourglass = StackedHourglass(NUM_CLASSES * NUM_KEYPOINTS, num_stacks=2, channels=24, depth=3)
+hourglass_history = fit(hourglass, DataLoader(TensorDataset(train_images, train_maps), batch_size=16, shuffle=True),
+                        torch.optim.Adam(hourglass.parameters(), lr=2e-3), steps(fast=250, full=3000),
+                        loss_fn=stacked_mse, device=DEVICE, seed=0)
+stack_maps, _ = predict(hourglass, DataLoader(TensorDataset(test_images, test_images[:, :1, 0, 0]), batch_size=100),
+                        device=DEVICE)  # tuple of S tensors (N, 15, H, W)
+
+
+def keypoint_detections(maps, quarter=True):
+    """One detection per image: the class whose 5 maps peak highest, its 5 decoded keypoints."""
+    decoded = decode_heatmaps(maps, quarter=quarter).reshape(len(maps), NUM_CLASSES, NUM_KEYPOINTS, 3)
+    classes = decoded[..., 2].mean(dim=2).argmax(dim=1)  # (N,)
+    points = decoded[torch.arange(len(maps)), classes]  # (N, 5, 3)
+    return classes + 1, points
+
+
+def keypoint_ap(maps, quarter=True):
+    labels, points = keypoint_detections(maps, quarter)
+    dts = [{"image_id": i, "category_id": int(labels[i]), "score": float(points[i, :, 2].mean()),
+            "keypoints": torch.cat([points[i, :, :2], torch.ones(NUM_KEYPOINTS, 1)], 1).reshape(-1).tolist()}
+           for i in range(len(maps))]
+    return coco_eval(kp_test.to_coco(), dts, "keypoints", kpt_oks_sigmas=SHAPE_KEYPOINT_SIGMAS)
+
+
+def pck(maps, alpha=0.1):
+    labels, points = keypoint_detections(maps)
+    sides = torch.tensor([float(kp_test[i][1]["boxes"][0, 2:].sub(kp_test[i][1]["boxes"][0, :2]).max())
+                          for i in range(len(kp_test))])
+    labelled = test_points[..., 2] > 0  # (N, 5)
+    close = (points[..., :2] - test_points[..., :2]).norm(dim=2) <= alpha * sides[:, None]
+    return float((close & labelled & (labels == test_labels)[:, None]).sum() / labelled.sum())
+
+
+for s, maps in enumerate(stack_maps, start=1):
+    result = keypoint_ap(maps)
+    print(f"stack {s}: keypoint AP {result.named['AP']:.3f}, AP(OKS 0.5) {result.named['AP50']:.3f}, "
+          f"AP(OKS 0.75) {result.named['AP75']:.3f}, PCK@0.1 {pck(maps):.3f}")
+    record(f"08_heatmaps/hourglass_stack{s}_keypoint_AP", result.named["AP"])
+final = keypoint_ap(stack_maps[-1])
+plain_centres = keypoint_ap(stack_maps[-1], quarter=False)
+record("08_heatmaps/keypoint_AP", final.named["AP"])
+record("08_heatmaps/keypoint_AP50", final.named["AP50"])
+record("08_heatmaps/keypoint_AP75", final.named["AP75"])
+record("08_heatmaps/keypoint_AP75_no_quarter_offset", plain_centres.named["AP75"])
+record("08_heatmaps/PCK", pck(stack_maps[-1]))
+print(f"quarter offset: AP(OKS 0.75) {final.named['AP75']:.3f} with, {plain_centres.named['AP75']:.3f} without")
+
+labels, points = keypoint_detections(stack_maps[-1])
+fig, axes = plt.subplots(2, 5, figsize=(12, 5.2))
+for i in range(5):
+    show_keypoints(test_images[i], test_labels[i:i + 1], test_points[i:i + 1], axes[0, i], "ground truth")
+    show_keypoints(test_images[i], labels[i:i + 1], points[i:i + 1].numpy().copy(), axes[1, i],
+                   f"predicted: {CLASS_NAMES[int(labels[i]) - 1]}")
+fig.tight_layout()
+fig, axes = plt.subplots(1, 1 + len(stack_maps), figsize=(3 * (1 + len(stack_maps)), 3))
+c = int(test_labels[0]) - 1
+axes[0].imshow(viz.to_hwc(test_images[0])); axes[0].set_title("image"); axes[0].set_axis_off()
+for s, maps in enumerate(stack_maps, start=1):
+    axes[s].imshow(maps[0, c * NUM_KEYPOINTS:(c + 1) * NUM_KEYPOINTS].amax(0), cmap="magma")
+    axes[s].set_title(f"stack {s}: its 5 heatmaps (max)"); axes[s].set_axis_off()
+fig.tight_layout()
+
+# %% [markdown] id="ex3-md"
+# ## 5. Objects as points: the heatmap focal loss (exercise 3, 2 points)
+#
+# CenterNet puts **one Gaussian per object at its centre cell** (peak exactly 1; $\sigma$ from the box
+# size, CornerNet's radius) into a heatmap per class, at stride 4. Training it with a plain
+# per-pixel loss fails: a 16×16 map of a few objects has a handful of positive cells among hundreds,
+# and a cell one step from a centre is "negative" although predicting it would give a good box.
+# CornerNet's answer (eq. 1), which CenterNet keeps: a **focal loss** (lab 03) whose negatives are
+# **down-weighted by $(1 - Y)^\beta$** near a true centre. With $p = \sigma(\text{logit})$,
+#
+# $$\mathcal{L} = -\frac{1}{N}\sum_{cij}\begin{cases}
+# (1 - p_{cij})^{\alpha}\,\log p_{cij} & \text{if } Y_{cij} = 1\\[2pt]
+# (1 - Y_{cij})^{\beta}\,p_{cij}^{\alpha}\,\log(1 - p_{cij}) & \text{otherwise,}
+# \end{cases}$$
+#
+# with $\alpha = 2$, $\beta = 4$, and $N$ the number of **positive** cells ($Y = 1$) in the batch — not
+# the number of cells (that would make the loss vanish on large maps); $N = 1$ when there is none.
+# Compute $\log p$ and $\log(1-p)$ stably: `F.logsigmoid(logits)` and `F.logsigmoid(-logits)`.
+#
+# Write `heatmap_focal_loss(logits, target, alpha=2.0, beta=4.0)` for `(B, C, H, W)` tensors.
+
+# %% id="ex3-focal" role="solution"
+def heatmap_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
+                       beta: float = 4.0) -> torch.Tensor:
+    """logits, target (B, C, H, W) -> scalar: CornerNet's penalty-reduced focal loss over the positives."""
+    ### BEGIN SOLUTION
+    p = torch.sigmoid(logits)
+    positive = target == 1
+    pos = (1 - p) ** alpha * F.logsigmoid(logits)
+    neg = (1 - target) ** beta * p**alpha * F.logsigmoid(-logits)
+    total = pos[positive].sum() + neg[~positive].sum()
+    return -total / positive.sum().clamp(min=1)
+    ### END SOLUTION
+
+
+# %% id="test-focal" role="tests" points=2
+logits = torch.tensor([[[[2.0, -1.0], [0.0, -3.0]]]])
+target = torch.tensor([[[[1.0, 0.5], [0.0, 0.9]]]])
+p = torch.sigmoid(logits)
+by_hand = -((1 - p[0, 0, 0, 0]) ** 2 * torch.log(p[0, 0, 0, 0])
+            + sum((1 - target[0, 0, i, j]) ** 4 * p[0, 0, i, j] ** 2 * torch.log(1 - p[0, 0, i, j])
+                  for i, j in [(0, 1), (1, 0), (1, 1)]))
+check_close(heatmap_focal_loss(logits, target), float(by_hand), name="one positive, three negatives (by hand)",
+            hint="positives: (1-p)^alpha log p; negatives: (1-Y)^beta p^alpha log(1-p); divide by the positives")
+torch.manual_seed(0)
+logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+target = torch.rand(2, 3, 8, 8) * 0.95
+target[0, 1, 2, 3] = target[1, 0, 5, 5] = target[1, 2, 0, 7] = 1.0
+check_close(heatmap_focal_loss(logits, target), reference_focal_loss(logits, target).item(),
+            name="random (2, 3, 8, 8) maps with 3 positives")
+print("visible checks passed")
+### BEGIN HIDDEN TESTS
+g = torch.Generator().manual_seed(10)
+for shape, n_pos, a_, b_ in [((1, 1, 5, 5), 1, 2.0, 4.0), ((3, 2, 6, 4), 5, 2.0, 4.0), ((2, 4, 7, 7), 9, 1.0, 2.0),
+                             ((2, 1, 4, 4), 0, 2.0, 4.0), ((1, 3, 9, 5), 2, 3.0, 1.0)]:
+    lg = torch.randn(*shape, generator=g) * 3
+    tg = torch.rand(*shape, generator=g) * 0.99
+    flat = tg.view(-1)
+    flat[torch.randperm(flat.numel(), generator=g)[:n_pos]] = 1.0
+    check_close(heatmap_focal_loss(lg, tg, alpha=a_, beta=b_), reference_focal_loss(lg, tg, a_, b_).item(),
+                name=f"{shape} maps, {n_pos} positives, alpha {a_}, beta {b_}", rtol=1e-4,
+                hint="positives are Y == 1 exactly; N counts them (1 when there is none); use alpha and beta")
+lg = torch.randn(2, 2, 6, 6, generator=g, requires_grad=True)
+tg = torch.rand(2, 2, 6, 6, generator=g) * 0.9
+tg[0, 0, 1, 1] = 1.0
+heatmap_focal_loss(lg, tg).backward()
+ref_lg = lg.detach().clone().requires_grad_()
+reference_focal_loss(ref_lg, tg).backward()
+check_close(lg.grad, ref_lg.grad, name="gradient w.r.t. the logits", atol=1e-6)
+big = torch.full((1, 1, 3, 3), 30.0)
+check_close(heatmap_focal_loss(big, torch.zeros(1, 1, 3, 3)), reference_focal_loss(big, torch.zeros(1, 1, 3, 3)).item(),
+            name="very confident wrong logits (30): finite", rtol=1e-4, hint="use F.logsigmoid, not log(sigmoid)")
+### END HIDDEN TESTS
+
+# %% [markdown] id="ex4-md"
+# ## 6. Peaks instead of NMS (exercise 4, 2 points)
+#
+# A trained heatmap shows a blob around every object centre. Which cells are *the* detections?
+# CenterNet keeps a cell when it is **at least as high as its 8 neighbours** — computed in one call
+# as `max_pool2d(heatmap, 3, stride=1, padding=1) == heatmap`. The padding of a max-pool is
+# $-\infty$, so a border cell is compared with its existing neighbours only. Then the top 100 peaks
+# of the image are the detections. That replaces NMS: two peaks of one blob cannot both survive,
+# because they are neighbours... unless they are **equal** (a plateau): both are kept, as the
+# equality test says.
+#
+# Write `peak_mask(heatmap)`: `(B, C, H, W)` scores (any real numbers) → a bool tensor of the same
+# shape, True where a cell is ≥ all its neighbours in the 3×3 window (within the map).
+
+# %% id="ex4-peaks" role="solution"
+def peak_mask(heatmap: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) scores -> (B, C, H, W) bool: cells >= all their neighbours in the 3x3 window."""
+    ### BEGIN SOLUTION
+    return F.max_pool2d(heatmap, kernel_size=3, stride=1, padding=1) == heatmap
+    ### END SOLUTION
+
+
+# %% id="test-peaks" role="tests" points=2
+def brute_force_peaks(heatmap):
+    """Compare every cell with each of its (up to 8) neighbours."""
+    b, c, h, w = heatmap.shape
+    out = torch.zeros(b, c, h, w, dtype=torch.bool)
+    for i in range(h):
+        for j in range(w):
+            window = heatmap[:, :, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2]
+            out[:, :, i, j] = heatmap[:, :, i, j] >= window.amax(dim=(2, 3))
+    return out
+
+
+m = torch.tensor([[[[0.1, 0.2, 0.1, 0.0],
+                    [0.2, 0.9, 0.3, 0.0],
+                    [0.1, 0.3, 0.2, 0.8]]]])
+check_equal(peak_mask(m), brute_force_peaks(m), name="two blobs: peaks at 0.9 and 0.8 only",
+            inputs={"heatmap": m}, hint="keep a cell only if it equals the max of its 3x3 neighbourhood")
+torch.manual_seed(0)
+m = torch.rand(2, 3, 6, 7)
+check_equal(peak_mask(m), brute_force_peaks(m), name="random (2, 3, 6, 7) maps")
+print("visible checks passed")
+### BEGIN HIDDEN TESTS
+g = torch.Generator().manual_seed(11)
+for shape in [(1, 1, 5, 5), (3, 2, 8, 4), (2, 1, 1, 6), (1, 4, 9, 9)]:
+    m_ = torch.randn(*shape, generator=g) - 3  # negative scores, e.g. logits: a zero padding would hide border peaks
+    check_equal(peak_mask(m_), brute_force_peaks(m_), name=f"negative random maps {shape}",
+                hint="compare with the neighbours inside the map only (max-pool pads with -inf)")
+plateau = torch.zeros(1, 1, 4, 5)
+plateau[0, 0, 1, 1] = plateau[0, 0, 1, 2] = 0.7
+plateau[0, 0, 3, 4] = 0.2
+check_equal(peak_mask(plateau), brute_force_peaks(plateau), name="a plateau of two equal cells",
+            hint="cells equal to their neighbourhood's max are peaks (>=, not >)")
+channels = torch.zeros(1, 2, 3, 3)
+channels[0, 0, 1, 1] = 1.0
+channels[0, 1, 1, 2] = 0.5
+check_equal(peak_mask(channels), brute_force_peaks(channels), name="each channel separately",
+            hint="max-pool each (image, class) map on its own")
+### END HIDDEN TESTS
+
+# %% [markdown] id="centernet-md"
+# ## 7. CenterNet, trained
+#
+# `build_detector("centernet", num_classes, image_size)` (in `course_utils.models.centernet`) is
+# the detector of *Objects as Points* at course size: a stride-4 stem, one hourglass (lab 05's), and
+# three heads read at every cell — the **centre heatmap** of each class (trained with the focal loss
+# above), the box **size** (L1, weight 0.1) and the **offset** of the true centre inside its cell
+# (L1: the stride-4 rounding would otherwise cost up to 2 pixels, the job the quarter offset did for
+# the hourglass). Decoding: sigmoid, **3×3 peaks**, top 100, a box per peak. The library's versions
+# of your exercises 3 and 4 do the work; it is called like every detector of the course, so
+# `fit` and `coco_eval` are the same as in labs 02–07. Up to 4 shapes per image now.
+
+# %% id="centernet-train" role="readonly"
+det_train = ShapesDataset(by_mode(smoke=32, fast=1200, full=8000), IMAGE_SIZE, preset="easy", seed=0, cache=True)
+det_test = ShapesDataset(by_mode(smoke=16, fast=200, full=500), IMAGE_SIZE, preset="easy", seed=1)
+torch.manual_seed(0)
+centernet = build_detector("centernet", NUM_CLASSES, IMAGE_SIZE, channels=24)
+centernet_history = fit(centernet, DataLoader(det_train, batch_size=16, shuffle=True, collate_fn=collate_detection),
+                        torch.optim.Adam(centernet.parameters(), lr=2e-3), steps(fast=300, full=5000),
+                        device=DEVICE, seed=0)
+centernet.eval()
+test_batch = torch.stack([det_test[i][0].as_subclass(torch.Tensor) for i in range(len(det_test))]).to(DEVICE)
+with torch.no_grad():
+    raw = centernet.model(test_batch)  # the heads: heatmap logits, sizes, offsets
+    detections = [{k: v.cpu() for k, v in d.items()} for d in centernet(test_batch)]
+centernet_result = coco_eval(det_test.to_coco(), detections_to_coco(list(range(len(det_test))), detections))
+print(centernet_result.summary())
+record("08_heatmaps/centernet_mAP50", centernet_result.named["AP50"])
+record("08_heatmaps/centernet_mAP", centernet_result.named["AP"])
+your_peaks = peak_mask(torch.sigmoid(raw["heatmap"])).cpu()
+print(f"your peak_mask finds {int(your_peaks.sum())} peaks in {len(det_test)} images' heatmaps "
+      f"({int((your_peaks & (torch.sigmoid(raw['heatmap']).cpu() > 0.3)).sum())} above 0.3; "
+      f"{sum(len(t['labels']) for _, t in (det_test[i] for i in range(len(det_test))))} objects)")
+
+fig, axes = plt.subplots(2, 4, figsize=(12, 6))
+for i in range(4):
+    image, target = det_test[i]
+    keep = detections[i]["scores"] > 0.3
+    viz.draw_boxes(image, detections[i]["boxes"][keep], labels=detections[i]["labels"][keep],
+                   scores=detections[i]["scores"][keep], class_names=CLASS_NAMES, ax=axes[0, i])
+    heat = torch.sigmoid(raw["heatmap"][i]).amax(0).cpu()
+    axes[1, i].imshow(heat, cmap="magma", vmin=0, vmax=1)
+    ys, xs = torch.nonzero(your_peaks[i].any(0) & (heat > 0.3), as_tuple=True)
+    axes[1, i].scatter(xs, ys, marker="+", color="cyan")
+    axes[1, i].set_title("centre heatmap (max over classes) + peaks", fontsize=8); axes[1, i].set_axis_off()
+fig.tight_layout()
+
+# %% [markdown] id="outro"
+# One idea, two uses: a network that outputs **heatmaps** finds keypoints (the hourglass, read with
+# sub-pixel care) and, with a size and an offset read at each peak, **objects** (CenterNet) — no
+# anchors to design, no IoU matching to tune, no NMS: a 3×3 max-pool does its job. CornerNet reads
+# boxes as two corners (with *corner pooling*, because a corner often lies outside the object);
+# CenterNet's single centre is simpler and, with a strong backbone, as accurate; the same heads add
+# 3-D size, orientation or a human pose (17 keypoint heatmaps per person).
+#
+# **References.** A. Newell, K. Yang, J. Deng, *Stacked Hourglass Networks for Human Pose
+# Estimation*, ECCV 2016. H. Law, J. Deng, *CornerNet: Detecting Objects as Paired Keypoints*, ECCV
+# 2018. X. Zhou, D. Wang, P. Krähenbühl, *Objects as Points*, arXiv:1904.07850, 2019. T.-Y. Lin et
+# al., *Microsoft COCO: Common Objects in Context*, ECCV 2014 (keypoint AP, OKS).
