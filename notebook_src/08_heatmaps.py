@@ -94,7 +94,7 @@ def show_keypoints(image, labels, points, ax, title=""):
         for j, (x, y, v) in enumerate(kp.tolist()):
             if v > 0:
                 ax.scatter(x - 0.5, y - 0.5, s=18, color=plt.cm.tab10(j), edgecolors="black", linewidths=0.5,
-                           marker="o" if v == 2 else "x")
+                           marker="o" if v == 2 else "D")
 
 
 fig, axes = plt.subplots(1, 5, figsize=(12, 2.8))
@@ -276,121 +276,14 @@ check_close(decode_heatmaps(edges), brute_force_decode(edges), name="peaks on th
             hint="on the border, no shift along that axis (and no wrap-around); equal neighbours: no shift")
 ### END HIDDEN TESTS
 
-# %% [markdown] id="hourglass-md"
-# ## 4. A stacked hourglass for keypoints
-#
-# Lab 05's `StackedHourglass`, now with **one output channel per (class, keypoint)** — 3 classes × 5
-# slots = 15 heatmaps — trained, as in the paper, with the **mean squared error** between each
-# stack's heatmaps and the targets of exercise 1 ($\sigma$ = 1.5 px), **summed over stacks**
-# (intermediate supervision: every stack gets its own gradient, and the later ones learn to refine).
-# At test time the class is the group of 5 maps with the highest mean peak; its 5 peaks are the
-# keypoints (exercise 2), the mean peak the detection's score.
-#
-# Two measures: **PCK** (percentage of correct keypoints: labelled points within $0.1\times$ the
-# object's longer side), and COCO's **keypoint AP**, where a prediction matches a ground truth when
-# their **object keypoint similarity**
-# $\mathrm{OKS} = \frac{1}{|\{p: v_p > 0\}|}\sum_{p: v_p>0} \exp\!\big(-d_p^2 / (2 s^2 k_p^2)\big)$
-# reaches the threshold ($d_p$ the distance, $s^2$ the object's area, $k_p = 2\sigma_p$ a per-keypoint
-# constant) — IoU's role, for points.
-
-# %% id="hourglass-train" role="readonly"
-SIGMA = 1.5
-
-
-def keypoint_tensors(dataset):
-    """(N, 3, H, W) images, (N, 15, H, W) targets (channel = 5 (label - 1) + slot), (N, 5, 3) keypoints, labels."""
-    images, targets, points, labels = [], [], [], []
-    for i in range(len(dataset)):
-        image, target = dataset[i]
-        maps = torch.zeros(NUM_CLASSES * NUM_KEYPOINTS, IMAGE_SIZE, IMAGE_SIZE)
-        for c in range(NUM_CLASSES):
-            of_class = target["keypoints"][target["labels"] == c + 1]  # (n, 5, 3)
-            for j in range(NUM_KEYPOINTS):
-                maps[c * NUM_KEYPOINTS + j] = keypoint_heatmap(of_class[:, j], IMAGE_SIZE, IMAGE_SIZE, SIGMA)
-        images.append(image.as_subclass(torch.Tensor)); targets.append(maps)
-        points.append(target["keypoints"][0]); labels.append(int(target["labels"][0]))
-    return torch.stack(images), torch.stack(targets), torch.stack(points), torch.tensor(labels)
-
-
-train_images, train_maps, _, _ = keypoint_tensors(kp_train)
-test_images, _, test_points, test_labels = keypoint_tensors(kp_test)
-
-
-def stacked_mse(outputs, target):
-    """Intermediate supervision: the heatmap MSE of every stack, summed (x 100 for a readable scale)."""
-    return sum(100 * F.mse_loss(out, target) for out in outputs)
-
-
-torch.manual_seed(0)
-hourglass = StackedHourglass(NUM_CLASSES * NUM_KEYPOINTS, num_stacks=2, channels=24, depth=3)
-hourglass_history = fit(hourglass, DataLoader(TensorDataset(train_images, train_maps), batch_size=16, shuffle=True),
-                        torch.optim.Adam(hourglass.parameters(), lr=2e-3), steps(fast=250, full=3000),
-                        loss_fn=stacked_mse, device=DEVICE, seed=0)
-stack_maps, _ = predict(hourglass, DataLoader(TensorDataset(test_images, test_images[:, :1, 0, 0]), batch_size=100),
-                        device=DEVICE)  # tuple of S tensors (N, 15, H, W)
-
-
-def keypoint_detections(maps, quarter=True):
-    """One detection per image: the class whose 5 maps peak highest, its 5 decoded keypoints."""
-    decoded = decode_heatmaps(maps, quarter=quarter).reshape(len(maps), NUM_CLASSES, NUM_KEYPOINTS, 3)
-    classes = decoded[..., 2].mean(dim=2).argmax(dim=1)  # (N,)
-    points = decoded[torch.arange(len(maps)), classes]  # (N, 5, 3)
-    return classes + 1, points
-
-
-def keypoint_ap(maps, quarter=True):
-    labels, points = keypoint_detections(maps, quarter)
-    dts = [{"image_id": i, "category_id": int(labels[i]), "score": float(points[i, :, 2].mean()),
-            "keypoints": torch.cat([points[i, :, :2], torch.ones(NUM_KEYPOINTS, 1)], 1).reshape(-1).tolist()}
-           for i in range(len(maps))]
-    return coco_eval(kp_test.to_coco(), dts, "keypoints", kpt_oks_sigmas=SHAPE_KEYPOINT_SIGMAS)
-
-
-def pck(maps, alpha=0.1):
-    labels, points = keypoint_detections(maps)
-    sides = torch.tensor([float(kp_test[i][1]["boxes"][0, 2:].sub(kp_test[i][1]["boxes"][0, :2]).max())
-                          for i in range(len(kp_test))])
-    labelled = test_points[..., 2] > 0  # (N, 5)
-    close = (points[..., :2] - test_points[..., :2]).norm(dim=2) <= alpha * sides[:, None]
-    return float((close & labelled & (labels == test_labels)[:, None]).sum() / labelled.sum())
-
-
-for s, maps in enumerate(stack_maps, start=1):
-    result = keypoint_ap(maps)
-    print(f"stack {s}: keypoint AP {result.named['AP']:.3f}, AP(OKS 0.5) {result.named['AP50']:.3f}, "
-          f"AP(OKS 0.75) {result.named['AP75']:.3f}, PCK@0.1 {pck(maps):.3f}")
-    record(f"08_heatmaps/hourglass_stack{s}_keypoint_AP", result.named["AP"])
-final = keypoint_ap(stack_maps[-1])
-plain_centres = keypoint_ap(stack_maps[-1], quarter=False)
-record("08_heatmaps/keypoint_AP", final.named["AP"])
-record("08_heatmaps/keypoint_AP50", final.named["AP50"])
-record("08_heatmaps/keypoint_AP75", final.named["AP75"])
-record("08_heatmaps/keypoint_AP75_no_quarter_offset", plain_centres.named["AP75"])
-record("08_heatmaps/PCK", pck(stack_maps[-1]))
-print(f"quarter offset: AP(OKS 0.75) {final.named['AP75']:.3f} with, {plain_centres.named['AP75']:.3f} without")
-
-labels, points = keypoint_detections(stack_maps[-1])
-fig, axes = plt.subplots(2, 5, figsize=(12, 5.2))
-for i in range(5):
-    show_keypoints(test_images[i], test_labels[i:i + 1], test_points[i:i + 1], axes[0, i], "ground truth")
-    show_keypoints(test_images[i], labels[i:i + 1], points[i:i + 1].numpy().copy(), axes[1, i],
-                   f"predicted: {CLASS_NAMES[int(labels[i]) - 1]}")
-fig.tight_layout()
-fig, axes = plt.subplots(1, 1 + len(stack_maps), figsize=(3 * (1 + len(stack_maps)), 3))
-c = int(test_labels[0]) - 1
-axes[0].imshow(viz.to_hwc(test_images[0])); axes[0].set_title("image"); axes[0].set_axis_off()
-for s, maps in enumerate(stack_maps, start=1):
-    axes[s].imshow(maps[0, c * NUM_KEYPOINTS:(c + 1) * NUM_KEYPOINTS].amax(0), cmap="magma")
-    axes[s].set_title(f"stack {s}: its 5 heatmaps (max)"); axes[s].set_axis_off()
-fig.tight_layout()
-
 # %% [markdown] id="ex3-md"
-# ## 5. Objects as points: the heatmap focal loss (exercise 3, 2 points)
+# ## 4. The heatmap focal loss of CornerNet and CenterNet (exercise 3, 2 points)
 #
-# CenterNet puts **one Gaussian per object at its centre cell** (peak exactly 1; $\sigma$ from the box
-# size, CornerNet's radius) into a heatmap per class, at stride 4. Training it with a plain
-# per-pixel loss fails: a 16×16 map of a few objects has a handful of positive cells among hundreds,
-# and a cell one step from a centre is "negative" although predicting it would give a good box.
+# CenterNet (section 7) puts **one Gaussian per object at its centre cell** (peak exactly 1; $\sigma$
+# from the box size, CornerNet's radius) into a heatmap per class, at stride 4. Training it with a
+# plain per-pixel loss fails: a 16×16 map of a few objects has a handful of positive cells among
+# hundreds, and a cell one step from a centre is "negative" although predicting it would give a good
+# box. The same holds for keypoint heatmaps, where we use it first (section 5).
 # CornerNet's answer (eq. 1), which CenterNet keeps: a **focal loss** (lab 03) whose negatives are
 # **down-weighted by $(1 - Y)^\beta$** near a true centre. With $p = \sigma(\text{logit})$,
 #
@@ -457,6 +350,126 @@ big = torch.full((1, 1, 3, 3), 30.0)
 check_close(heatmap_focal_loss(big, torch.zeros(1, 1, 3, 3)), reference_focal_loss(big, torch.zeros(1, 1, 3, 3)).item(),
             name="very confident wrong logits (30): finite", rtol=1e-4, hint="use F.logsigmoid, not log(sigmoid)")
 ### END HIDDEN TESTS
+
+# %% [markdown] id="hourglass-md"
+# ## 5. A stacked hourglass for keypoints
+#
+# Lab 05's `StackedHourglass`, now with **one output channel per (class, keypoint)** — 3 classes × 5
+# slots = 15 heatmaps — against the targets of exercise 1 ($\sigma$ = 1.5 px), with one loss per stack,
+# **summed over stacks** (intermediate supervision: every stack gets its own gradient, and the later
+# ones learn to refine).
+#
+# Newell et al. use the **mean squared error**. Measured here: in 250 CPU steps an MSE-trained
+# hourglass stays on the plateau of "all zeros" (keypoint AP 0.0) — 99.9 % of the target pixels are
+# background. So we train with **your focal loss of exercise 3**, as CenterNet does for its human-pose
+# heatmaps. It needs one cell with $Y = 1$ per point: the pixel that contains the point is set to 1;
+# its neighbours keep the sub-pixel Gaussian, which is what the quarter offset reads.
+# At test time the class is the group of 5 maps with the highest mean peak; its 5 peaks are the
+# keypoints (exercise 2), the mean peak the detection's score.
+#
+# Two measures: **PCK** (percentage of correct keypoints: labelled points within $0.1\times$ the
+# object's longer side), and COCO's **keypoint AP**, where a prediction matches a ground truth when
+# their **object keypoint similarity**
+# $\mathrm{OKS} = \frac{1}{|\{p: v_p > 0\}|}\sum_{p: v_p>0} \exp\!\big(-d_p^2 / (2 s^2 k_p^2)\big)$
+# reaches the threshold ($d_p$ the distance, $s^2$ the object's area, $k_p = 2\sigma_p$ a per-keypoint
+# constant) — IoU's role, for points.
+
+# %% id="hourglass-train" role="readonly"
+SIGMA = 1.5
+
+
+def keypoint_tensors(dataset):
+    """(N, 3, H, W) images, (N, 15, H, W) targets (channel = 5 (label - 1) + slot), (N, 5, 3) keypoints, labels."""
+    images, targets, points, labels = [], [], [], []
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        maps = torch.zeros(NUM_CLASSES * NUM_KEYPOINTS, IMAGE_SIZE, IMAGE_SIZE)
+        for c in range(NUM_CLASSES):
+            of_class = target["keypoints"][target["labels"] == c + 1]  # (n, 5, 3)
+            for j in range(NUM_KEYPOINTS):
+                maps[c * NUM_KEYPOINTS + j] = keypoint_heatmap(of_class[:, j], IMAGE_SIZE, IMAGE_SIZE, SIGMA)
+                for x, y, v in of_class[:, j].tolist():  # the focal loss's positive: the pixel holding the point
+                    if v > 0 and 0 <= x < IMAGE_SIZE and 0 <= y < IMAGE_SIZE:
+                        maps[c * NUM_KEYPOINTS + j, int(y), int(x)] = 1.0
+        images.append(image.as_subclass(torch.Tensor)); targets.append(maps)
+        points.append(target["keypoints"][0]); labels.append(int(target["labels"][0]))
+    return torch.stack(images), torch.stack(targets), torch.stack(points), torch.tensor(labels)
+
+
+train_images, train_maps, _, _ = keypoint_tensors(kp_train)
+test_images, _, test_points, test_labels = keypoint_tensors(kp_test)
+
+
+def stacked_focal_loss(outputs, target):
+    """Intermediate supervision: your heatmap focal loss on every stack's logits, summed."""
+    return sum(heatmap_focal_loss(out, target) for out in outputs)
+
+
+torch.manual_seed(0)
+hourglass = StackedHourglass(NUM_CLASSES * NUM_KEYPOINTS, num_stacks=2, channels=16, depth=3)
+for head in hourglass.heads:  # start every heatmap at probability 0.1, as CenterNet
+    torch.nn.init.constant_(head.bias, -2.19)
+hourglass_history = fit(hourglass, DataLoader(TensorDataset(train_images, train_maps), batch_size=16, shuffle=True),
+                        torch.optim.Adam(hourglass.parameters(), lr=2e-3), steps(fast=200, full=3000),
+                        loss_fn=stacked_focal_loss, device=DEVICE, seed=0)
+stack_logits, _ = predict(hourglass, DataLoader(TensorDataset(test_images, test_images[:, :1, 0, 0]), batch_size=100),
+                        device=DEVICE)  # tuple of S tensors (N, 15, H, W)
+stack_maps = [torch.sigmoid(logits) for logits in stack_logits]  # heatmaps in [0, 1]
+
+
+def keypoint_detections(maps, quarter=True):
+    """One detection per image: the class whose 5 maps peak highest, its 5 decoded keypoints."""
+    decoded = decode_heatmaps(maps, quarter=quarter).reshape(len(maps), NUM_CLASSES, NUM_KEYPOINTS, 3)
+    classes = decoded[..., 2].mean(dim=2).argmax(dim=1)  # (N,)
+    points = decoded[torch.arange(len(maps)), classes]  # (N, 5, 3)
+    return classes + 1, points
+
+
+def keypoint_ap(maps, quarter=True):
+    labels, points = keypoint_detections(maps, quarter)
+    dts = [{"image_id": i, "category_id": int(labels[i]), "score": float(points[i, :, 2].mean()),
+            "keypoints": torch.cat([points[i, :, :2], torch.ones(NUM_KEYPOINTS, 1)], 1).reshape(-1).tolist()}
+           for i in range(len(maps))]
+    return coco_eval(kp_test.to_coco(), dts, "keypoints", kpt_oks_sigmas=SHAPE_KEYPOINT_SIGMAS)
+
+
+def pck(maps, alpha=0.1):
+    labels, points = keypoint_detections(maps)
+    sides = torch.tensor([float(kp_test[i][1]["boxes"][0, 2:].sub(kp_test[i][1]["boxes"][0, :2]).max())
+                          for i in range(len(kp_test))])
+    labelled = test_points[..., 2] > 0  # (N, 5)
+    close = (points[..., :2] - test_points[..., :2]).norm(dim=2) <= alpha * sides[:, None]
+    return float((close & labelled & (labels == test_labels)[:, None]).sum() / labelled.sum())
+
+
+for s, maps in enumerate(stack_maps, start=1):
+    result = keypoint_ap(maps)
+    print(f"stack {s}: keypoint AP {result.named['AP']:.3f}, AP(OKS 0.5) {result.named['AP50']:.3f}, "
+          f"AP(OKS 0.75) {result.named['AP75']:.3f}, PCK@0.1 {pck(maps):.3f}")
+    record(f"08_heatmaps/hourglass_stack{s}_keypoint_AP", result.named["AP"])
+final = keypoint_ap(stack_maps[-1])
+plain_centres = keypoint_ap(stack_maps[-1], quarter=False)
+record("08_heatmaps/keypoint_AP", final.named["AP"])
+record("08_heatmaps/keypoint_AP50", final.named["AP50"])
+record("08_heatmaps/keypoint_AP75", final.named["AP75"])
+record("08_heatmaps/keypoint_AP75_no_quarter_offset", plain_centres.named["AP75"])
+record("08_heatmaps/PCK", pck(stack_maps[-1]))
+print(f"quarter offset: AP(OKS 0.75) {final.named['AP75']:.3f} with, {plain_centres.named['AP75']:.3f} without")
+
+labels, points = keypoint_detections(stack_maps[-1])
+fig, axes = plt.subplots(2, 5, figsize=(12, 5.2))
+for i in range(5):
+    show_keypoints(test_images[i], test_labels[i:i + 1], test_points[i:i + 1], axes[0, i], "ground truth")
+    show_keypoints(test_images[i], labels[i:i + 1], points[i:i + 1].numpy().copy(), axes[1, i],
+                   f"predicted: {CLASS_NAMES[int(labels[i]) - 1]}")
+fig.tight_layout()
+fig, axes = plt.subplots(1, 1 + len(stack_maps), figsize=(3 * (1 + len(stack_maps)), 3))
+c = int(test_labels[0]) - 1
+axes[0].imshow(viz.to_hwc(test_images[0])); axes[0].set_title("image"); axes[0].set_axis_off()
+for s, maps in enumerate(stack_maps, start=1):
+    axes[s].imshow(maps[0, c * NUM_KEYPOINTS:(c + 1) * NUM_KEYPOINTS].amax(0), cmap="magma")
+    axes[s].set_title(f"stack {s}: its 5 heatmaps (max)"); axes[s].set_axis_off()
+fig.tight_layout()
 
 # %% [markdown] id="ex4-md"
 # ## 6. Peaks instead of NMS (exercise 4, 2 points)

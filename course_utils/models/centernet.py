@@ -248,7 +248,8 @@ def centernet_decode(outputs: dict[str, torch.Tensor], stride: int, k: int = 100
     detections = []
     for b in range(len(heat)):
         y, x = ys[b], xs[b]
-        w, h = outputs["size"][b, 0, y, x], outputs["size"][b, 1, y, x]  # (k,) cells
+        size = outputs["size"][b, :, y, x].clamp(min=0)  # (2, k) cells; an untrained head may go negative
+        w, h = size[0], size[1]
         cx = x + outputs["offset"][b, 0, y, x]
         cy = y + outputs["offset"][b, 1, y, x]
         boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1) * stride
