@@ -157,16 +157,16 @@ def brute_force_heatmap(points, height, width, sigma):
 
 one = keypoint_heatmap(torch.tensor([[3.5, 2.5, 2.0]]), 6, 8, 1.0)
 check_shape(one, (6, 8), name="keypoint_heatmap(one point, 6, 8, 1.0)")
-check_close(one[2, 3], 1.0, name="the value at the pixel whose centre is the point (row 2, column 3)",
+check_close(one[2, 3], torch.tensor(1.0), name="the value at the pixel whose centre is the point (row 2, column 3)",
             hint="pixel (i, j) has its centre at (j + 0.5, i + 0.5)")
-check_close(one[2, 4], float(np.exp(-0.5)), name="one pixel to the right, 1 sigma away",
+check_close(one[2, 4], torch.tensor(np.exp(-0.5), dtype=torch.float32), name="one pixel to the right, 1 sigma away",
             hint="exp(-d^2 / (2 sigma^2))")
 pts = torch.tensor([[1.2, 4.7, 2.0], [5.9, 1.1, 1.0], [2.0, 2.0, 0.0]])
 check_close(keypoint_heatmap(pts, 6, 7, 1.3), brute_force_heatmap(pts, 6, 7, 1.3),
             name="two labelled points (v = 2 and v = 1) and an unlabelled one (v = 0)",
             hint="v = 1 is labelled (hidden, still a target); v = 0 draws nothing")
 close = torch.tensor([[3.5, 2.5, 2.0], [4.5, 2.5, 2.0]])
-check_close(keypoint_heatmap(close, 6, 8, 1.0)[2, 2:6], torch.tensor([np.exp(-0.5), 1.0, 1.0, np.exp(-0.5)]),
+check_close(keypoint_heatmap(close, 6, 8, 1.0)[2, 2:6], torch.tensor([np.exp(-0.5), 1.0, 1.0, np.exp(-0.5)], dtype=torch.float32),
             name="two overlapping Gaussians 1 px apart: row 2, columns 2-5 (never above 1)",
             hint="combine the points with a maximum, not a sum")
 print("visible checks passed")

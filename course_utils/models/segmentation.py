@@ -102,10 +102,11 @@ class Hourglass(nn.Module):
 class StackedHourglass(nn.Module):
     """Hourglasses in sequence, each predicting logits: (B, 3, H, W) -> num_stacks tensors (B, num_classes, H, W).
 
-    A strided stem halves the resolution first (Newell et al. quarter it); each stack's logits are
-    upsampled bilinearly to the input size. After stack k, its features and its prediction (mapped
-    back by 1x1 convs) are added to its input and passed to stack k + 1, which can refine the
-    prediction. Train with a loss on *every* output
+    A strided stem divides the resolution by ``stride`` first (2 for lab 05's segmentation; Newell
+    et al. use 4, as lab 08's keypoints); each stack's logits are upsampled bilinearly to the input
+    size, unless ``upsample=False`` (then they stay at H / stride: a keypoint heatmap per cell). After
+    stack k, its features and its prediction (mapped back by 1x1 convs) are added to its input and
+    passed to stack k + 1, which can refine the prediction. Train with a loss on *every* output
     (intermediate supervision); use the last one at test time.
 
     Args:
@@ -114,17 +115,23 @@ class StackedHourglass(nn.Module):
         channels: feature channels throughout.
         depth: poolings per hourglass.
         in_channels: input channels.
+        stride: 2 or 4, the resolution the hourglasses work at (H / stride).
+        upsample: return logits at the input size (True) or at H / stride (False).
     """
 
     def __init__(self, num_classes: int, num_stacks: int = 2, channels: int = 32, depth: int = 3,
-                 in_channels: int = 3):
+                 in_channels: int = 3, *, stride: int = 2, upsample: bool = True):
         super().__init__()
         if num_stacks < 1:
             raise ValueError(f"num_stacks must be >= 1, got {num_stacks!r}")
-        self.depth = depth
-        self.stem = nn.Sequential(  # (B, 3, H, W) -> (B, C, H/2, W/2): the hourglasses work at half resolution
-            nn.Conv2d(in_channels, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True), conv_block(channels, channels))
+        if stride not in (2, 4):
+            raise ValueError(f"stride must be 2 or 4, got {stride!r}")
+        self.depth, self.stride, self.upsample = depth, stride, upsample
+        stem = [nn.Conv2d(in_channels, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True), conv_block(channels, channels)]
+        if stride == 4:  # Newell et al.: a second halving before the first hourglass
+            stem += [nn.MaxPool2d(2), conv_block(channels, channels)]
+        self.stem = nn.Sequential(*stem)  # (B, 3, H, W) -> (B, C, H/stride, W/stride)
         self.hourglasses = nn.ModuleList([Hourglass(channels, depth) for _ in range(num_stacks)])
         self.features = nn.ModuleList([conv_block(channels, channels) for _ in range(num_stacks)])
         self.heads = nn.ModuleList([nn.Conv2d(channels, num_classes, 1) for _ in range(num_stacks)])
@@ -132,14 +139,15 @@ class StackedHourglass(nn.Module):
         self.remap_logits = nn.ModuleList([nn.Conv2d(num_classes, channels, 1) for _ in range(num_stacks - 1)])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        _check_input(x, self.depth + 2)
+        _check_input(x, self.depth + self.stride.bit_length())
         size = x.shape[-2:]
-        x = self.stem(x)  # (B, C, H/2, W/2)
+        x = self.stem(x)  # (B, C, H/s, W/s), s = stride
         outputs = []
         for k, (hourglass, features, head) in enumerate(zip(self.hourglasses, self.features, self.heads)):
-            f = features(hourglass(x))  # (B, C, H/2, W/2)
-            logits = head(f)  # (B, num_classes, H/2, W/2)
-            outputs.append(F.interpolate(logits, size=size, mode="bilinear", align_corners=False))  # (B, K, H, W)
+            f = features(hourglass(x))  # (B, C, H/s, W/s)
+            logits = head(f)  # (B, num_classes, H/s, W/s)
+            outputs.append(F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+                           if self.upsample else logits)  # (B, K, H, W), or (B, K, H/s, W/s)
             if k < len(self.remap_features):
                 x = x + self.remap_features[k](f) + self.remap_logits[k](logits)  # the next stack's input
         return tuple(outputs)
