@@ -57,6 +57,18 @@ WRONG = {
         "hidden points (v = 1) left out": heat(("if v > 0:", "if v == 2:")),
         "no border handling: points clipped into the map": heat(
             ("for x, y, v in points.tolist():", "for x, y, v in points.clamp(min=0).tolist():")),
+        "x and y swapped in the Gaussian": heat(
+            (GAUSS, GAUSS.replace("(xs - x)", "(xs - y)").replace("(ys - y)", "(ys - x)"))),
+        "a normalised Gaussian (divided by 2 pi sigma^2): peak below 1": heat(
+            (GAUSS, GAUSS.replace("gaussian = torch.exp(", "gaussian = 1 / (2 * np.pi * sigma**2) * torch.exp("))),
+        "float64 map": heat(
+            ("heatmap = torch.zeros(height, width)", "heatmap = torch.zeros(height, width, dtype=torch.float64)"),
+            ("dtype=torch.float32)[:, None]", "dtype=torch.float64)[:, None]"),
+            ("dtype=torch.float32)[None, :]", "dtype=torch.float64)[None, :]")),
+        "vectorised over the points, but crashes on no point (amax of an empty stack)": heat(
+            ("    heatmap = torch.zeros(height, width)\n", "    labelled = points[points[:, 2] > 0]\n"
+             "    heatmap = torch.exp(-((xs[None] - labelled[:, 0, None, None]) ** 2"
+             " + (ys[None] - labelled[:, 1, None, None]) ** 2) / (2 * sigma**2)).amax(0)\n    return heatmap\n")),
     },
     "test-decode": {
         "off by half a pixel: no + 0.5": decode(
@@ -70,6 +82,11 @@ WRONG = {
             ("inside_x = (xs > 0) & (xs < w - 1)", "inside_x = xs >= 0"),
             ("inside_y = (ys > 0) & (ys < h - 1)", "inside_y = ys >= 0")),
         "quarter offset ignored": decode(("    if quarter:\n", "    if False:\n")),
+        "border test of x against the height (square maps only)": decode(
+            ("inside_x = (xs > 0) & (xs < w - 1)", "inside_x = (xs > 0) & (xs < h - 1)")),
+        "shift by a quarter of the difference instead of its sign": decode(
+            ("0.25 * torch.sign(at(ys, xs + 1) - at(ys, xs - 1))", "0.25 * (at(ys, xs + 1) - at(ys, xs - 1))")),
+        "score of the wrong cell: the mean of the map": decode(("score.float()", "flat.mean(dim=2).float()")),
     },
     "test-focal": {
         "missing (1 - Y)^beta weight on the negatives": focal(
@@ -83,6 +100,14 @@ WRONG = {
             ("F.logsigmoid(-logits)", "torch.log(1 - p)")),
         "mean instead of sum over the positives' and negatives' cells": focal(
             ("pos[positive].sum() + neg[~positive].sum()", "pos[positive].mean() + neg[~positive].mean()")),
+        "no clamp: N = 0 when there is no positive (infinite or NaN loss)": focal(
+            ("-total / positive.sum().clamp(min=1)", "-total / positive.sum()")),
+        "sign flipped: a negative loss": focal(("return -total / positive.sum().clamp(min=1)",
+                                                "return total / positive.sum().clamp(min=1)")),
+        "weights detached: (1 - p)^alpha and p^alpha carry no gradient": focal(
+            ("p = torch.sigmoid(logits)", "p = torch.sigmoid(logits).detach()")),
+        "normalised per image instead of over the batch": focal(
+            ("-total / positive.sum().clamp(min=1)", "-total / positive.sum().clamp(min=1) * logits.shape[0]")),
     },
     "test-peaks": {
         "max-pool without the equality test": peaks((POOL, "F.max_pool2d(heatmap, kernel_size=3, stride=1, "
@@ -93,6 +118,10 @@ WRONG = {
         "strict maximum (> every neighbour): plateaus lost": peaks(
             (POOL, "torch.stack([F.pad(heatmap, (1, 1, 1, 1), value=-float('inf')).unfold(2, 3, 1).unfold(3, 3, 1)"
                    ".flatten(-2)[..., k] for k in (0, 1, 2, 3, 5, 6, 7, 8)]).lt(heatmap).all(0)")),
+        "no padding: the border is lost (wrong shape)": peaks(
+            ("kernel_size=3, stride=1, padding=1", "kernel_size=3, stride=1, padding=0")),
+        "average instead of max pooling": peaks(
+            (POOL, "F.avg_pool2d(heatmap, kernel_size=3, stride=1, padding=1) <= heatmap")),
         "peaks over all classes at once": peaks(
             (POOL, "(F.max_pool2d(heatmap.amax(1, keepdim=True), kernel_size=3, stride=1, padding=1) "
                    "== heatmap)")),

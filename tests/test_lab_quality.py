@@ -58,6 +58,11 @@ FLOORS = {
                       for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}},
         "min_figures": 3,
     },
+    "08_heatmaps": {
+        "floors": {"08_heatmaps/keypoint_AP50": 0.8, "08_heatmaps/keypoint_AP": 0.6, "08_heatmaps/PCK": 0.8,
+                   "08_heatmaps/centernet_mAP50": 0.8},
+        "min_figures": 4,  # + the heatmap explorer, an Image widget
+    },
 }
 
 
@@ -112,6 +117,21 @@ def lesson_checks(lab: str, results: dict) -> None:
         assert ap["faster_rcnn"] > ap["detr"] + 0.05, f"DETR converges slowly: in equal time it should trail {ap}"
         fast, mask = results[name("faster_rcnn", "images_per_s")], results[name("mask_rcnn", "images_per_s")]
         assert mask < fast / 2, f"the mask branch should cost at test time: {mask:.1f} vs {fast:.1f} images/s"
+    if lab == "08_heatmaps":
+        ap, plain_ap = results["08_heatmaps/keypoint_AP"], results["08_heatmaps/keypoint_AP_no_quarter_offset"]
+        assert ap > plain_ap + 0.08, f"the quarter offset should pay at high OKS: AP {ap:.3f} vs {plain_ap:.3f} without"
+        ap75, plain75 = results["08_heatmaps/keypoint_AP75"], results["08_heatmaps/keypoint_AP75_no_quarter_offset"]
+        assert ap75 > plain75 + 0.1, f"... and at OKS 0.75: {ap75:.3f} vs {plain75:.3f}"
+        curves = {key: sorted((int(k.rsplit("step", 1)[1]), v) for k, v in results.items()
+                              if k.startswith(f"08_heatmaps/{key}_supervision_AP_step"))
+                  for key in ("intermediate", "last_only")}
+        assert len(curves["intermediate"]) == len(curves["last_only"]) >= 3, curves
+        (_, inter_early), (_, last_early) = curves["intermediate"][0], curves["last_only"][0]
+        assert inter_early > last_early + 0.1, f"intermediate supervision should learn faster: {curves}"
+        assert abs(curves["intermediate"][-1][1] - curves["last_only"][-1][1]) < 0.1, \
+            f"after the full budget the two should be close, as the lab says: {curves}"
+        gain = results["08_heatmaps/centernet_nms_gain"]
+        assert abs(gain) < 0.02, f"CenterNet's 3x3 peaks should need no NMS: NMS changes its AP50 by {gain:+.3f}"
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
     nb = nbformat.read(path, as_version=4)
