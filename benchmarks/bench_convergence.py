@@ -5,15 +5,15 @@
     python benchmarks/bench_convergence.py --tiny                   # every model, a few steps: a test, seconds
     make bench-convergence [ARGS="--models detr --out results/convergence.json"]
 
-For every model that labs 02-06 train in fast mode (:data:`RECIPES`) it trains the lab's fast-mode
+For every model that labs 02-06 and 08 train in fast mode (:data:`RECIPES`) it trains the lab's fast-mode
 recipe (synthetic shapes, the lab's image size, data set sizes, batch, optimiser, one-cycle schedule
 where the lab has one, gradient clipping) once with the fast-mode steps and once with ``k`` times
 as many (the one-cycle schedule stretched to the longer run), on the best device, and evaluates
 both on the lab's test set: COCO mAP50 and mAP for detectors (``course_utils.metrics.coco_eval``),
-mIoU for segmentation, accuracy for lab 05's crop classifier. It prints, per model, both qualities
-with their steps and seconds, and the ratio fast / longest run; what labs 02-06 train that is not
-measured here, and why, is printed after (:data:`NOT_MEASURED`). No lab of 02-06 has a keypoint
-model (lab 05's stacked hourglass segments), so there is no keypoint AP.
+mIoU for segmentation, accuracy for lab 05's crop classifier, COCO keypoint AP (OKS) for lab 08's
+keypoint hourglass. It prints, per model, both qualities
+with their steps and seconds, and the ratio fast / longest run; what the labs train that is not
+measured here, and why, is printed after (:data:`NOT_MEASURED`).
 
 The models come from the library (``build_detector``, ``UNet``, ``StackedHourglass``) with the
 library's losses, so YOLO trains with ``course_utils.models``' YOLO loss and DETR with its set
@@ -46,6 +46,8 @@ from torchvision.transforms import v2
 from course_utils.config import MAX_STEPS_ENV, MODE_ENV, get_device
 from course_utils.data import (
     IGNORE_INDEX,
+    NUM_KEYPOINTS,
+    SHAPE_KEYPOINT_SIGMAS,
     ShapesDataset,
     collate_detection,
     detections_to_coco,
@@ -54,8 +56,16 @@ from course_utils.data import (
     shapes_to_coco,
 )
 from course_utils.metrics import coco_eval, confusion_matrix, mean_iou
-from course_utils.models import DetectorWrapper, SmallBackbone, StackedHourglass, UNet, build_detector
+from course_utils.models import (
+    DetectorWrapper,
+    SmallBackbone,
+    StackedHourglass,
+    UNet,
+    build_detector,
+    heatmap_focal_loss,
+)
 from course_utils.models.detr import build_small_detr, detr_loss, detr_targets, postprocess
+from course_utils.tensors import plain
 from course_utils.train import fit, predict
 
 K_CHOICES = (4, 10, 30)
@@ -99,6 +109,10 @@ RECIPES: dict[str, Recipe] = {r.model: r for r in (
     Recipe("05_segmentation", "fcn32s", "segmentation", 64, 1200, 200, 16, 60, 1e-3, 0.2, None, 30),
     Recipe("06_detr", "detr", "detection", 64, 4000, 300, 32, 500, 1e-3, 0.1, 0.1, 30,
            options=dict(num_queries=9)),
+    Recipe("08_heatmaps", "keypoint_hourglass", "keypoints", 64, 800, 200, 16, 300, 2e-3, None, None, 10,
+           optimizer="adam", shapes=dict(preset="single")),
+    Recipe("08_heatmaps", "centernet", "detection", 64, 1200, 200, 16, 300, 2e-3, None, None, 10,
+           optimizer="adam", shapes=dict(preset="easy"), options=dict(channels=24)),
 )}
 
 # what labs 02-06 train that has no fast-mode recipe to converge, and why (printed with the results)
@@ -291,8 +305,77 @@ def _classification_task(recipe: Recipe, device: torch.device) -> Task:
     return Task(crop_classifier, F.cross_entropy, loader, evaluate)
 
 
-TASKS = {"detection": _detection_task, "segmentation": _segmentation_task, "classification": _classification_task}
-METRICS = {"detection": "mAP50", "segmentation": "mIoU", "classification": "accuracy"}
+def _keypoint_task(recipe: Recipe, device: torch.device) -> Task:
+    """Lab 08's keypoint hourglass: 15 heatmaps at stride 4 (Gaussian, sigma 1 cell, the point's cell set to 1),
+    the heatmap focal loss on every stack, decoded with the quarter offset; COCO keypoint AP (OKS)."""
+    stride, sigma, num_keypoints = 4, 1.0, NUM_KEYPOINTS
+    cells = recipe.image_size // stride
+    train_set, test_set = (ShapesDataset(n, recipe.image_size, seed=seed, keypoints=True, **recipe.shapes)
+                           for n, seed in ((recipe.n_train, 0), (recipe.n_test, 1)))
+    num_classes = len(train_set.class_names)
+    centres = torch.arange(cells, dtype=torch.float32) + 0.5  # (cells,) cell centres
+
+    def encode(dataset: ShapesDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        images, maps = [], torch.zeros(len(dataset), num_classes * num_keypoints, cells, cells)
+        for i in range(len(dataset)):
+            image, target = dataset[i]
+            images.append(plain(image))
+            in_cells = target["keypoints"] / torch.tensor([stride, stride, 1])  # (n, 5, 3): x, y in cells
+            for label, points in zip(target["labels"].tolist(), in_cells):
+                for j, (x, y, v) in enumerate(points.tolist()):
+                    if v > 0:
+                        channel = (label - 1) * num_keypoints + j
+                        d2 = (centres[None] - x) ** 2 + (centres[:, None] - y) ** 2  # (cells, cells)
+                        gaussian = torch.exp(-d2 / (2 * sigma**2))
+                        maps[i, channel] = torch.maximum(maps[i, channel], gaussian)  # (cells, cells)
+                        if 0 <= x < cells and 0 <= y < cells:
+                            maps[i, channel, int(y), int(x)] = 1.0
+        return torch.stack(images), maps
+
+    train_images, train_maps = encode(train_set)
+    test_images, _ = encode(test_set)
+    gt = test_set.to_coco()
+
+    def loss_fn(outputs, target: torch.Tensor) -> torch.Tensor:
+        return sum(heatmap_focal_loss(o, target) for o in outputs)
+
+    def new_model() -> nn.Module:
+        model = StackedHourglass(num_classes * num_keypoints, num_stacks=2, channels=32, depth=2, stride=stride,
+                                 upsample=False)
+        for head in model.heads:
+            nn.init.constant_(head.bias, -2.19)
+        return model
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        logits, _ = predict(model, DataLoader(TensorDataset(test_images, test_images[:, 0, 0, 0]), batch_size=100),
+                            device=device)
+        maps = torch.sigmoid(logits[-1])  # (N, 15, cells, cells)
+        n = len(maps)
+        score, index = maps.flatten(2).max(dim=2)  # (N, 15)
+        iy, ix = index // cells, index % cells
+        padded = F.pad(maps, (1, 1, 1, 1))  # the quarter offset towards the higher neighbour, none on the border
+
+        def at(dy: int, dx: int) -> torch.Tensor:  # (N, 15): the value next to each argmax
+            return padded.flatten(2).gather(2, ((iy + 1 + dy) * (cells + 2) + ix + 1 + dx)[..., None])[..., 0]
+
+        x = ix + 0.5 + torch.where((ix > 0) & (ix < cells - 1), 0.25 * torch.sign(at(0, 1) - at(0, -1)), 0.0)
+        y = iy + 0.5 + torch.where((iy > 0) & (iy < cells - 1), 0.25 * torch.sign(at(1, 0) - at(-1, 0)), 0.0)
+        points = torch.stack([x * stride, y * stride, score], dim=2).reshape(n, num_classes, num_keypoints, 3)
+        classes = points[..., 2].mean(dim=2).argmax(dim=1)  # (N,)
+        best = points[torch.arange(n), classes]  # (N, 5, 3)
+        dts = [{"image_id": i, "category_id": int(classes[i]) + 1, "score": float(best[i, :, 2].mean()),
+                "keypoints": torch.cat([best[i, :, :2], torch.ones(num_keypoints, 1)], 1).reshape(-1).tolist()}
+               for i in range(n)]
+        named = coco_eval(gt, dts, "keypoints", kpt_oks_sigmas=SHAPE_KEYPOINT_SIGMAS).named
+        return {"kAP": named["AP"], "kAP50": named["AP50"]}
+
+    loader = DataLoader(TensorDataset(train_images, train_maps), batch_size=recipe.batch_size, shuffle=True)
+    return Task(new_model, loss_fn, loader, evaluate)
+
+
+TASKS = {"detection": _detection_task, "segmentation": _segmentation_task, "classification": _classification_task,
+         "keypoints": _keypoint_task}
+METRICS = {"detection": "mAP50", "segmentation": "mIoU", "classification": "accuracy", "keypoints": "kAP"}
 
 
 def train_and_evaluate(recipe: Recipe, task: Task, steps: int, device: torch.device) -> dict[str, Any]:

@@ -67,11 +67,13 @@ from course_utils.models import (
     UNet,
     build_detector,
     build_pretrained_mask_rcnn,
+    heatmap_focal_loss,
     load_backbone,
     load_pretrained_detector,
     load_pretrained_retinanet,
     replace_classifier,
 )
+from course_utils.tensors import plain
 from course_utils.train import fit
 
 # --------------------------------------------------------------------------- the labs' full-mode loops
@@ -119,6 +121,10 @@ LAB_LOOPS: tuple[LabLoop, ...] = (
     LabLoop("07_benchmark", "Faster R-CNN (COCO weights)", "bench_faster_rcnn", 256, 8, 160, 3000, shapes=HARD),
     LabLoop("07_benchmark", "Mask R-CNN (COCO weights)", "bench_mask_rcnn", 256, 8, 80, 3000, shapes=HARD),
     LabLoop("07_benchmark", "DETR", "bench_detr", 256, 8, 150, 20000, shapes=HARD),
+    LabLoop("07_benchmark", "CenterNet", "bench_centernet", 256, 8, 300, 6000, shapes=HARD),
+    LabLoop("08_heatmaps", "keypoint hourglass, 2 stacks at stride 4 (with and without intermediate supervision)",
+            "keypoint_hourglass", 64, 16, 300, 3000, runs=2, shapes=dict(preset="single")),
+    LabLoop("08_heatmaps", "CenterNet", "centernet", 64, 16, 300, 5000, shapes=dict(preset="easy")),
 )
 
 # full-mode steps(...) calls of the notebooks that are not timed, and why (a test checks this list is complete)
@@ -127,7 +133,8 @@ NOT_TIMED: dict[tuple[str, int, int], str] = {
                                    "seconds on any device",
 }
 
-LAB_NAMES = ("01_localisation", "02_yolo", "03_retinanet", "04_rcnn", "05_segmentation", "06_detr", "07_benchmark")
+LAB_NAMES = ("01_localisation", "02_yolo", "03_retinanet", "04_rcnn", "05_segmentation", "06_detr", "07_benchmark",
+             "08_heatmaps")
 
 
 @dataclass
@@ -235,6 +242,29 @@ def _segmenter(spec: LabLoop, batch_size: int) -> Trainee:
     return Trainee(model, _segmentation_loss, _segmentation_loader(spec, batch_size), note)
 
 
+def _keypoint_hourglass(spec: LabLoop, batch_size: int) -> Trainee:
+    """Lab 08's keypoint hourglass: 15 heatmaps (3 classes x 5 keypoints) at stride 4, the heatmap focal loss."""
+    stride, num_keypoints = 4, 5
+    data = ShapesDataset(2 * batch_size, spec.image_size, seed=0, keypoints=True, **spec.shapes)
+    num_classes, cells = len(data.class_names), spec.image_size // stride
+    images, maps = [], torch.zeros(len(data), num_classes * num_keypoints, cells, cells)
+    for i in range(len(data)):
+        image, target = data[i]
+        images.append(plain(image))
+        for label, points in zip(target["labels"].tolist(), target["keypoints"]):
+            for j, (x, y, v) in enumerate(points.tolist()):  # the cell of each labelled point is the positive
+                if v > 0 and 0 <= x < spec.image_size and 0 <= y < spec.image_size:
+                    maps[i, (label - 1) * num_keypoints + j, int(y) // stride, int(x) // stride] = 1.0
+    model = StackedHourglass(num_classes * num_keypoints, num_stacks=2, channels=32, depth=2, stride=stride,
+                             upsample=False)
+
+    def loss(outputs, target):
+        return sum(heatmap_focal_loss(out, target) for out in outputs)
+
+    loader = DataLoader(TensorDataset(torch.stack(images), maps), batch_size=batch_size, shuffle=True)
+    return Trainee(model, loss, loader, "from scratch (as in the lab)")
+
+
 def _detector(spec: LabLoop, batch_size: int) -> Trainee:
     num_classes = _num_classes(spec)
     scratch = "from scratch (as in the lab)"
@@ -246,6 +276,9 @@ def _detector(spec: LabLoop, batch_size: int) -> Trainee:
         model = build_detector("retinanet", num_classes, spec.image_size, levels=(3, 4, 5, 6, 7), anchor_scale=1.5,
                                aspect_ratios=(0.5, 1.0, 2.0))
         return Trainee(model, None, _detection_loader(spec, batch_size), scratch)
+    if name == "centernet":  # lab 08's
+        return Trainee(build_detector("centernet", num_classes, spec.image_size, channels=24), None,
+                       _detection_loader(spec, batch_size), scratch)
     if name in ("detr", "detr_overfit"):
         model = build_detector("detr", num_classes, spec.image_size, num_queries=9)
         return Trainee(model, None, _detection_loader(spec, batch_size), scratch)
@@ -260,7 +293,7 @@ def _detector(spec: LabLoop, batch_size: int) -> Trainee:
         return Trainee(model, None, _detection_loader(spec, batch_size), note)
     detector = name.removeprefix("bench_")  # lab 07: its BUILDERS options, COCO weights for the three that have them
     options = {"retinanet": dict(anchor_scale=1.5, levels=(3, 4, 5), detections_per_img=100),
-               "detr": dict(num_queries=25)}.get(detector, {})
+               "detr": dict(num_queries=25), "centernet": dict(channels=24)}.get(detector, {})
     if detector in ("retinanet", "faster_rcnn", "mask_rcnn"):
         model = load_pretrained_detector(detector, num_classes, spec.image_size, progress=False, fallback=options)
         note = _weights_note(model.pretrained, f"COCO {detector}", f"the lab's small {detector} from scratch")
@@ -283,6 +316,8 @@ def build_trainee(spec: LabLoop, batch_size: int) -> Trainee:
         return _localisation(spec, batch_size, heads_only=spec.builder == "localisation_heads")
     if spec.builder in ("unet", "unet_noskip", "hourglass", "fcn32s"):
         return _segmenter(spec, batch_size)
+    if spec.builder == "keypoint_hourglass":
+        return _keypoint_hourglass(spec, batch_size)
     return _detector(spec, batch_size)
 
 

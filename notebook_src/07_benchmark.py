@@ -7,7 +7,7 @@
 #
 # Papers and slides compare detectors in one table: **accuracy** (COCO mAP@[.5:.95], AP50, AP for
 # small, medium and large objects) against **cost** (parameters, FLOPs, images per second). In this
-# lab we build that table ourselves for the five detectors of the course, trained the same way on the
+# lab we build that table ourselves for the six detectors of the course, trained the same way on the
 # same synthetic data:
 #
 # | detector | lab | idea |
@@ -17,6 +17,7 @@
 # | Faster R-CNN | 04 | region proposals (RPN), then RoIAlign and a box head |
 # | Mask R-CNN (boxes) | 04 | Faster R-CNN plus a mask branch; scored on its boxes here |
 # | DETR | 06 | a transformer predicts a set of boxes, Hungarian matching, no NMS |
+# | CenterNet | 08 | an object is a point: a centre heatmap, size and offset; 3×3 peaks, no anchors, no NMS |
 #
 # With tiny backbones every torchvision detector reaches AP50 ≈ 1 on the easy shapes within two
 # minutes — a table of 1.0s teaches nothing. So the benchmark uses the **hard** preset of the shapes:
@@ -72,18 +73,18 @@ SETUP = setup(seed=0)
 MODE, DEVICE = SETUP.mode, SETUP.device
 
 # %% [markdown] id="models-md"
-# ## 1. The five detectors
+# ## 1. The six detectors
 #
-# Every detector comes from one function of `course_utils.models` (the labs 02–06 wrote the models):
+# Every detector comes from one function of `course_utils.models` (the labs 02–06 and 08 wrote the models):
 # `build_detector(name, num_classes, image_size, **options)`, where `num_classes` counts the object
 # classes only (the background is added where a model needs it). Every detector is called the same
 # way, as torchvision's detectors are: `model(images, targets)` returns a dict of losses in train
 # mode, `model(images)` returns one `{"boxes", "scores", "labels"}` dict per image in eval mode (YOLO
-# and DETR are wrapped to behave so). So one training loop (`fit`) and one evaluation serve all five.
+# DETR and CenterNet are wrapped to behave so). So one training loop (`fit`) and one evaluation serve all six.
 #
 # In `full` mode (GPU) RetinaNet, Faster R-CNN and Mask R-CNN start from torchvision's
 # COCO-pretrained ResNet-50-FPN models (`load_pretrained_detector`, fine-tuned here); YOLO and DETR
-# are the course's small ones, trained longer. Offline, the pretrained ones fall back to the small
+# and CenterNet are the course's small ones, trained longer. Offline, the pretrained ones fall back to the small
 # from-scratch detectors, with a printed notice.
 
 # %% id="models" role="readonly"
@@ -100,6 +101,7 @@ BUILDERS = {  # name -> (display name, build_detector options)
     "faster_rcnn": ("Faster R-CNN", {}),
     "mask_rcnn": ("Mask R-CNN", {}),
     "detr": ("DETR", dict(num_queries=25)),  # DETR's fixed number of predictions: above the 14 objects an image holds
+    "centernet": ("CenterNet", dict(channels=24)),  # lab 08's: stride-4 heatmaps on one hourglass
 }
 COCO_PRETRAINED = ("retinanet", "faster_rcnn", "mask_rcnn")  # full mode: they start from torchvision's COCO weights
 
@@ -119,6 +121,7 @@ RECIPES = {
     "faster_rcnn": dict(steps=steps(fast=160, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
     "mask_rcnn": dict(steps=steps(fast=80, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
     "detr": dict(steps=steps(fast=150, full=20000), lr=1e-3),
+    "centernet": dict(steps=steps(fast=300, full=6000), lr=2e-3),  # a step costs about YOLO's
 }
 # fast mode: the model each earlier lab saved after its own training, if you ran it (lab, name, the part it fits)
 WARM_STARTS = {
@@ -127,6 +130,7 @@ WARM_STARTS = {
     "faster_rcnn": ("04_rcnn", "mask_rcnn", lambda model: model),  # Mask R-CNN without its mask branch
     "mask_rcnn": ("04_rcnn", "mask_rcnn", lambda model: model),
     "detr": ("06_detr", "detr", lambda model: model.model),
+    "centernet": ("08_heatmaps", "centernet", lambda model: model),  # the whole wrapper: heads of 3 classes start fresh
 }
 BATCH_SIZE = by_mode(smoke=4, fast=8, full=8)
 
@@ -158,14 +162,14 @@ for i, ax in enumerate(axes):
 fig.tight_layout()
 
 # %% [markdown] id="train-md"
-# ## 3. Training (or reusing) the five detectors
+# ## 3. Training (or reusing) the six detectors
 #
 # Each detector is trained with AdamW and a one-cycle learning rate, batch size 8, for the number
 # of steps in `RECIPES` — chosen so that each gets roughly the same CPU time, 30 to 40 seconds on two
 # idle cores (a Mask R-CNN step costs about six YOLO steps). That is very little: the table compares
 # how far each detector gets **in the same short time** as much as the architectures themselves.
 #
-# **Warm starts.** Labs 02, 03, 04 and 06 save their trained detector when they run in `fast` mode.
+# **Warm starts.** Labs 02, 03, 04, 06 and 08 save their trained detector when they run in `fast` mode.
 # If you ran them, each detector here *starts from those weights* and is fine-tuned on the hard
 # preset with the same steps — pretraining then fine-tuning, as every real detector starts from
 # ImageNet or COCO weights. Tensors whose shape changed (the classifiers: six classes here against
@@ -176,7 +180,7 @@ fig.tight_layout()
 # `results/` of the course folder (in a copy of the labs without one, e.g. on JupyterHub or Colab: in
 # `~/.cache/cnns-part2/results/`; `checkpoint_path` says where): run the notebook again and a
 # detector whose configuration has not changed is loaded instead of retrained (delete the file to
-# retrain). Labs 02–06 save theirs in the same place.
+# retrain). Labs 02–06 and 08 save theirs in the same place.
 
 # %% id="train" role="readonly"
 models, train_seconds, started_from = {}, {}, {}
@@ -230,6 +234,7 @@ for name, model in models.items():
     detections[name] = [{k: o[k] for k in ("boxes", "scores", "labels")} for o in outputs]
     accuracy[name] = coco_ap_row(gt_coco, detections_to_coco(list(range(N_TEST)), detections[name]), IMAGE_SIZE)
     record(f"07_benchmark/{name}/mAP", accuracy[name]["AP"])
+    record(f"07_benchmark/{name}/train_seconds", train_seconds[name])
     for key in ("AP50", "APs", "APm", "APl"):
         record(f"07_benchmark/{name}/{key}", accuracy[name][key])
     print(f"{BUILDERS[name][0]:13} " + "  ".join(f"{k} {v:.3f}" for k, v in accuracy[name].items()))
@@ -415,7 +420,8 @@ print("AP: mAP@[.5:.95]; APs/APm/APl: AP on small/medium/large objects (COCO's r
       "gflops: GFLOPs per image (2 x MACs); ips_b1/ips_b8: images per second at batch 1/8 on "
       f"{DEVICE}; train_s: training seconds; start: scratch or the lab whose weights it started from")
 earlier = {k: v for k, v in read_results().items() if k.split("/")[0] in
-           ("02_yolo", "03_retinanet", "04_rcnn", "06_detr") and k.split("/")[-1] in ("mAP", "box_mAP")}
+           ("02_yolo", "03_retinanet", "04_rcnn", "06_detr", "08_heatmaps") and k.split("/")[-1] in
+           ("mAP", "box_mAP", "centernet_mAP")}
 if earlier:
     print("for comparison, what the labs recorded on their own (easier) data:", earlier)
 
@@ -427,16 +433,16 @@ for k, name in enumerate(models):
                  xytext=(6, 4))
 ax1.set_xscale("log"); ax1.set_xlabel(f"images per second (batch 8, {DEVICE}, log scale)")
 ax1.set_ylabel("mAP@[.5:.95]"); ax1.set_title("accuracy against speed (up and right is better)"); ax1.grid(alpha=0.3)
-width = 0.16
+width = 0.8 / len(models)
 for k, name in enumerate(models):
     values = [max(accuracy[name][key], 0) for key in ("APs", "APm", "APl")]
-    ax2.bar(np.arange(3) + (k - 2) * width, values, width, label=BUILDERS[name][0], color=viz.class_colour(k + 1))
+    ax2.bar(np.arange(3) + (k - (len(models) - 1) / 2) * width, values, width, label=BUILDERS[name][0], color=viz.class_colour(k + 1))
 ax2.set_xticks(range(3), [f"small ({counts['small']})", f"medium ({counts['medium']})", f"large ({counts['large']})"])
 ax2.set_ylabel("AP@[.5:.95]"); ax2.set_title("AP by object size (number of test objects)"); ax2.legend(fontsize=8)
 fig.tight_layout()
 
 # %% id="examples" role="readonly"
-fig, axes = plt.subplots(2, 5, figsize=(16, 6.8))
+fig, axes = plt.subplots(2, len(models), figsize=(3.2 * len(models), 6.8))
 for row, index in enumerate((0, 1)):
     image, target = test_set[index]
     for ax, name in zip(axes[row], models):
@@ -451,7 +457,7 @@ fig.tight_layout()
 # ## 9. Reading the table (manually graded, 3 points)
 #
 # Answer in the cell below, in a few sentences each, **quoting numbers from your table** (say whether
-# your detectors started from scratch or from labs 02–06: the `start` column):
+# your detectors started from scratch or from labs 02–06 and 08: the `start` column):
 #
 # 1. Which detector is the most accurate, and which the fastest? Is any detector both more accurate
 #    and faster than another (it *dominates* it)?
@@ -462,6 +468,8 @@ fig.tight_layout()
 #    your table and one reason (section 5 names some).
 # 4. Mask R-CNN computes everything Faster R-CNN does, plus masks. What does the table say about the
 #    cost of the mask branch, at training and at test time, and does it help the boxes here?
+# 5. CenterNet (lab 08) against YOLO v1: both are one-stage and need about the same training time here.
+#    Compare their AP, AP75 and APs, and name the differences of design that explain the gap.
 
 # %% [markdown] id="lessons-answer" role="answer" points=3
 # ### BEGIN SOLUTION

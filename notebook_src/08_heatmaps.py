@@ -18,8 +18,9 @@
 # 2. **Objects as points.** CornerNet (Law & Deng, ECCV 2018) finds a box as a pair of corner
 #    keypoints; CenterNet (Zhou, Wang, Krähenbühl, *Objects as Points*, 2019) as its **centre** plus
 #    its size. Both train their heatmaps with a **focal loss variant** that forgives near misses
-#    (exercise 3) and read the peaks with a **3×3 max-pool instead of NMS** (exercise 4). No anchors,
-#    no box matching, no NMS.
+#    (exercise 3) and read the peaks with a **3×3 max-pool instead of NMS** (exercise 4); CornerNet's
+#    corners, often outside the object, need **corner pooling** (exercise 5). No anchors, no box
+#    matching, no NMS.
 
 # %% id="setup" role="readonly"
 # Setup: imports, run mode, device and seed. Run this cell first.
@@ -50,7 +51,7 @@ from course_utils.data import (
     collate_detection,
     detections_to_coco,
 )
-from course_utils.grading import check_close, check_equal, check_shape
+from course_utils.grading import check_close, check_equal, check_shape, check_vectorised
 from course_utils.metrics import coco_eval
 from course_utils.models import StackedHourglass, build_detector
 from course_utils.models import heatmap_focal_loss as reference_focal_loss
@@ -648,8 +649,79 @@ for shape in [(1, 1, 5, 5), (3, 2, 8, 4), (2, 1, 1, 6), (1, 4, 9, 9)]:
 ### END HIDDEN TESTS
 
 
+# %% [markdown] id="ex5-md"
+# ## 7. CornerNet's corner pooling (exercise 5, 2 points)
+#
+# CornerNet (Law & Deng, ECCV 2018) finds a box as a pair of keypoints — its **top-left** and
+# **bottom-right corners** — on heatmaps like those above, and pairs them by an embedding. The
+# difficulty: a corner is usually **outside the object** (the top-left corner of a circle's box is
+# background), so no local feature there says "corner". CornerNet's answer is **corner pooling**: to
+# decide whether $(i, j)$ is a *top-left* corner, look **down its column** for the object's top edge
+# and **right along its row** for its left edge. From two feature maps $f_t$ and $f_\ell$ it computes
+#
+# $$t_{ij} = \max_{k \ge i} f_{t, kj}, \qquad \ell_{ij} = \max_{k \ge j} f_{\ell, ik}, \qquad
+# \text{out}_{ij} = t_{ij} + \ell_{ij}$$
+#
+# (eq. 2 of the paper; the bottom-right corner pools up and left instead). Each maximum runs from
+# the cell itself to the **end** of its column or row, inclusive.
+#
+# Write `top_left_corner_pool(f_top, f_left)` for two `(B, C, H, W)` maps. No Python loop over the
+# cells: `torch.cummax` (a running maximum along a dimension) and `torch.flip` do it; the tests
+# compare with the definition written with loops, and check there is no loop.
+
+# %% id="ex5-corner-pool" role="solution"
+def top_left_corner_pool(f_top: torch.Tensor, f_left: torch.Tensor) -> torch.Tensor:
+    """f_top, f_left (B, C, H, W) -> (B, C, H, W): max of f_top over the cells below (same column) plus max
+    of f_left over the cells to the right (same row), each including the cell itself."""
+    ### BEGIN SOLUTION
+    top = f_top.flip(2).cummax(dim=2).values.flip(2)  # (B, C, H, W): max over rows k >= i
+    left = f_left.flip(3).cummax(dim=3).values.flip(3)  # (B, C, H, W): max over columns k >= j
+    return top + left
+    ### END SOLUTION
+
+
+# %% id="test-corner-pool" role="tests" points=2
+# Exercise 5: 2 points, all or nothing. Every requirement of the text is checked below at least once;
+# the hidden tests add more cases (other shapes), no new requirements.
+def brute_force_corner_pool(f_top, f_left):
+    """The definition, one cell at a time."""
+    out = torch.zeros_like(f_top)
+    _, _, h, w = f_top.shape
+    for i in range(h):
+        for j in range(w):
+            out[:, :, i, j] = f_top[:, :, i:, j].amax(dim=2) + f_left[:, :, i, j:].amax(dim=2)
+    return out
+
+
+ft = torch.tensor([[[[1.0, 0.0, 2.0],
+                     [0.0, 5.0, 0.0],
+                     [3.0, 0.0, 1.0]]]])
+fl = torch.zeros(1, 1, 3, 3)
+check_close(top_left_corner_pool(ft, fl), torch.tensor([[[[3.0, 5.0, 2.0], [3.0, 5.0, 1.0], [3.0, 0.0, 1.0]]]]),
+            name="top pooling alone (f_left = 0)", hint="t_ij = max over rows k >= i of the same column: look down")
+check_close(top_left_corner_pool(torch.zeros(1, 1, 3, 3), ft), torch.tensor([[[[2.0, 2.0, 2.0], [5.0, 5.0, 0.0],
+                                                                                [3.0, 1.0, 1.0]]]]),
+            name="left pooling alone (f_top = 0)", hint="l_ij = max over columns k >= j of the same row: look right")
+torch.manual_seed(0)
+a, b = torch.randn(2, 3, 5, 6) - 2, torch.randn(2, 3, 5, 6) - 2  # negative features: pooling is not a clamp at 0
+check_close(top_left_corner_pool(a, b), brute_force_corner_pool(a, b), name="random negative (2, 3, 5, 6) maps",
+            hint="sum of the two pooled maps; include the cell itself; no padding with zeros")
+row, column = torch.randn(1, 2, 1, 4), torch.randn(1, 2, 4, 1)
+check_close(top_left_corner_pool(row, row), brute_force_corner_pool(row, row), name="a single row (H = 1)")
+check_close(top_left_corner_pool(column, column), brute_force_corner_pool(column, column), name="a single column (W = 1)")
+check_vectorised(top_left_corner_pool, name="top_left_corner_pool", hint="torch.cummax on flipped maps, then flip back")
+print("visible checks passed")
+### BEGIN HIDDEN TESTS
+g = torch.Generator().manual_seed(12)
+for shape in [(1, 1, 7, 3), (3, 2, 4, 9), (2, 5, 6, 6)]:
+    a_, b_ = torch.randn(*shape, generator=g) * 3, torch.randn(*shape, generator=g) * 3
+    check_close(top_left_corner_pool(a_, b_), brute_force_corner_pool(a_, b_), name=f"random maps {shape}",
+                hint="max over k >= i down the column of f_top, plus max over k >= j along the row of f_left")
+### END HIDDEN TESTS
+
+
 # %% [markdown] id="centernet-md"
-# ## 7. CenterNet, trained
+# ## 8. CenterNet, trained
 #
 # `build_detector("centernet", num_classes, image_size)` (in `course_utils.models.centernet`) is
 # the detector of *Objects as Points* at course size: a stride-4 stem, one hourglass (lab 05's), and
@@ -708,9 +780,9 @@ for i in range(4):
 fig.tight_layout()
 
 # %% [markdown] id="question-md"
-# ## 8. Written question (manually graded, 2 points)
+# ## 9. Written question (manually graded, 2 points)
 #
-# Answer in the cell below in a few sentences, **quoting your numbers** from sections 5 and 7:
+# Answer in the cell below in a few sentences, **quoting your numbers** from sections 5 and 8:
 #
 # 1. What did the quarter offset change, at which OKS thresholds most, and why there? What would it
 #    change if the heatmaps were at the input resolution?

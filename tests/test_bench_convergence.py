@@ -18,16 +18,17 @@ import bench_convergence as bc  # noqa: E402
 
 # every model labs 02-06 train in fast mode on a test set: measured, or listed with the reason it is not
 FAST_MODE_MODELS = {"yolo", "retinanet", "mask_rcnn", "crop_classifier", "unet", "unet_noskip", "hourglass", "fcn32s",
-                    "detr"}
+                    "detr", "keypoint_hourglass", "centernet"}
 
 
 def lab_source(lab: str) -> str:
     return (ROOT / "notebook_src" / f"{lab}.py").read_text()
 
 
-def test_every_fast_mode_model_of_labs_02_to_06_has_a_recipe():
+def test_every_fast_mode_model_of_labs_02_to_06_and_08_has_a_recipe():
     assert set(bc.RECIPES) == FAST_MODE_MODELS
-    assert {r.lab for r in bc.RECIPES.values()} == {"02_yolo", "03_retinanet", "04_rcnn", "05_segmentation", "06_detr"}
+    assert {r.lab for r in bc.RECIPES.values()} == {"02_yolo", "03_retinanet", "04_rcnn", "05_segmentation", "06_detr",
+                                                    "08_heatmaps"}
     assert all(r.default_k in bc.K_CHOICES for r in bc.RECIPES.values())
 
 

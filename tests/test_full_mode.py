@@ -64,4 +64,4 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
         assert "fcn_resnet50" in text, "the fcn_resnet50 cell must run or say why it cannot"
     if lab == "07_benchmark":
         assert "[course_utils.models]" in text, "offline, the pretrained detectors' fallback must say so"
-        assert text.count("images/s at batch 1") == 5 and "DETR" in text, "all five detectors must be timed"
+        assert text.count("images/s at batch 1") == 6 and "CenterNet" in text, "all six detectors must be timed"

@@ -10,8 +10,8 @@ from tests.notebook_cells import assert_rejected, load_cells, mutate, run_cells,
 
 LAB = "08_heatmaps"
 CELLS = load_cells(LAB)
-SOLUTIONS = ["setup", "ex1-heatmap", "ex2-decode", "ex3-focal", "ex4-peaks"]
-TEST_CELLS = ["test-heatmap", "test-decode", "test-focal", "test-peaks"]
+SOLUTIONS = ["setup", "ex1-heatmap", "ex2-decode", "ex3-focal", "ex4-peaks", "ex5-corner-pool"]
+TEST_CELLS = ["test-heatmap", "test-decode", "test-focal", "test-peaks", "test-corner-pool"]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,10 @@ def focal(*changes):
 
 def peaks(*changes):
     return mutate(CELLS, "ex4-peaks", *changes)
+
+
+def corners(*changes):
+    return mutate(CELLS, "ex5-corner-pool", *changes)
 
 
 GAUSS = "gaussian = torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2))"
@@ -126,6 +130,26 @@ WRONG = {
             (POOL, "(F.max_pool2d(heatmap.amax(1, keepdim=True), kernel_size=3, stride=1, padding=1) "
                    "== heatmap)")),
     },
+}
+TOP = "top = f_top.flip(2).cummax(dim=2).values.flip(2)"
+LEFT = "left = f_left.flip(3).cummax(dim=3).values.flip(3)"
+WRONG["test-corner-pool"] = {
+    "pools up instead of down (the bottom-right corner's direction)": corners(
+        (TOP, "top = f_top.cummax(dim=2).values")),
+    "pools left instead of right": corners((LEFT, "left = f_left.cummax(dim=3).values")),
+    "rows and columns swapped": corners(
+        (TOP, "top = f_top.flip(3).cummax(dim=3).values.flip(3)"),
+        (LEFT, "left = f_left.flip(2).cummax(dim=2).values.flip(2)")),
+    "max of the two instead of their sum": corners(("return top + left", "return torch.maximum(top, left)")),
+    "the whole column and row, not only below and to the right": corners(
+        (TOP, "top = f_top.amax(dim=2, keepdim=True).expand_as(f_top)"),
+        (LEFT, "left = f_left.amax(dim=3, keepdim=True).expand_as(f_left)")),
+    "the cell itself excluded (max over k > i), -1e9 padded": corners(
+        (TOP, "top = F.pad(f_top[:, :, 1:], (0, 0, 0, 1), value=-1e9).flip(2).cummax(dim=2).values.flip(2)")),
+    "running max from zero (a clamp at 0)": corners(
+        ("return top + left", "return top.clamp(min=0) + left.clamp(min=0)")),
+    "a Python loop over the rows": corners(
+        (TOP, "top = torch.stack([f_top[:, :, i:].amax(dim=2) for i in range(f_top.shape[2])], dim=2)")),
 }
 CASES, IDS = wrong_answer_cases(WRONG)
 

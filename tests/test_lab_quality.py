@@ -52,10 +52,11 @@ FLOORS = {
     },
     "07_benchmark": {
         # every detector is trained, evaluated and timed (DETR barely starts learning in its ~40 s: floor just above 0)
-        "floors": {**{f"07_benchmark/{m}/mAP": 1e-3 for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn")},
+        "floors": {**{f"07_benchmark/{m}/mAP": 1e-3 for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn",
+                                                             "centernet")},
                    "07_benchmark/detr/mAP": 1e-5,
                    **{f"07_benchmark/{m}/images_per_s": 0.1
-                      for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}},
+                      for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr", "centernet")}},
         "min_figures": 3,
     },
     "08_heatmaps": {
@@ -110,8 +111,12 @@ def lesson_checks(lab: str, results: dict) -> None:
         assert gain < 0.02, f"DETR's last decoder layer should not need NMS: NMS changes its AP50 by {gain:+.3f}"
     if lab == "07_benchmark":
         name = "07_benchmark/{}/{}".format
-        ap = {m: results[name(m, "mAP")] for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}
+        detectors = ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr", "centernet")
+        ap = {m: results[name(m, "mAP")] for m in detectors}
         assert max(ap.values()) < 0.9, f"the hard preset should not saturate any detector: {ap}"
+        seconds = {m: results[name(m, "train_seconds")] for m in ("yolo", "centernet")}
+        assert ap["centernet"] >= ap["yolo"] and seconds["centernet"] < 1.5 * seconds["yolo"], \
+            f"anchor-free CenterNet should match or beat YOLO v1 in about the same training time: {ap}, {seconds}"
         assert results[name("faster_rcnn", "APs")] > results[name("yolo", "APs")], \
             "stride-8 RoIAlign features should find more small objects than YOLO v1's 8x8 grid"
         assert ap["faster_rcnn"] > ap["detr"] + 0.05, f"DETR converges slowly: in equal time it should trail {ap}"
@@ -159,7 +164,8 @@ def run_fast_mode(lab: str, results_file: Path, monkeypatch, timeout: int = 600)
 
 
 # the models labs 02-06 save in fast mode, which lab 07 starts from: lab -> the model file's name
-BENCHMARK_SOURCES = {"02_yolo": "yolo", "03_retinanet": "retinanet", "04_rcnn": "mask_rcnn", "06_detr": "detr"}
+BENCHMARK_SOURCES = {"02_yolo": "yolo", "03_retinanet": "retinanet", "04_rcnn": "mask_rcnn", "06_detr": "detr",
+                     "08_heatmaps": "centernet"}
 
 
 @pytest.fixture(scope="session")
@@ -201,7 +207,7 @@ def test_every_lab_runs_in_fast_mode_here():
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_benchmark_from_the_labs_checkpoints(tmp_path, monkeypatch, saved_models):
-    """Lab 07 after labs 02-06: every detector starts from its lab's model, and the table shows the lessons.
+    """Lab 07 after labs 02-06 and 08: every detector starts from its lab's model, and the table shows the lessons.
 
     Uses the checkpoints of this session's runs above; a lab that did not run here (e.g. with
     ``-k``) is run first, in fast mode.
@@ -218,9 +224,10 @@ def test_benchmark_from_the_labs_checkpoints(tmp_path, monkeypatch, saved_models
     printed = "".join(o.get("text", "") for c in nb.cells if c.get("id") == "train" for o in c.get("outputs", []))
     print(f"07_benchmark from the labs' models: {seconds:.0f} s, {results}")
     for title, lab in [("YOLO v1", "02_yolo"), ("RetinaNet", "03_retinanet"), ("Faster R-CNN", "04_rcnn"),
-                       ("Mask R-CNN", "04_rcnn"), ("DETR", "06_detr")]:
+                       ("Mask R-CNN", "04_rcnn"), ("DETR", "06_detr"), ("CenterNet", "08_heatmaps")]:
         assert f"{title:13} starts from lab {lab}'s weights" in printed, f"{title} did not start from {lab}:\n{printed}"
-    ap = {m: results[f"07_benchmark/{m}/mAP"] for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr")}
+    ap = {m: results[f"07_benchmark/{m}/mAP"] for m in ("yolo", "retinanet", "faster_rcnn", "mask_rcnn", "detr",
+                                                         "centernet")}
     aps = {m: results[f"07_benchmark/{m}/APs"] for m in ap}
     assert min(ap.values()) > 5e-3 and max(ap.values()) < 0.9, f"every detector learns, none saturates: {ap}"
     assert aps["retinanet"] > 2 * aps["yolo"], f"the pyramid's gain on small objects: APs {aps}"
