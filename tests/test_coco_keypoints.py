@@ -179,7 +179,7 @@ def test_keypoint_detections_round_trip():
               "boxes": torch.zeros(2, 4)},
              {"keypoints": torch.zeros(0, 2, 3), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)},
              {"keypoints": np.array([[[5.0, 6.0], [7.0, 8.0]]]), "scores": [0.25]}]  # (P, K, 2), no labels
-    dt = keypoint_detections_to_coco([7, 8, 9], preds)
+    dt = keypoint_detections_to_coco([7, np.int64(8), torch.tensor(9)], preds)
     assert dt == [
         {"image_id": 7, "category_id": 1, "keypoints": [10.0, 20.0, 1.0, 30.5, 40.25, 1.0], "score": 0.75},
         {"image_id": 7, "category_id": 2, "keypoints": [1.0, 2.0, 1.0, 3.0, 4.0, 1.0], "score": 0.5},
@@ -214,6 +214,8 @@ def pycocotools_stats_sigmas(gt: dict, dt: list, sigmas) -> np.ndarray:
     ([1], [{"keypoints": torch.zeros(1, 17, 3), "scores": torch.ones(1), "labels": torch.ones(3)}], "3 labels"),
     ([1], [{"keypoints": torch.full((1, 17, 3), float("nan")), "scores": torch.ones(1)}], "must be finite"),
     (["a"], [{"keypoints": torch.zeros(1, 17, 3), "scores": torch.ones(1)}], "image_ids: expected int"),
+    ([1.5], [{"keypoints": torch.zeros(1, 17, 3), "scores": torch.ones(1)}], "image_ids: expected int"),
+    ([True], [{"keypoints": torch.zeros(1, 17, 3), "scores": torch.ones(1)}], "image_ids: expected int"),
     ([1], [torch.zeros(1, 17, 3)], "predictions: expected one dict per image"),
 ])
 def test_bad_predictions_are_named(ids, preds, expected):

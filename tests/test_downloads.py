@@ -462,12 +462,16 @@ def test_coco_archives_fetched_for_coco_val2017_are_reused_not_downloaded_again(
             monkeypatch.setitem(DATASETS, name, served_coco_entry(name, server, ann_zip, img_zip))
         boxes = fetch_dataset("coco_val2017", root, images=2, progress=False)
         n_requests = len(server.requests)
+        stale = root / "archives" / "coco_keypoints_val2017" / "val2017.zip.part"  # an interrupted download
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(img_zip[:100])
         points = fetch_dataset("coco_keypoints_val2017", root, images=2, progress=False)
         assert len(server.requests) == n_requests  # both archives came from coco_val2017's folder
-    assert capsys.readouterr().out.count("reusing") == 2
+    assert capsys.readouterr().out.count("reusing") == 2 and not stale.exists()
     for file in ("annotations_trainval2017.zip", "val2017.zip"):
         mine, theirs = root / "archives" / "coco_keypoints_val2017" / file, root / "archives" / "coco_val2017" / file
         assert mine.read_bytes() == theirs.read_bytes()
+        assert mine.stat().st_ino == theirs.stat().st_ino  # a hard link on one file system: no second GiB
         assert marker_path(mine).read_text() == marker_path(theirs).read_text()
     assert COCOSubset(boxes).ids == [139, 285] and COCOKeypoints(points).ids == [139, 285]
     assert not (points / "annotations" / "instances_val2017.json").exists()

@@ -14,6 +14,7 @@ mask pixels, as in COCO, not the box area.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -142,8 +143,12 @@ def keypoint_detections_to_coco(image_ids: Sequence[int], predictions: Iterable[
         raise ValueError(f"predictions: got {len(predictions)} predictions for {len(image_ids)} image_ids")
     results = []
     for image_id, pred in zip(image_ids, predictions):
-        if isinstance(image_id, bool) or not isinstance(image_id, (int, np.integer)):
-            raise ValueError(f"image_ids: expected int image ids, got {image_id!r}")
+        try:
+            if isinstance(image_id, bool):
+                raise TypeError
+            image_id = operator.index(image_id)  # int, NumPy or 0-d integer tensor
+        except TypeError:
+            raise ValueError(f"image_ids: expected int image ids, got {image_id!r}") from None
         if not isinstance(pred, dict):
             raise ValueError(f"predictions: expected one dict per image, got {type(pred).__name__} for image "
                              f"{image_id}")

@@ -163,6 +163,7 @@ def _fetch_file(entry: DatasetEntry, file: RemoteFile, root: Path, allow_unverif
     shared = _shared_copy(entry, file, root) if not dest.exists() else None
     if shared is not None:
         _place_copy(shared, dest)  # checked below like a file placed by hand (sha256), never trusted as is
+        dest.with_name(dest.name + ".part").unlink(missing_ok=True)  # an interrupted download of it, not needed
         print(f"{entry.name}: reusing {file.name} fetched for {shared.parent.name}")
     return download(
         file.urls, dest, sha256=file.sha256, size_bounds=file.size_bounds(),
