@@ -22,12 +22,13 @@ __all__ = ["build_parser", "fetch_dataset", "main"]
 
 def _listing() -> str:
     lines = ["datasets:"]
+    width = max(len(name) for name in DATASETS)
     for entry in DATASETS.values():
         size = human_size(entry.size) if entry.verified else f"about {human_size(entry.size)}"
-        lines.append(f"  {entry.name:<14} {size:>16}  {entry.title}")
-        lines.append(f"  {'':<14} {'':>16}  licence: {entry.licence}")
+        lines.append(f"  {entry.name:<{width}} {size:>16}  {entry.title}")
+        lines.append(f"  {'':<{width}} {'':>16}  licence: {entry.licence}")
         if entry.notes:
-            lines.append(f"  {'':<14} {'':>16}  note: {entry.notes}")
+            lines.append(f"  {'':<{width}} {'':>16}  note: {entry.notes}")
     return "\n".join(lines)
 
 
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path, default=None,
                         help="parent folder of the datasets (default: $COURSE_DATA or data/ of the checkout)")
     parser.add_argument("--images", type=int, default=None,
-                        help=f"coco_val2017: how many val2017 images to extract (default {DEFAULT_IMAGES})")
+                        help=f"coco_val2017, coco_keypoints_val2017: how many val2017 images to extract "
+                             f"(default {DEFAULT_IMAGES})")
     parser.add_argument("--allow-unverified", action="store_true",
                         help="accept files with no published sha256 (e.g. pennfudan): trust on first use")
     parser.add_argument("--delete-archives", action="store_true", help="delete archives once extracted")

@@ -191,3 +191,69 @@ def make_coco_val2017(parent: str | Path) -> Path:
             "annotations": annotations, "categories": COCO_CATEGORIES}
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
     return _complete(root, "coco_val2017")
+
+
+# --------------------------------------------------------------------------- COCO val2017 person keypoints
+
+COCO_KEYPOINT_NAMES = [
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+]
+COCO_SKELETON = [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9], [8, 10],
+                 [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7]]  # COCO's, 1-based
+# image id -> (width, height, on disk, [(box xywh, visibility of the 17 keypoints, iscrowd)]).
+# 139: one trainable person, a crowd and a person without keypoints (both left out of the targets);
+# 285: two trainable persons; 632: only a person without keypoints and 724: nobody (both skipped);
+# 776: a trainable person but its image is not on disk (skipped).
+COCO_KP_IMAGES = {
+    139: (160, 120, True, [((20, 10, 60, 100), "22222222221111222", 0), ((100, 0, 50, 40), "0" * 17, 1),
+                           ((110, 70, 30, 40), "0" * 17, 0)]),
+    285: (128, 160, True, [((30, 20, 64, 128), "22220000222211110", 0), ((4, 100, 20, 40), "10000000000000022", 0)]),
+    632: (40, 30, True, [((5, 5, 20, 20), "0" * 17, 0)]),
+    724: (30, 30, True, []),
+    776: (64, 64, False, [((10, 10, 30, 40), "2" * 17, 0)]),
+}
+
+
+def fake_person_keypoints(box: tuple, visibility: str) -> np.ndarray:
+    """(17, 3) rows (x, y, v) of a fake person: a 4 x 5 grid inside its box; unlabelled (v = 0) at (0, 0)."""
+    x, y, w, h = box
+    v = np.array([int(c) for c in visibility], dtype=np.float64)
+    j = np.arange(17)
+    xs = x + (j % 4 + 0.5) * w / 4
+    ys = y + (j // 4 + 0.5) * h / 5
+    return np.stack([np.where(v > 0, xs, 0), np.where(v > 0, ys, 0), v], axis=1)
+
+
+def make_coco_keypoints_val2017(parent: str | Path) -> Path:
+    """``coco_keypoints_val2017/{annotations/person_keypoints_val2017.json, val2017/<12-digit id>.jpg}``.
+
+    Laid out as the real file: every image listed (also those without persons), one ``person``
+    category with keypoint names and skeleton, crowds with ``num_keypoints`` 0 and all-zero
+    keypoints, ``area`` (the segment's) smaller than the box.
+    """
+    root = Path(parent) / "coco_keypoints_val2017"
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "val2017").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i, (image_id, (width, height, on_disk, persons)) in enumerate(COCO_KP_IMAGES.items()):
+        file_name = f"{image_id:012d}.jpg"
+        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height, "license": 4})
+        if on_disk:
+            edges = [(x, y, x + w, y + h) for (x, y, w, h), _, _ in persons]
+            _image(width, height, edges, seed=40 + i).save(root / "val2017" / file_name, quality=95)
+        for (x, y, w, h), visibility, iscrowd in persons:
+            points = fake_person_keypoints((x, y, w, h), visibility)
+            annotations.append({"id": 2000 + len(annotations), "image_id": image_id, "category_id": 1,
+                                "bbox": [x, y, w, h], "area": float(w * h) * 0.6, "iscrowd": iscrowd,
+                                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                                "keypoints": [float(v) if k % 3 < 2 else int(v) for k, v in
+                                              enumerate(points.reshape(-1))],
+                                "num_keypoints": int((points[:, 2] > 0).sum())})
+    categories = [{"id": 1, "name": "person", "supercategory": "person", "keypoints": COCO_KEYPOINT_NAMES,
+                   "skeleton": COCO_SKELETON}]
+    data = {"info": {"description": "fake COCO val2017 person keypoints"}, "licenses": [], "images": images,
+            "annotations": annotations, "categories": categories}
+    (root / "annotations" / "person_keypoints_val2017.json").write_text(json.dumps(data))
+    return _complete(root, "coco_keypoints_val2017")

@@ -390,6 +390,107 @@ def test_coco_images_option_end_to_end_with_the_loader(tmp_path):
     assert [ds[i][1]["image_id"] for i in range(len(ds))] == [139, 285]
 
 
+def coco_zips(tmp_path: Path) -> tuple[bytes, bytes]:
+    """The two COCO zips as a fake: both annotation files (instances + person keypoints) and every image
+    of both fakes (the keypoint fake's ids; the instance fake's 139 and 285 hold the same names)."""
+    from tests.fake_datasets import make_coco_keypoints_val2017, make_coco_val2017
+
+    boxes = make_coco_val2017(tmp_path / "src")
+    points = make_coco_keypoints_val2017(tmp_path / "src")
+    ann_zip = zip_bytes({
+        "annotations/instances_val2017.json": (boxes / "annotations" / "instances_val2017.json").read_bytes(),
+        "annotations/person_keypoints_val2017.json":
+            (points / "annotations" / "person_keypoints_val2017.json").read_bytes(),
+        "annotations/person_keypoints_train2017.json": b"{}",
+    })
+    img_zip = zip_bytes({f"val2017/{p.name}": p.read_bytes() for p in sorted((points / "val2017").iterdir())})
+    return ann_zip, img_zip
+
+
+def served_coco_entry(name: str, server: LocalServer, ann_zip: bytes, img_zip: bytes,
+                      ann_sha: str | None = None) -> DatasetEntry:
+    """The registry entry ``name`` with its URLs on the local server and the sha256 of the served fakes."""
+    real = DATASETS[name].files
+    return DatasetEntry(
+        name=name, title="fake", licence="CC BY 4.0", citation="-", homepage="http://example.invalid",
+        files=(RemoteFile(real[0].name, (server.url("/ann.zip"),), ann_sha or sha(ann_zip), len(ann_zip),
+                          members=real[0].members, top_level=real[0].top_level),
+               RemoteFile(real[1].name, (server.url("/val2017.zip"),), sha(img_zip), len(img_zip),
+                          members=real[1].members, limit=real[1].limit, top_level=real[1].top_level)),
+    )
+
+
+def test_coco_keypoints_download_is_verified_and_read_by_the_loader(tmp_path):
+    """Serve the fake COCO zips; --images 3 extracts the first three images (139, 285, 632) and only the
+    person keypoints of val2017; COCOKeypoints keeps the two showing a person with keypoints."""
+    from course_utils.data import COCOKeypoints
+
+    ann_zip, img_zip = coco_zips(tmp_path)
+    with LocalServer({"/ann.zip": ann_zip, "/val2017.zip": img_zip}) as server:
+        entry = served_coco_entry("coco_keypoints_val2017", server, ann_zip, img_zip)
+        folder = fetch_dataset(entry, tmp_path / "data", images=3, progress=False)
+    assert folder == tmp_path / "data" / "coco_keypoints_val2017"
+    assert sorted(p.name for p in (folder / "annotations").iterdir()) == ["person_keypoints_val2017.json"]
+    assert sorted(p.name for p in (folder / "val2017").iterdir()) == [
+        "000000000139.jpg", "000000000285.jpg", "000000000632.jpg"]
+    record = json.loads((folder / ".dataset.json").read_text())
+    assert record["images"] == 3
+    assert record["files"]["annotations_trainval2017.zip"] == {"sha256": sha(ann_zip), "verified": True}
+    archives = tmp_path / "data" / "archives" / "coco_keypoints_val2017"
+    assert marker_path(archives / "val2017.zip").read_text().strip() == sha(img_zip)
+    assert COCOKeypoints(folder).ids == [139, 285]
+
+
+def test_coco_keypoints_download_with_the_wrong_sha256_is_refused_and_leaves_nothing(tmp_path):
+    ann_zip, img_zip = coco_zips(tmp_path)
+    with LocalServer({"/ann.zip": ann_zip, "/val2017.zip": img_zip}) as server:
+        entry = served_coco_entry("coco_keypoints_val2017", server, ann_zip, img_zip, ann_sha="0" * 64)
+        with pytest.raises(ChecksumError, match="annotations_trainval2017.zip") as err:
+            fetch_dataset(entry, tmp_path / "data", images=3, progress=False, transfer=FAST)
+    assert "0" * 64 in str(err.value) and sha(ann_zip) in str(err.value)
+    assert not (tmp_path / "data" / "coco_keypoints_val2017").exists()
+    assert leftovers(tmp_path / "data" / "archives" / "coco_keypoints_val2017") == []
+
+
+def test_coco_archives_fetched_for_coco_val2017_are_reused_not_downloaded_again(tmp_path, monkeypatch, capsys):
+    from course_utils.data import COCOKeypoints, COCOSubset
+
+    ann_zip, img_zip = coco_zips(tmp_path)
+    root = tmp_path / "data"
+    with LocalServer({"/ann.zip": ann_zip, "/val2017.zip": img_zip}) as server:
+        for name in ("coco_val2017", "coco_keypoints_val2017"):
+            monkeypatch.setitem(DATASETS, name, served_coco_entry(name, server, ann_zip, img_zip))
+        boxes = fetch_dataset("coco_val2017", root, images=2, progress=False)
+        n_requests = len(server.requests)
+        stale = root / "archives" / "coco_keypoints_val2017" / "val2017.zip.part"  # an interrupted download
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(img_zip[:100])
+        points = fetch_dataset("coco_keypoints_val2017", root, images=2, progress=False)
+        assert len(server.requests) == n_requests  # both archives came from coco_val2017's folder
+    assert capsys.readouterr().out.count("reusing") == 2 and not stale.exists()
+    for file in ("annotations_trainval2017.zip", "val2017.zip"):
+        mine, theirs = root / "archives" / "coco_keypoints_val2017" / file, root / "archives" / "coco_val2017" / file
+        assert mine.read_bytes() == theirs.read_bytes()
+        assert mine.stat().st_ino == theirs.stat().st_ino  # a hard link on one file system: no second GiB
+        assert marker_path(mine).read_text() == marker_path(theirs).read_text()
+    assert COCOSubset(boxes).ids == [139, 285] and COCOKeypoints(points).ids == [139, 285]
+    assert not (points / "annotations" / "instances_val2017.json").exists()
+
+
+def test_a_corrupt_shared_archive_is_named_not_used(tmp_path, monkeypatch):
+    ann_zip, img_zip = coco_zips(tmp_path)
+    root = tmp_path / "data"
+    with LocalServer({"/ann.zip": ann_zip, "/val2017.zip": img_zip}) as server:
+        for name in ("coco_val2017", "coco_keypoints_val2017"):
+            monkeypatch.setitem(DATASETS, name, served_coco_entry(name, server, ann_zip, img_zip))
+        fetch_dataset("coco_val2017", root, images=2, progress=False)
+        shared = root / "archives" / "coco_val2017" / "val2017.zip"
+        shared.write_bytes(b"x" * len(img_zip))  # damaged after its check; the marker still says good
+        with pytest.raises(ChecksumError, match="val2017.zip is not the expected file"):
+            fetch_dataset("coco_keypoints_val2017", root, images=2, progress=False)
+    assert not (root / "coco_keypoints_val2017").exists()
+
+
 # --------------------------------------------------------------------------- the command line and the registry
 
 
@@ -418,7 +519,7 @@ def test_cli_help_lists_every_dataset_with_size_and_licence(capsys):
         cli.main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for name in ("oxford_pets", "pennfudan", "voc2007", "coco_val2017"):
+    for name in ("oxford_pets", "pennfudan", "voc2007", "coco_val2017", "coco_keypoints_val2017"):
         assert name in out
     assert "773.5 MiB" in out  # oxford_pets: 791,918,971 + 19,173,078 bytes
     assert "about 51.2 MiB" in out  # pennfudan: 53.7 MB, not exact
@@ -444,7 +545,7 @@ def test_course_utils_never_imports_data_scripts():
 
 
 def test_registry_entries_are_well_formed():
-    assert set(DATASETS) == {"oxford_pets", "pennfudan", "voc2007", "coco_val2017"}
+    assert set(DATASETS) == {"oxford_pets", "pennfudan", "voc2007", "coco_val2017", "coco_keypoints_val2017"}
     for entry in DATASETS.values():
         assert entry.licence and entry.citation and entry.homepage.startswith("http")
         for file in entry.files:
@@ -455,6 +556,15 @@ def test_registry_entries_are_well_formed():
             if file.sha256 is None:
                 assert "allow-unverified" in entry.notes, f"{entry.name}: say that it needs --allow-unverified"
                 assert 0 < file.size_margin < 0.5
+
+
+def test_coco_keypoints_shares_coco_val2017s_published_files_and_extracts_the_person_keypoints():
+    boxes, points = get_entry("coco_val2017"), get_entry("coco_keypoints_val2017")
+    for mine, theirs in zip(points.files, boxes.files, strict=True):
+        assert (mine.name, mine.urls, mine.sha256, mine.size, mine.limit, mine.top_level) == \
+            (theirs.name, theirs.urls, theirs.sha256, theirs.size, theirs.limit, theirs.top_level)
+    assert points.files[0].members == ("annotations/person_keypoints_val2017.json",)
+    assert points.files[1].members == ("val2017/",) and points.verified
 
 
 @pytest.mark.parametrize("fields, expected", [

@@ -100,3 +100,54 @@ def test_small_backbone_has_resnet_stride_and_declared_channels():
 def test_unknown_weights_name_is_named_in_the_error():
     with pytest.raises(ValueError, match="IMAGENET1K_V1"):
         load_pretrained("squeezenet1_1", weights="NOPE")
+
+
+# --------------------------------------------------------------------------- the COCO person keypoint R-CNN
+
+
+def test_keypoint_rcnn_offline_returns_none_with_a_notice_naming_the_url(hub_dir, monkeypatch, capsys):
+    from torchvision.models.detection.keypoint_rcnn import KeypointRCNN_ResNet50_FPN_Weights
+
+    from course_utils.models import load_pretrained_keypoint_rcnn
+
+    url = refused_url("/keypointrcnn_resnet50_fpn_coco-fc266e95.pth")
+    monkeypatch.setattr(KeypointRCNN_ResNet50_FPN_Weights.DEFAULT.value, "url", url)
+    assert load_pretrained_keypoint_rcnn(progress=False) is None
+    out = capsys.readouterr().out
+    assert "[course_utils.models]" in out and url in out and "returned None" in out
+    assert str(hub_dir / "checkpoints") in out  # where to put the file fetched by hand
+    assert not (hub_dir / "checkpoints" / "keypointrcnn_resnet50_fpn_coco-fc266e95.pth").exists()
+
+
+def test_keypoint_rcnn_loads_the_coco_weights_frozen_in_eval_mode(monkeypatch):
+    """The "COCO weights" are a random keypoint R-CNN's state dict: every tensor must arrive unchanged,
+    and the outputs feed keypoint_detections_to_coco and coco_eval."""
+    from torchvision.models.detection import KeypointRCNN
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from course_utils.data import keypoint_detections_to_coco
+    from course_utils.metrics import coco_eval
+    from course_utils.models import detectors, load_pretrained_keypoint_rcnn
+
+    torch.manual_seed(0)
+    coco = torchvision.models.detection.keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    asked = []
+    monkeypatch.setattr(detectors, "pretrained_state_dict", lambda *a, **k: asked.append((a, k)) or coco)
+    model = load_pretrained_keypoint_rcnn(progress=False)
+    assert asked == [(("keypointrcnn_resnet50_fpn", "DEFAULT"), {"progress": False})]
+    assert isinstance(model, KeypointRCNN) and model.pretrained is True and not model.training
+    state = model.state_dict()
+    assert set(state) <= set(coco) and all(torch.equal(state[k], coco[k]) for k in state)
+    norms = [m for m in model.backbone.body.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert norms and all(m.eps == 0.0 for m in norms)
+    body = model.backbone.body
+    assert not body.conv1.weight.requires_grad and body.layer4[0].conv1.weight.requires_grad  # 3 trainable stages
+    model.transform.min_size, model.transform.max_size = (64,), 64  # a quick forward on a small image
+    with torch.no_grad():
+        out = model([torch.rand(3, 64, 48)])[0]
+    assert out["keypoints"].shape[1:] == (17, 3) and len(out["scores"]) == len(out["keypoints"])
+    dt = keypoint_detections_to_coco([1], [out])
+    gt = {"images": [{"id": 1, "width": 48, "height": 64}], "categories": [{"id": 1, "name": "person"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 40, 56], "area": 2240.0,
+                           "iscrowd": 0, "keypoints": [24, 30, 2] * 17, "num_keypoints": 17}]}
+    assert coco_eval(gt, dt, "keypoints").stats.shape == (10,)

@@ -1,8 +1,17 @@
 """Datasets: the synthetic shapes (offline default), real datasets for full mode and their downloads, COCO export."""
 
-from .coco import detections_to_coco, encode_mask, shapes_to_coco
+from .coco import detections_to_coco, encode_mask, keypoint_detections_to_coco, shapes_to_coco
 from .download import ensure_dataset, fetch_dataset, is_ready
-from .real import IGNORE_INDEX, VOC_CLASSES, COCOSubset, OxfordPets, PennFudan, VOCDetection2007, dataset_root
+from .real import (
+    IGNORE_INDEX,
+    VOC_CLASSES,
+    COCOKeypoints,
+    COCOSubset,
+    OxfordPets,
+    PennFudan,
+    VOCDetection2007,
+    dataset_root,
+)
 from .segmentation import object_crops, semantic_tensors
 from .shapes import (
     NUM_KEYPOINTS,
@@ -18,6 +27,7 @@ from .shapes import (
 )
 
 __all__ = [
+    "COCOKeypoints",
     "COCOSubset",
     "IGNORE_INDEX",
     "OxfordPets",
@@ -39,6 +49,7 @@ __all__ = [
     "fetch_dataset",
     "generate_scene",
     "is_ready",
+    "keypoint_detections_to_coco",
     "object_crops",
     "semantic_tensors",
     "shapes_to_coco",

@@ -14,6 +14,7 @@ mask pixels, as in COCO, not the box area.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -113,4 +114,62 @@ def detections_to_coco(
             if masks is not None:
                 det["segmentation"] = encode_mask(masks[k])
             results.append(det)
+    return results
+
+
+def keypoint_detections_to_coco(image_ids: Sequence[int], predictions: Iterable[dict]) -> list[dict]:
+    """Keypoint-detector outputs -> COCO keypoint result dicts for ``coco_eval(..., "keypoints")``.
+
+    Args:
+        image_ids: the image id of each prediction, in order.
+        predictions: one dict per image as torchvision's ``keypointrcnn_resnet50_fpn`` returns in
+            eval mode: ``keypoints`` (P, K, 3) rows ``(x, y, visibility)`` or (P, K, 2) in pixels,
+            ``scores`` (P,) and ``labels`` (P,) (optional: every prediction is category 1 without).
+            Other keys (``boxes``, ``keypoints_scores``) are not used.
+
+    Returns:
+        one ``{"image_id", "category_id", "keypoints": [x1, y1, 1, x2, y2, 1, ...], "score"}`` per
+        predicted instance: COCO's keypoint result format, ``v`` written as 1 (COCO's evaluation
+        reads only x and y of a result), ``score`` the detection score. No ``bbox``, so the
+        evaluation takes a result's area from the box around its keypoints, as for a COCO submission.
+
+    Raises:
+        ValueError: naming the argument (``image_ids``, ``predictions``) and, for a bad prediction,
+            its image id and key.
+    """
+    image_ids = list(image_ids)
+    predictions = list(predictions)
+    if len(predictions) != len(image_ids):
+        raise ValueError(f"predictions: got {len(predictions)} predictions for {len(image_ids)} image_ids")
+    results = []
+    for image_id, pred in zip(image_ids, predictions):
+        try:
+            if isinstance(image_id, bool):
+                raise TypeError
+            image_id = operator.index(image_id)  # int, NumPy or 0-d integer tensor
+        except TypeError:
+            raise ValueError(f"image_ids: expected int image ids, got {image_id!r}") from None
+        if not isinstance(pred, dict):
+            raise ValueError(f"predictions: expected one dict per image, got {type(pred).__name__} for image "
+                             f"{image_id}")
+        missing = {"keypoints", "scores"} - set(pred)
+        if missing:
+            raise ValueError(f"predictions: the prediction for image {image_id} lacks {sorted(missing)}")
+        points = torch.as_tensor(pred["keypoints"]).detach().cpu().double()
+        if points.ndim != 3 or points.shape[-1] not in (2, 3):
+            raise ValueError(f"predictions: keypoints of image {image_id} must be (P, K, 3) or (P, K, 2), "
+                             f"got shape {tuple(points.shape)}")
+        scores = torch.as_tensor(pred["scores"]).detach().cpu().double().reshape(-1)
+        labels = (torch.as_tensor(pred["labels"]).detach().cpu().reshape(-1) if "labels" in pred
+                  else torch.ones(len(points), dtype=torch.int64))
+        for key, values in (("scores", scores), ("labels", labels)):
+            if len(values) != len(points):
+                raise ValueError(f"predictions: image {image_id} has {len(points)} keypoint sets but "
+                                 f"{len(values)} {key}")
+        if not (torch.isfinite(points[..., :2]).all() and torch.isfinite(scores).all()):
+            raise ValueError(f"predictions: keypoints and scores of image {image_id} must be finite")
+        xy1 = torch.cat([points[..., :2], torch.ones_like(points[..., :1])], dim=-1)  # (P, K, 3), v = 1
+        for kp, score, label in zip(xy1.flatten(1).tolist(), scores.tolist(), labels.tolist()):
+            results.append({"image_id": int(image_id), "category_id": int(label), "keypoints": kp,
+                            "score": float(score)})
     return results

@@ -25,9 +25,9 @@ import tempfile
 from pathlib import Path
 
 from .extract import ArchiveError, ArchiveLimits, safe_extract
-from .fetch import PinFile, TransferLimits, download, marker_path, pin_first_use, sha256_of
+from .fetch import PinFile, TransferLimits, download, is_verified, marker_path, pin_first_use, sha256_of
 from .real import data_root
-from .registry import DatasetEntry, RemoteFile, get_entry
+from .registry import DATASETS, DatasetEntry, RemoteFile, get_entry
 
 DEFAULT_IMAGES = 500
 RECORD = ".dataset.json"
@@ -42,8 +42,8 @@ def _images(entry: DatasetEntry, images: int | None) -> int | None:
     """The number of images to extract, ``None`` for a dataset without that choice."""
     if not any(f.limit for f in entry.files):
         if images is not None:
-            raise ValueError(f"images: --images applies to datasets with a per-image choice (coco_val2017), "
-                             f"not {entry.name}")
+            raise ValueError(f"images: --images applies to datasets with a per-image choice (coco_val2017, "
+                             f"coco_keypoints_val2017), not {entry.name}")
         return None
     if images is not None and (not isinstance(images, int) or images < 1):
         raise ValueError(f"images: expected a positive number of images, got {images!r}")
@@ -117,6 +117,42 @@ def is_ready(dataset: str | DatasetEntry, folder: str | os.PathLike, *, images: 
     return wanted is None or (isinstance(recorded, int) and recorded >= wanted)
 
 
+def _shared_copy(entry: DatasetEntry, file: RemoteFile, root: Path) -> Path | None:
+    """A verified copy of ``file`` already fetched for another registry dataset, or ``None``.
+
+    ``coco_val2017`` and ``coco_keypoints_val2017`` share both COCO archives (1 GiB); only files
+    with the same name and a documented sha256 qualify, and only once that copy has been verified.
+    """
+    if file.sha256 is None:
+        return None
+    for other in DATASETS.values():
+        if other.name == entry.name:
+            continue
+        for theirs in other.files:
+            copy = root / "archives" / other.name / theirs.name
+            if theirs.name == file.name and theirs.sha256 == file.sha256 and is_verified(copy, file.sha256):
+                return copy
+    return None
+
+
+def _place_copy(source: Path, dest: Path) -> None:
+    """Hard-link ``source`` at ``dest``, or copy it there atomically where links are not possible."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+        return
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.copy-", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _fetch_file(entry: DatasetEntry, file: RemoteFile, root: Path, allow_unverified: bool,
                 transfer: TransferLimits, progress: bool) -> Path:
     dest = root / "archives" / entry.name / file.name
@@ -124,6 +160,11 @@ def _fetch_file(entry: DatasetEntry, file: RemoteFile, root: Path, allow_unverif
     if legacy.is_file() and not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(legacy, dest)  # checked again below like a file placed by hand, never trusted as is
+    shared = _shared_copy(entry, file, root) if not dest.exists() else None
+    if shared is not None:
+        _place_copy(shared, dest)  # checked below like a file placed by hand (sha256), never trusted as is
+        dest.with_name(dest.name + ".part").unlink(missing_ok=True)  # an interrupted download of it, not needed
+        print(f"{entry.name}: reusing {file.name} fetched for {shared.parent.name}")
     return download(
         file.urls, dest, sha256=file.sha256, size_bounds=file.size_bounds(),
         declared=file.format, allow_unverified=allow_unverified, pins=PinFile(root / PINS),

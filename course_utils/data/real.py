@@ -10,12 +10,14 @@ class                  NAME             what the target holds
 :class:`PennFudan`         pennfudan        pedestrians with instance masks
 :class:`VOCDetection2007`  voc2007          20 classes, boxes + ``difficult`` flags
 :class:`COCOSubset`        coco_val2017     80 classes, boxes + instance masks (pycocotools)
+:class:`COCOKeypoints`     coco_keypoints_val2017   persons: boxes + 17 keypoints (x, y, v)
 =====================  ===============  ======================================================
 
 Every item is ``(image, target)``: ``image`` a ``tv_tensors.Image`` (3, H, W) float32 in [0, 1];
 ``target`` with ``boxes`` (``BoundingBoxes`` XYXY in pixel edges, (N, 4)), ``labels`` (N,) int64 in
 1..num_classes, ``masks`` (``Mask`` (N, H, W) uint8), ``semantic_mask`` (``Mask`` (H, W) int64),
-``area`` (N,) float32 (mask pixels), ``iscrowd`` (N,) int64, ``image_id`` int.
+``area`` (N,) float32 (mask pixels), ``iscrowd`` (N,) int64, ``image_id`` int. :class:`COCOKeypoints`
+differs: ``keypoints`` (N, 17, 3) instead of masks, and an optional resize (see the class).
 
 Datasets without instance masks (the Pet head boxes, VOC detection) use each *filled box* as its
 mask, so ``area`` is the box area and ``semantic_mask`` paints the boxes in order. XML boxes are
@@ -38,6 +40,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
+from torchvision.transforms import v2
 
 from ..config import course_root
 from .coco import encode_mask
@@ -408,3 +411,192 @@ class COCOSubset(_RealDataset):
         iscrowd = np.array([a.get("iscrowd", 0) for a in anns], dtype=np.int64)
         return _Record(self.image_dir / info["file_name"], w, h, boxes, labels, info["id"], masks=masks,
                        iscrowd=iscrowd, coco_annotations=exported)
+
+
+def _check_image_size(image_size) -> tuple[int, int] | None:
+    """``None``, a side ``s`` -> ``(s, s)``, or ``(height, width)``; ValueError naming ``image_size``."""
+    if image_size is None:
+        return None
+    sides = (image_size, image_size) if isinstance(image_size, int) else image_size
+    try:
+        height, width = sides
+    except (TypeError, ValueError):
+        height = width = None
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in (height, width)):
+        raise ValueError(f"image_size must be None, a positive int (square images) or (height, width) of "
+                         f"positive ints, got {image_size!r}")
+    return height, width
+
+
+class COCOKeypoints(Dataset):
+    """COCO person keypoints: the images on disk that show at least one person with labelled keypoints.
+
+    Fetch it with ``make data NAME=coco_keypoints_val2017`` (``person_keypoints_val2017.json`` and
+    the first ``--images N`` val2017 images). Read by pycocotools.
+
+    Args:
+        root: the dataset folder holding ``annotations/`` and the image folder.
+        max_images: use at most this many images (by ascending image id).
+        image_size: resize every image to ``(image_size, image_size)`` (or to ``(height, width)``
+            when a pair is given), moving boxes and keypoints with the pixels; ``None`` keeps
+            COCO's sizes.
+        ann_file: annotation file, relative to ``root``.
+        image_dir: image folder, relative to ``root``.
+
+    Each item is ``(image, target)``: ``image`` a ``tv_tensors.Image`` (3, H, W) float32 in [0, 1];
+    ``target`` as torchvision's ``keypointrcnn_resnet50_fpn`` trains on it: ``boxes``
+    (``BoundingBoxes`` XYXY, (N, 4), COCO's person boxes), ``labels`` (N,) int64, all 1 (person),
+    ``keypoints`` (N, K, 3) float32 rows ``(x, y, v)`` in pixels (K = 17 for COCO; v = 0 not
+    labelled, with x = y = 0; 1 labelled but hidden; 2 visible), ``area`` (N,) float32 (COCO's
+    segment area, scaled with the image), ``iscrowd`` (N,) int64 zeros, ``image_id`` (COCO's id).
+
+    The targets hold only the persons a model can learn from: crowd regions, persons with no
+    labelled keypoint (``num_keypoints == 0``) and boxes under 1 px are left out. :meth:`to_coco`
+    keeps crowds and zero-keypoint persons, since COCO's keypoint evaluation ignores detections
+    matched to them rather than counting them as false positives.
+
+    There is no ``transforms`` argument: a horizontal flip must also swap the left and right
+    keypoints (``keypoint_names``), which a generic ``transforms.v2`` pipeline does not do.
+    """
+
+    name = "coco_keypoints_val2017"
+
+    def __init__(self, root: str | os.PathLike, *, max_images: int | None = None, image_size=None,
+                 ann_file: str = "annotations/person_keypoints_val2017.json", image_dir: str = "val2017"):
+        from pycocotools.coco import COCO
+
+        if max_images is not None and (not isinstance(max_images, int) or isinstance(max_images, bool)
+                                       or max_images < 1):
+            raise ValueError(f"max_images must be None or a positive int, got {max_images!r}")
+        self.image_size = _check_image_size(image_size)
+        self.root = Path(root)
+        ann_path, self.image_dir = self.root / ann_file, self.root / image_dir
+        if not ann_path.is_file():
+            raise _missing(ann_path, self.name)
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
+            self.coco = COCO(str(ann_path))
+        with_points = [c for c in self.coco.loadCats(self.coco.getCatIds()) if c.get("keypoints")]
+        if len(with_points) != 1:
+            raise ValueError(f"{ann_path}: expected one category with keypoint names (COCO's person), found "
+                             f"{len(with_points)}; is it a person_keypoints_*.json file, not instances_*.json?")
+        category = with_points[0]
+        self.category_id = category["id"]
+        self.class_names = [category["name"]]
+        self.supercategory = category.get("supercategory", category["name"])
+        self.keypoint_names = list(category["keypoints"])
+        self.skeleton = [list(edge) for edge in category.get("skeleton", [])]  # 1-based pairs, as COCO writes them
+        if not self.image_dir.is_dir():
+            raise _missing(self.image_dir, self.name)
+        present = [i for i in sorted(self.coco.getImgIds())
+                   if self._annotations(i, trainable=True)
+                   and (self.image_dir / self.coco.imgs[i]["file_name"]).is_file()]
+        if not present:
+            raise ValueError(f"no image in {self.image_dir} shows a person with labelled keypoints in {ann_path}")
+        self.ids = present[:max_images] if max_images is not None else present
+
+    @property
+    def num_classes(self) -> int:
+        """Number of object classes (1: person), background not included."""
+        return len(self.class_names)
+
+    @property
+    def num_keypoints(self) -> int:
+        """K, the keypoints per person (17 for COCO)."""
+        return len(self.keypoint_names)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _annotations(self, image_id: int, *, trainable: bool) -> list[dict]:
+        """The image's persons with a box of at least 1 px; ``trainable``: only non-crowd ones with keypoints."""
+        anns = [a for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, catIds=[self.category_id]))
+                if a["bbox"][2] >= 1 and a["bbox"][3] >= 1]
+        if trainable:
+            anns = [a for a in anns if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+        return anns
+
+    def _scale(self, info: dict) -> tuple[float, float]:
+        """(x, y) factors from COCO's pixels to the dataset's."""
+        if self.image_size is None:
+            return 1.0, 1.0
+        height, width = self.image_size
+        return width / info["width"], height / info["height"]
+
+    def _points(self, anns: list[dict], where: str) -> np.ndarray:
+        """(N, K, 3) float32 keypoints of ``anns``; a person with none labelled may omit them (COCO's crowds)."""
+        k = self.num_keypoints
+        try:
+            rows = [a["keypoints"] if "keypoints" in a or a.get("num_keypoints", 0) else [0.0] * (3 * k)
+                    for a in anns]
+            return np.array(rows, dtype=np.float32).reshape(len(anns), k, 3)
+        except (KeyError, ValueError, TypeError):
+            raise ValueError(f"{where}: every person needs keypoints as {3 * k} numbers (x, y, v for each of "
+                             f"the {k} keypoint names)") from None
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        info = self.coco.imgs[self.ids[index]]
+        h, w = info["height"], info["width"]
+        path = self.image_dir / info["file_name"]
+        with Image.open(path) as pil:
+            array = np.asarray(pil.convert("RGB"))
+        if array.shape[:2] != (h, w):
+            raise ValueError(f"{path} is {array.shape[1]}x{array.shape[0]} but its annotation says {w}x{h}")
+        anns = self._annotations(info["id"], trainable=True)
+        boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        points = torch.from_numpy(self._points(anns, f"image {info['id']}"))  # (N, K, 3)
+        image = tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255))
+        box_tv = tv_tensors.BoundingBoxes(torch.from_numpy(boxes), format="XYXY", canvas_size=(h, w))
+        xy = tv_tensors.KeyPoints(points[..., :2], canvas_size=(h, w))  # (N, K, 2): KeyPoints holds no v
+        area = torch.tensor([a["area"] for a in anns], dtype=torch.float32)
+        if self.image_size is not None:
+            # torchvision 0.23+ resizes KeyPoints with the pixels (x * new_w / w, y * new_h / h, no
+            # clamping); v rides along unchanged, unlabelled points stay at (0, 0)
+            image, box_tv, xy = v2.Resize(list(self.image_size))(image, box_tv, xy)
+            sx, sy = self._scale(info)
+            area = area * (sx * sy)
+        keypoints = torch.cat([xy.as_subclass(torch.Tensor), points[..., 2:]], dim=-1)  # (N, K, 3)
+        n = len(anns)
+        target = {
+            "boxes": box_tv,
+            "labels": torch.ones(n, dtype=torch.int64),
+            "keypoints": keypoints,
+            "area": area,
+            "iscrowd": torch.zeros(n, dtype=torch.int64),
+            "image_id": info["id"],
+        }
+        return image, target
+
+    def to_coco(self) -> dict:
+        """The ground truth of the dataset's images as a COCO keypoint dict, for ``pycocotools`` and
+        ``course_utils.metrics.coco_eval(..., "keypoints")``.
+
+        In the same pixels as :meth:`__getitem__` (resized when ``image_size`` is set: image sizes,
+        keypoints, boxes and areas scaled); category id 1 = label 1 = person, with COCO's keypoint
+        names and skeleton. Crowds and zero-keypoint persons are kept (the evaluation ignores
+        them); no ``segmentation`` is exported, so the dict serves keypoint and box evaluation.
+        """
+        images, annotations = [], []
+        for image_id in self.ids:
+            info = self.coco.imgs[image_id]
+            sx, sy = self._scale(info)
+            height, width = self.image_size or (info["height"], info["width"])
+            images.append({"id": image_id, "width": width, "height": height, "file_name": info["file_name"]})
+            anns = self._annotations(image_id, trainable=False)
+            points = self._points(anns, f"image {image_id}").astype(np.float64)  # (N, K, 3)
+            labelled = points[..., 2] > 0  # (N, K)
+            points[..., 0] = np.where(labelled, points[..., 0] * sx, 0)
+            points[..., 1] = np.where(labelled, points[..., 1] * sy, 0)
+            for ann, kp in zip(anns, points):
+                x, y, bw, bh = (float(v) for v in ann["bbox"])
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+                    "bbox": [x * sx, y * sy, bw * sx, bh * sy], "area": float(ann["area"]) * sx * sy,
+                    "iscrowd": int(ann.get("iscrowd", 0)), "keypoints": [float(v) for v in kp.reshape(-1)],
+                    "num_keypoints": int(ann.get("num_keypoints", (kp[:, 2] > 0).sum())),
+                })
+        categories = [{"id": 1, "name": self.class_names[0], "supercategory": self.supercategory,
+                       "keypoints": list(self.keypoint_names), "skeleton": [list(e) for e in self.skeleton]}]
+        return {"images": images, "annotations": annotations, "categories": categories}

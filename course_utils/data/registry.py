@@ -228,6 +228,27 @@ DATASETS: dict[str, DatasetEntry] = {
             homepage="https://cocodataset.org/",
             notes="the image zip is verified whole, then only --images N images are extracted",
         ),
+        DatasetEntry(
+            name="coco_keypoints_val2017",
+            title="COCO val2017 person keypoints (17 per person) + the first N images (--images N)",
+            files=(
+                # the same two files as coco_val2017 (one archive already fetched for it is reused, not
+                # downloaded again); only the person keypoint annotations are extracted
+                RemoteFile("annotations_trainval2017.zip", (_COCO + "annotations/annotations_trainval2017.zip",
+                                                            _COCO_TLS + "annotations/annotations_trainval2017.zip"),
+                           "113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268", 252_907_541,
+                           members=("annotations/person_keypoints_val2017.json",), top_level=("annotations",),
+                           max_bytes=2 << 30, max_members=100),
+                RemoteFile("val2017.zip", (_COCO + "zips/val2017.zip", _COCO_TLS + "zips/val2017.zip"),
+                           "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05", 815_585_330,
+                           members=("val2017/",), limit=True, top_level=("val2017",), max_members=10_000),
+            ),
+            licence="annotations: CC BY 4.0; images: Flickr terms of use",
+            citation="T.-Y. Lin et al. Microsoft COCO: Common Objects in Context. ECCV 2014.",
+            homepage="https://cocodataset.org/#keypoints-2017",
+            notes="the first --images N val2017 images by file name; COCOKeypoints uses those showing a "
+                  "person with labelled keypoints; archives already fetched for coco_val2017 are reused",
+        ),
     )
 }
 

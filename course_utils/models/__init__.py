@@ -23,6 +23,7 @@ from .detectors import (
     build_detector,
     build_detr_detector,
     load_pretrained_detector,
+    load_pretrained_keypoint_rcnn,
 )
 from .detr import SmallDETR, build_small_detr, detr_loss, detr_targets, load_detr_resnet50
 from .rcnn import RCNNBackbone, build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn
@@ -74,6 +75,7 @@ __all__ = [
     "load_detr_resnet50",
     "load_pretrained",
     "load_pretrained_detector",
+    "load_pretrained_keypoint_rcnn",
     "load_pretrained_retinanet",
     "octave_sizes",
     "only_levels",

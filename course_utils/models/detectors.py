@@ -15,6 +15,8 @@ The same call, the same meaning of ``num_classes`` and the same return type for 
   returns a dict of losses in train mode, ``model(images)`` one detection dict per image in eval
   mode. YOLO and DETR, which have their own output formats, come wrapped (:class:`DetectorWrapper`
   for DETR, :class:`~course_utils.models.yolo.YOLOv1` for YOLO).
+* :func:`load_pretrained_keypoint_rcnn` is torchvision's COCO person-keypoint R-CNN as published
+  (no classifier to replace), or ``None`` offline: there is no from-scratch stand-in worth using.
 * :func:`load_pretrained_detector` returns that same kind of module with a boolean attribute
   ``pretrained``: ``True`` when COCO weights were loaded, ``False`` when the detector was built
   from scratch instead (no published weights for the course's YOLO and DETR, or offline), after a
@@ -30,7 +32,7 @@ import torch
 from torch import nn
 
 from ..tensors import plain
-from .backbones import NOTICE
+from .backbones import NOTICE, WeightsUnavailable, pretrained_state_dict
 from .centernet import build_centernet
 from .detr import build_small_detr, detr_loss, detr_targets, postprocess
 from .rcnn import build_faster_rcnn, build_mask_rcnn, build_pretrained_mask_rcnn
@@ -203,4 +205,49 @@ def load_pretrained_detector(name: str, num_classes: int, image_size: int = 128,
     return model
 
 
-__all__ = ["DETECTOR_NAMES", "DetectorWrapper", "build_detector", "build_detr_detector", "load_pretrained_detector"]
+def load_pretrained_keypoint_rcnn(progress: bool = True) -> nn.Module | None:
+    """torchvision's ``keypointrcnn_resnet50_fpn`` with its COCO weights
+    (``KeypointRCNN_ResNet50_FPN_Weights.DEFAULT``, COCO val2017 keypoint AP 65.0), in eval mode.
+
+    Built as torchvision's builder does for these weights (frozen BatchNorm with eps 0, the first
+    two ResNet stages frozen); the weights are downloaded once into torch hub's cache (59 M
+    parameters, about 226 MiB), sha256-checked and read with ``torch.load(weights_only=True)``.
+
+    ``model(images)`` with ``images`` a list of (3, H, W) float tensors in [0, 1] returns one dict
+    per image: ``boxes`` (P, 4) xyxy pixels, ``labels`` (P,) (1 = person), ``scores`` (P,),
+    ``keypoints`` (P, 17, 3) rows ``(x, y, 1)`` in the input's pixels and ``keypoints_scores``
+    (P, 17); :func:`course_utils.data.keypoint_detections_to_coco` turns them into COCO results.
+
+    Args:
+        progress: show a download progress bar.
+
+    Returns:
+        the model (``model.pretrained`` is True), or ``None`` when the weights cannot be downloaded
+        (offline, host down), after a printed notice naming the URL and where to put the file by
+        hand. A randomly initialised keypoint R-CNN predicts nothing useful, so none is returned.
+    """
+    from torchvision.models.detection import KeypointRCNN
+    from torchvision.models.detection._utils import overwrite_eps
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.models.detection.keypoint_rcnn import KeypointRCNN_ResNet50_FPN_Weights
+    from torchvision.ops import FrozenBatchNorm2d
+
+    weights = KeypointRCNN_ResNet50_FPN_Weights.DEFAULT
+    try:
+        state = pretrained_state_dict("keypointrcnn_resnet50_fpn", "DEFAULT", progress=progress)
+    except WeightsUnavailable as err:
+        print(f"{NOTICE} offline? {err}\n{NOTICE} no pretrained keypoint R-CNN: load_pretrained_keypoint_rcnn "
+              "returned None (full mode's COCO person keypoints need these weights)")
+        return None
+    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d,
+                                   trainable_layers=3)
+    model = KeypointRCNN(backbone, num_classes=len(weights.meta["categories"]),
+                         num_keypoints=len(weights.meta["keypoint_names"]))
+    model.load_state_dict(state)
+    overwrite_eps(model, 0.0)  # these weights were trained with eps 0, as torchvision's builder sets
+    model.pretrained = True
+    return model.eval()
+
+
+__all__ = ["DETECTOR_NAMES", "DetectorWrapper", "build_detector", "build_detr_detector", "load_pretrained_detector",
+           "load_pretrained_keypoint_rcnn"]
