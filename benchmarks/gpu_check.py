@@ -121,7 +121,7 @@ LAB_LOOPS: tuple[LabLoop, ...] = (
     LabLoop("07_benchmark", "Faster R-CNN (COCO weights)", "bench_faster_rcnn", 256, 8, 160, 3000, shapes=HARD),
     LabLoop("07_benchmark", "Mask R-CNN (COCO weights)", "bench_mask_rcnn", 256, 8, 80, 3000, shapes=HARD),
     LabLoop("07_benchmark", "DETR", "bench_detr", 256, 8, 150, 20000, shapes=HARD),
-    LabLoop("07_benchmark", "CenterNet", "bench_centernet", 256, 8, 300, 6000, shapes=HARD),
+    LabLoop("07_benchmark", "CenterNet", "bench_centernet", 256, 8, 200, 6000, shapes=HARD),
     LabLoop("08_heatmaps", "keypoint hourglass, 2 stacks at stride 4 (with and without intermediate supervision)",
             "keypoint_hourglass", 64, 16, 300, 3000, runs=2, shapes=dict(preset="single")),
     LabLoop("08_heatmaps", "CenterNet", "centernet", 64, 16, 300, 5000, shapes=dict(preset="easy")),

@@ -121,7 +121,7 @@ RECIPES = {
     "faster_rcnn": dict(steps=steps(fast=160, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
     "mask_rcnn": dict(steps=steps(fast=80, full=3000), lr=by_mode(smoke=2e-3, fast=2e-3, full=1e-4)),
     "detr": dict(steps=steps(fast=150, full=20000), lr=1e-3),
-    "centernet": dict(steps=steps(fast=300, full=6000), lr=2e-3),  # a step costs about YOLO's
+    "centernet": dict(steps=steps(fast=200, full=6000), lr=2e-3),  # about YOLO's training time
 }
 # fast mode: the model each earlier lab saved after its own training, if you ran it (lab, name, the part it fits)
 WARM_STARTS = {
@@ -175,6 +175,8 @@ fig.tight_layout()
 # ImageNet or COCO weights. Tensors whose shape changed (the classifiers: six classes here against
 # three there; DETR's 25 queries against 9) start fresh. The cell prints where each detector started;
 # so does the `start` column of the table. Without those files every detector starts from scratch.
+# Lab 08 (heatmaps, CenterNet) comes after this one: on a first pass CenterNet starts from scratch;
+# run this notebook again after lab 08 and it starts from lab 08's model.
 #
 # **Cache.** The weights are saved as `07_benchmark/<model>.pt` with the training configuration, in
 # `results/` of the course folder (in a copy of the labs without one, e.g. on JupyterHub or Colab: in
@@ -468,8 +470,8 @@ fig.tight_layout()
 #    your table and one reason (section 5 names some).
 # 4. Mask R-CNN computes everything Faster R-CNN does, plus masks. What does the table say about the
 #    cost of the mask branch, at training and at test time, and does it help the boxes here?
-# 5. CenterNet (lab 08) against YOLO v1: both are one-stage and need about the same training time here.
-#    Compare their AP, AP75 and APs, and name the differences of design that explain the gap.
+# 5. CenterNet (lab 08) against YOLO v1: both are one-stage, of about the same speed and training
+#    time here. Compare their AP, AP50 and APs, and name the differences of design that explain the gap.
 
 # %% [markdown] id="lessons-answer" role="answer" points=3
 # ### BEGIN SOLUTION
