@@ -779,8 +779,53 @@ for i in range(4):
     axes[1, i].set_title("centre heatmap (max over classes) + peaks", fontsize=8); axes[1, i].set_axis_off()
 fig.tight_layout()
 
+# %% [markdown] id="full-md"
+# ## 9. Full mode: human pose on COCO
+#
+# With `COURSE_MODE=full` (a GPU and internet) this cell runs torchvision's
+# `keypointrcnn_resnet50_fpn` — Mask R-CNN's design with a keypoint head that predicts one 56×56
+# heatmap per COCO keypoint (17 per person) inside each detected box, trained on COCO's person
+# keypoints — on the val2017 images fetched by `make data NAME=coco_keypoints_val2017`, and scores it with the same `coco_eval(..., "keypoints")` as above, now
+# with COCO's 17 per-keypoint sigmas (from 0.025 for the eyes to 0.107 for the hips). In other modes,
+# or offline, it says what it would do.
+
+# %% id="full" role="readonly"
+from course_utils.data import COCOKeypoints, keypoint_detections_to_coco
+from course_utils.data.real import dataset_root
+from course_utils.models import load_pretrained_keypoint_rcnn
+
+if MODE != "full":
+    print(f"[course_utils.models] {MODE} mode: skipping keypointrcnn_resnet50_fpn on COCO (set COURSE_MODE=full)")
+else:
+    people = COCOKeypoints(dataset_root("coco_keypoints_val2017"), max_images=200)
+    print(f"COCO person keypoints: {len(people)} images with annotated people")
+    pose_rcnn = load_pretrained_keypoint_rcnn()
+    if pose_rcnn is None:
+        print(f"[course_utils.models] would run keypointrcnn_resnet50_fpn on {len(people)} COCO images: "
+              "keypoint AP with COCO's sigmas")
+    else:
+        pose_rcnn = pose_rcnn.to(DEVICE)
+        predictions, image_ids = [], []
+        with torch.no_grad():
+            for i in range(len(people)):
+                image, target = people[i]
+                predictions.append({k: v.cpu() for k, v in pose_rcnn([plain(image).to(DEVICE)])[0].items()})
+                image_ids.append(target["image_id"])
+        pose_result = coco_eval(people.to_coco(), keypoint_detections_to_coco(image_ids, predictions), "keypoints")
+        print(pose_result.summary())
+        record("08_heatmaps/keypoint_rcnn_coco_AP", pose_result.named["AP"])
+        image, target = people[0]
+        keep = predictions[0]["scores"] > 0.7
+        fig, ax = plt.subplots(figsize=(6, 5))
+        ax.imshow(viz.to_hwc(image)); ax.set_axis_off()
+        for points in predictions[0]["keypoints"][keep]:
+            for a, b in people.skeleton:
+                ax.plot(points[[a - 1, b - 1], 0], points[[a - 1, b - 1], 1], color="cyan", lw=1.5)
+        ax.set_title(f"keypointrcnn_resnet50_fpn: {int(keep.sum())} people with score > 0.7")
+
+
 # %% [markdown] id="question-md"
-# ## 9. Written question (manually graded, 2 points)
+# ## 10. Written question (manually graded, 2 points)
 #
 # Answer in the cell below in a few sentences, **quoting your numbers** from sections 5 and 8:
 #

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.fake_datasets import make_coco_val2017, make_oxford_pets, make_pennfudan
+from tests.fake_datasets import make_coco_keypoints_val2017, make_coco_val2017, make_oxford_pets, make_pennfudan
 
 ROOT = Path(__file__).resolve().parents[1]
 # the fake datasets each lab's full mode reads
@@ -23,6 +23,7 @@ FAKE_DATA = {
     "05_segmentation": [make_oxford_pets],
     "06_detr": [make_coco_val2017],
     "07_benchmark": [],
+    "08_heatmaps": [make_coco_keypoints_val2017],
 }
 
 
@@ -62,6 +63,11 @@ def test_full_mode_runs_on_fake_data(lab, tmp_path, monkeypatch):
         assert "classes ['background', 'cat', 'dog']" in text, "full mode must segment the (fake) Oxford-IIIT Pet"
         assert "[course_utils.models]" in text, "offline, the fallback backbone of FCN-32s must say so"
         assert "fcn_resnet50" in text, "the fcn_resnet50 cell must run or say why it cannot"
+    if lab == "08_heatmaps":
+        assert "COCO person keypoints:" in text and "images with annotated people" in text, \
+            "full mode must read the (fake) COCO person keypoints"
+        assert "[course_utils.models]" in text and "would run keypointrcnn_resnet50_fpn" in text, \
+            "offline, the keypoint R-CNN cell must say what it could not fetch and what it would do"
     if lab == "07_benchmark":
         assert "[course_utils.models]" in text, "offline, the pretrained detectors' fallback must say so"
         assert text.count("images/s at batch 1") == 6 and "CenterNet" in text, "all six detectors must be timed"
