@@ -126,7 +126,8 @@ def test_every_lab_has_a_written_answer_and_the_instructor_guide_lists_each_one(
     assert {lab for lab, _, _ in answers} == set(lab_sources()), "every lab needs a written answer graded by hand"
     guide = (ROOT / "docs" / "instructor.md").read_text()
     listed = {(m[1], m[2], int(m[3])) for m in re.finditer(r"^\| `(\d\d_\w+)` \| `([\w-]+)` \| (\d+) \|", guide, re.M)}
-    assert listed == answers, f"docs/instructor.md §4 lists {sorted(listed - answers)}, the labs hold {sorted(answers - listed)}"
+    assert listed == answers, (f"docs/instructor.md §4 lists {sorted(listed - answers)}, "
+                               f"the labs hold {sorted(answers - listed)}")
 
 
 def test_slide_map_points_at_sections_and_graded_cells_that_exist():
