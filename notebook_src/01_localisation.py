@@ -731,6 +731,17 @@ fig.tight_layout()
 # the possible answers. We could give the network $N$ box heads, but real images hold a *variable*
 # number of objects (0, 1, 50…), and nothing says which head should predict which object.
 #
+# **The $N$-slot head and its ambiguity.** Say the head outputs $N$ slots, each a class (or "no
+# object") and a box, and we train slot $k$ on the $k$-th ground-truth object. That order is
+# arbitrary: list the same two objects the other way round and the targets swap. The loss then
+# punishes a perfect prediction that has the slots in the other order, and the best the network can
+# do against an arbitrary order is again the mean — every slot drifts to the centre of the possible
+# objects. Sorting the objects (left to right, by size) only moves the ambiguity to the ties. The
+# fix is to make the loss **invariant to the order**: before computing it, match predictions to
+# objects one-to-one so that the total cost is lowest (the Hungarian algorithm), then train each
+# slot on the object it was matched to. That is DETR's set loss (Carion et al., ECCV 2020), which
+# you write in lab 06, sections 3–4.
+#
 # Detection therefore needs more than regression:
 #
 # * predict **many candidate boxes** at fixed places — grid cells (YOLO, lab 02), anchors at several
@@ -742,6 +753,7 @@ fig.tight_layout()
 # top of a pretrained backbone, and IoU to decide what counts as correct.
 #
 # **References.** P. Sermanet et al., *OverFeat: Integrated Recognition, Localization and Detection
-# using Convolutional Networks*, ICLR 2014. M. Lin, Q. Chen, S. Yan, *Network in Network*, ICLR 2014
+# using Convolutional Networks*, ICLR 2014. N. Carion et al., *End-to-End Object Detection with
+# Transformers*, ECCV 2020 (DETR). M. Lin, Q. Chen, S. Yan, *Network in Network*, ICLR 2014
 # (global average pooling). J. Yosinski et al., *How transferable are features in deep neural
 # networks?*, NeurIPS 2014.

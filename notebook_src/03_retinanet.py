@@ -798,6 +798,46 @@ ax.bar(x + 0.2, [by_level[lv][1] for lv in LEVELS], 0.4, label="medium objects")
 ax.set_xticks(x, [f"P{lv}" for lv in LEVELS]); ax.set_ylabel("COCO AP with this level alone"); ax.legend()
 ax.set_title("fine levels find small objects, coarse levels larger ones", fontsize=9);
 
+# %% [markdown] id="written-md"
+# ### Written question (2 points, graded by hand)
+#
+# Answer in the cell below in a few sentences, **quoting your numbers** (the table above and
+# section 9):
+#
+# 1. Which level finds the small objects best, and which the medium ones? Relate this to each
+#    level's stride and anchor sizes (section 3) and to the matching rule (section 4).
+# 2. Each level alone finds only part of the objects, yet the model's overall AP on small objects is
+#    above any single level's. Why? What do $P_6$ and $P_7$ find here, and why would they matter on
+#    COCO's 800-pixel images?
+
+# %% [markdown] id="written-answer" role="answer" points=2
+# ### BEGIN SOLUTION
+# (Numbers from the instructor's fast-mode run on a 2-core CPU; yours differ a little.)
+#
+# 1. $P_3$ (stride 8, anchors of 12 to 19 pixels) finds the small objects: AP small 0.48 with $P_3$
+#    alone, against 0.22 for $P_4$ and 0.03 for $P_5$. $P_4$ (stride 16, anchors 24 to 38 pixels)
+#    finds the medium ones, 32 to 45 pixels: AP medium 0.62, against 0.10 for $P_3$ and 0.13 for $P_5$
+#    (anchors 48 to 76 pixels). An anchor learns an object only if their IoU reaches 0.5 (or it is
+#    the object's best anchor), and IoU between boxes of different sizes is small, so each object is
+#    assigned to the level whose anchors have its size, and that level's outputs learn to fire on it;
+#    the same shared heads stay silent on the other levels. Small objects also need the fine stride:
+#    at stride 32 a 15-pixel object is half a cell.
+# 2. The levels are complementary: objects near a size boundary (around 24 to 32 pixels) are
+#    matched at $P_3$ or at $P_4$, so each level alone finds only part of them; all levels together,
+#    then NMS, reach AP small 0.54 on the whole test set (section 9; the table uses its first 150
+#    images) — above $P_3$'s 0.48. $P_6$ and $P_7$ have anchors of about 100 to 300 pixels: a
+#    45-pixel object reaches an IoU of at most $(45/96)^2 \approx 0.22$ with one, below the 0.4 of a
+#    negative, and its best anchor is always on a finer level, so every anchor of $P_6$ and $P_7$ is
+#    trained as background and they find next to nothing. On COCO, with 800-pixel images and objects
+#    up to the image's size, they hold the large objects (anchors up to 813 pixels in the paper).
+#
+# **Rubric (2 points).** 1 point: quotes the per-level APs, names $P_3$ for small and $P_4$ for
+# medium objects, and explains it by anchor size/stride and IoU-based matching. 1 point: explains
+# why the combined AP on small objects exceeds each level's (objects split between levels, complementary
+# predictions merged by NMS) and what $P_6$/$P_7$ find here and on COCO. Numbers that are not the
+# student's own, or no numbers: at most 1 point.
+# ### END SOLUTION
+
 # %% [markdown] id="easy-md"
 # ## 11. Where the loss goes: easy negatives
 #

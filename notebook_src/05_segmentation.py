@@ -839,6 +839,45 @@ show_masks(test_images, [test_masks, *[logits.argmax(1) for logits in stack_logi
 # start from its guess and fix the pixels that disagree with their larger context. The last stack
 # is the network's answer.
 
+# %% [markdown] id="written-md"
+# ### Written question (2 points, graded by hand)
+#
+# Answer in the cell below in a few sentences, **quoting your numbers** (the stack-by-stack mIoU
+# above and section 5's U-Net):
+#
+# 1. What mIoU does each stack's prediction reach, and how much does the second stack add to the
+#    first? What does the second hourglass receive that the first did not, and which pixels can it
+#    therefore fix?
+# 2. With intermediate supervision the first stack alone is already a segmenter. What would its
+#    output be if only the last stack had a loss? Why is even the last stack below your U-Net here?
+
+# %% [markdown] id="written-answer" role="answer" points=2
+# ### BEGIN SOLUTION
+# (Numbers from the instructor's fast-mode run on a 2-core CPU; yours differ a little.)
+#
+# 1. Stack 1 reaches mIoU 0.863, stack 2 0.878: the second stack adds 0.015. It receives the first
+#    stack's features *and* its prediction (mapped back by 1×1 convolutions and added to its input),
+#    so it starts from a guess it can check against the whole image, through its own pooling to
+#    1/8: it fixes the pixels where the first guess is inconsistent with the larger context (a
+#    fragment of the wrong class inside a shape, ragged edges). On these simple shapes the first
+#    guess is already good, so little is left to fix; on human poses, with occlusions and
+#    left/right ambiguities, Newell et al. gain more from each stack.
+# 2. Without a loss on it the first stack's head would get no gradient at all: its output would stay
+#    that of its random initialisation, not a segmentation (lab 08 measures this on keypoints: an
+#    AP of 0), and the first hourglass would learn only through the second. The last stack (0.878)
+#    is below the U-Net (0.935): the hourglasses work at half resolution with 16 channels throughout
+#    and their logits are upsampled bilinearly, while the U-Net decodes to full resolution with up
+#    to 128 channels and concatenates the full-resolution features in its last skip — the boundary
+#    pixels, where most errors are, need that resolution.
+#
+# **Rubric (2 points).** 1 point: quotes each stack's mIoU and the gain, and says the second stack
+# refines the first one's prediction with the whole image in view (it receives features and
+# prediction). 1 point: says that without intermediate supervision the first stack's output is
+# untrained (no gradient reaches its head), and compares the last stack with the U-Net's mIoU with a
+# reason (resolution, width, skips by concatenation). Numbers that are not the student's own, or no
+# numbers: at most 1 point.
+# ### END SOLUTION
+
 # %% [markdown] id="full-md"
 # ## 7. Pretrained networks (`full` mode)
 #
@@ -881,6 +920,24 @@ _, fcn32_miou = segmentation_iou(fcn32_logits, test_masks, NUM_CLASSES)
 record("05_segmentation/fcn32s_mIoU", fcn32_miou)
 print(f"FCN-32s ({'pretrained' if backbone.pretrained else 'from scratch'} encoder): mIoU {fcn32_miou:.3f}; "
       f"U-Net {unet_miou:.3f}")
+
+# %% [markdown] id="fcn-skips-md"
+# **FCN-16s and FCN-8s: fusing score maps.** One ×32 upsampling of the stride-32 scores gives
+# blobs. Long, Shelhamer and Darrell (section 4.2, figure 3) add skips from finer layers, fused as
+# **class-score maps**: a 1×1 convolution also predicts scores from `pool4` (stride 16); the
+# stride-32 scores are upsampled ×2 by a transposed convolution (bilinear initialisation, then
+# learnt) and added to them; the sum is upsampled ×16 to the image — **FCN-16s**. **FCN-8s** repeats
+# the step with `pool3` (stride 8) and upsamples the result ×8:
+#
+# $$S_{16} = \mathrm{up}_{\times 2}(S_{32}) + \mathrm{score}(\texttt{pool4}),\qquad
+# S_{8} = \mathrm{up}_{\times 2}(S_{16}) + \mathrm{score}(\texttt{pool3}),\qquad
+# \text{output} = \mathrm{up}_{\times 8}(S_8).$$
+#
+# Each new score layer starts at zero, so the network starts as its predecessor and is fine-tuned
+# from it (32s, then 16s, then 8s). On Pascal VOC 2011 val the mIoU goes 59.4 → 62.4 → 62.7 (their
+# table 2): most of the gain comes from the first skip. On a ResNet the same taps are `layer3`
+# (stride 16) and `layer2` (stride 8). U-Net (section 5) carries the idea to every resolution and
+# fuses **features** (concatenated, then convolved) instead of scores.
 
 # %% id="fcn-resnet50" role="readonly"
 if MODE != "full":

@@ -650,6 +650,47 @@ for layer, (without_nms, nms) in enumerate(rows, 1):
 record("06_detr/first_layer_nms_gain", rows[0][1] - rows[0][0])
 record("06_detr/last_layer_nms_gain", rows[-1][1] - rows[-1][0])
 
+# %% [markdown] id="written-md"
+# ### Written question (2 points, graded by hand)
+#
+# Answer in the cell below in a few sentences, **quoting your numbers** (the table above and the
+# AP50 of the evaluation):
+#
+# 1. How much does NMS add to AP50 after the first decoder layer, and after the last? Does the
+#    model's final output need NMS?
+# 2. What in DETR's **training** makes a duplicate detection costly, and what in its
+#    **architecture** lets a query know that another query has already taken an object? Why does
+#    that work better at the last layer than at the first?
+# 3. When could NMS even *hurt* DETR's last layer?
+
+# %% [markdown] id="written-answer" role="answer" points=2
+# ### BEGIN SOLUTION
+# (Numbers from the instructor's fast-mode run on a 2-core CPU; yours differ a little.)
+#
+# 1. NMS adds 0.010 AP50 after the first decoder layer and 0.005 after the last, where AP50 is 0.85
+#    without it: half a point. YOLO and RetinaNet, by contrast, output many overlapping boxes per
+#    object and rely on NMS to remove them (lab 02, section 7). The final output does not need NMS.
+# 2. Training: the Hungarian matching is **one-to-one**, so each object is matched to exactly one
+#    query; a second query predicting the same object is matched to "no object" and its class loss
+#    pushes its score down — duplicates are penalised by the loss itself, whereas a dense detector's
+#    IoU rule makes every anchor near an object a positive, so they all learn to fire. Architecture:
+#    the decoder's **self-attention among the queries** lets each query see what the others predict,
+#    layer after layer; after the first layer the queries have exchanged information only once, so
+#    some duplicates remain (there the gain is largest), and each further layer removes more. Here
+#    even the first layer has few duplicates because the 9 queries start from reference points
+#    spread on a 3×3 grid with a spatial prior: they rarely look at the same object.
+# 3. When two objects of the same class overlap (IoU above the NMS threshold of 0.5), NMS removes
+#    the lower-scored of two correct detections: a lost true positive. The DETR paper (section 4.2)
+#    sees exactly this, a small loss of AP from NMS at the last layers.
+#
+# **Rubric (2 points).** 1 point: quotes the gains at the first and last layer (and the AP50), and
+# concludes that the last layer needs no NMS. 1 point: names one-to-one matching (a duplicate is
+# matched to "no object" and penalised) *and* self-attention between queries (layer after layer,
+# hence the first layer's larger gain); question 3 (NMS suppressing a true positive on overlapping
+# same-class objects) can make up for a weaker part. Numbers that are not the student's own, or no
+# numbers: at most 1 point.
+# ### END SOLUTION
+
 
 # %% [markdown] id="attention-md"
 # ## 9. Inside the decoder: where does each query look?

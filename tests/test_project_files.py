@@ -114,3 +114,33 @@ def test_package_version_matches_pyproject():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert course_utils.__version__ == meta["version"]
     assert Version(meta["version"])
+
+
+def lab_sources() -> dict[str, str]:
+    return {p.stem: p.read_text() for p in sorted((ROOT / "notebook_src").glob("[0-9][0-9]_*.py"))}
+
+
+def test_every_lab_has_a_written_answer_and_the_instructor_guide_lists_each_one():
+    answers = {(lab, m[1], int(m[2])) for lab, text in lab_sources().items()
+               for m in re.finditer(r'^# %% \[markdown\] id="([^"]+)" role="answer" points=(\d+)$', text, re.M)}
+    assert {lab for lab, _, _ in answers} == set(lab_sources()), "every lab needs a written answer graded by hand"
+    guide = (ROOT / "docs" / "instructor.md").read_text()
+    listed = {(m[1], m[2], int(m[3])) for m in re.finditer(r"^\| `(\d\d_\w+)` \| `([\w-]+)` \| (\d+) \|", guide, re.M)}
+    assert listed == answers, (f"docs/instructor.md §4 lists {sorted(listed - answers)}, "
+                               f"the labs hold {sorted(answers - listed)}")
+
+
+def test_slide_map_points_at_sections_and_graded_cells_that_exist():
+    sources = lab_sources()
+    rows = [line for line in (ROOT / "docs" / "slides.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith(("| lecture", "|---"))]
+    assert len(rows) >= 20
+    for row in rows:
+        _, taught, graded = [cell.strip() for cell in row.strip("|").split(" | ")]
+        labs = re.findall(r"`(\d\d_\w+)`", row)
+        for chunk in re.split(r"(?=`\d\d_\w+`)", taught):
+            lab = re.match(r"`(\d\d_\w+)`", chunk)
+            for number in re.findall(r"§(\d+)", chunk):
+                assert lab and f"\n# ## {number}. " in sources[lab[1]], f"{row[:60]}...: no section {number} in {lab}"
+        for cell_id in re.findall(r"`((?:test-[\w-]+)|(?:[\w]+-answer))`", graded):
+            assert any(f'id="{cell_id}" role=' in sources[lab] for lab in labs), f"no graded cell {cell_id} in {labs}"
