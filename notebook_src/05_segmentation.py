@@ -725,6 +725,90 @@ viz.slider_figure(compare, {"index": widgets.IntSlider(value=0, min=0, max=len(t
                                                        description="test image")})
 
 
+# %% [markdown] id="touching-md"
+# ### Semantic is not instance: touching objects of the same class
+#
+# A semantic mask says *which class* each pixel is, not *which object*. The cheapest way to get
+# objects back is to take each class's pixels and split them into **connected components**
+# (`scipy.ndimage.label`, 4-connectivity): one component per object — as long as no two objects
+# of the same class touch. Below, a test set where they do touch (the same shapes, 64×64, but 3 to 6
+# objects that may overlap up to IoU 0.3), segmented by the U-Net above. For every object we find
+# the component of its class that holds most of its pixels; the object is **merged** when that
+# component is also the main component of another object of the same class. We count the merges
+# for the U-Net's mask, and for the *ground-truth* semantic mask (perfect pixels, same problem), and
+# compare with the ground-truth **instance** masks, where every object is its own mask by definition.
+# That is what an instance segmenter predicts: Mask R-CNN (lab 04) predicts one mask per detected
+# box, so two touching squares are two detections with two masks — the semantic map has no way to
+# say where one ends and the other begins.
+
+# %% id="touching" role="readonly"
+import numpy as np
+from scipy import ndimage
+
+
+def merged_objects(class_map, instance_masks, labels):
+    """(H, W) class map, (N, H, W) bool instance masks, (N,) labels -> (N,) bool: the objects whose main
+    connected component (of their class, in class_map) is also the main component of another object."""
+    main = []
+    for mask, label in zip(instance_masks, labels):
+        components, _ = ndimage.label(class_map == int(label))  # 4-connected components of this class
+        hits = components[mask & (components > 0)]  # the component ids under this object's pixels
+        main.append((int(label), int(np.bincount(hits).argmax()) if hits.size else -1))
+    return torch.tensor([m[1] > 0 and sum(other == m for other in main) > 1 for m in main], dtype=torch.bool)
+
+
+if MODE == "full":
+    print("full mode: the touching-objects comparison runs on the synthetic shapes only (fast and smoke modes)")
+else:
+    touching_set = ShapesDataset(by_mode(smoke=8, fast=100, full=0), IMAGE_SIZE, seed=2, min_objects=3,
+                                 max_objects=6, max_overlap=0.3)
+    touching_images, touching_semantic = semantic_tensors(touching_set)
+    touching_logits, _ = predict(unet, DataLoader(TensorDataset(touching_images, touching_semantic), batch_size=100),
+                                 device=DEVICE)
+    unet_maps = touching_logits.argmax(1)  # (N, H, W)
+    counts = {"objects": 0, "U-Net + components": 0, "true semantic mask + components": 0, "instance masks": 0}
+    for i in range(len(touching_set)):
+        _, target = touching_set[i]
+        masks_i, labels_i = target["masks"].bool().numpy(), target["labels"]
+        counts["objects"] += len(labels_i)
+        counts["U-Net + components"] += int(merged_objects(unet_maps[i].numpy(), masks_i, labels_i).sum())
+        counts["true semantic mask + components"] += int(
+            merged_objects(touching_semantic[i].numpy(), masks_i, labels_i).sum())
+        # instance masks: each object is its own mask, so no object shares one with another (0 by construction)
+    for name, n in counts.items():
+        print(f"{name:34} {n:4d}" + ("" if name == "objects" else f" merged ({n / counts['objects']:.0%})"))
+    record("05_segmentation/touching_objects", counts["objects"])
+    record("05_segmentation/merged_unet_components", counts["U-Net + components"])
+    record("05_segmentation/merged_true_semantic_components", counts["true semantic mask + components"])
+    record("05_segmentation/merged_instance_masks", counts["instance masks"])
+
+    # the first test images with a merge: semantic components vs instances
+    shown = [i for i in range(len(touching_set)) if merged_objects(
+        touching_semantic[i].numpy(), touching_set[i][1]["masks"].bool().numpy(), touching_set[i][1]["labels"]).any()][:3]
+    fig, axes = plt.subplots(max(len(shown), 1), 3, figsize=(7.5, 2.5 * max(len(shown), 1)), squeeze=False)
+    colours = plt.get_cmap("tab20")
+    for row, i in enumerate(shown):
+        _, target = touching_set[i]
+        components, offset = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.int64), 0
+        for c in range(1, NUM_CLASSES):  # the components of every class, numbered in one map
+            comp, n = ndimage.label(unet_maps[i].numpy() == c)
+            components[comp > 0] = comp[comp > 0] + offset
+            offset += n
+        instances = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.int64)
+        for k, m in enumerate(target["masks"].bool().numpy()):
+            instances[m] = k + 1
+        axes[row, 0].imshow(viz.to_hwc(touching_images[i]))
+        for ax, ids, title in [(axes[row, 1], components, "U-Net + connected components"),
+                               (axes[row, 2], instances, "instance masks (ground truth)")]:
+            ax.imshow(colours(ids % 20) * (ids[..., None] > 0))
+            n_found = len(np.unique(ids[ids > 0]))
+            ax.set_title(f"{title}: {n_found}" if row == 0 else f"{n_found} objects", fontsize=8)
+        axes[row, 0].set_title(f"{len(target['labels'])} objects", fontsize=8)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+
+
 # %% [markdown] id="ex4-md"
 # ## 6. Stacked hourglass and intermediate supervision (exercise 4, 2 points)
 #

@@ -10,8 +10,8 @@ from tests.notebook_cells import exercise_tests, load_cells, mutate
 
 LAB = "03_retinanet"
 CELLS = load_cells(LAB)
-SOLUTIONS = ["setup", "ex1-anchors", "ex2-matching", "ex2-box-coding", "ex3-focal"]
-TEST_CELLS = ["test-anchors", "test-matching", "test-box-coding", "test-focal"]
+SOLUTIONS = ["setup", "ex1-anchors", "ex2-matching", "ex2-box-coding", "ex3-focal", "ex4-augment"]
+TEST_CELLS = ["test-anchors", "test-matching", "test-box-coding", "test-focal", "test-augment"]
 
 
 
@@ -29,6 +29,15 @@ def coding(*changes):
 
 def focal(*changes):
     return mutate(CELLS, "ex3-focal", *changes)
+
+
+def augment(*changes):
+    return mutate(CELLS, "ex4-augment", *changes)
+
+
+FLIP = "return torch.stack([width - x2, y1, width - x1, y2], dim=-1)"
+KEEP = "keep = (w >= min_size) & (h >= min_size) & (w * h >= min_area)"
+CLAMP = "clamped = torch.minimum(shifted.clamp(min=0), limits)"
 
 
 WRONG = {
@@ -177,6 +186,43 @@ def encode_boxes(gt_boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
         "cross-entropy detached (gradient only through the modulating factor)": focal(
             ("ce * (1 - p_t) ** gamma", "ce.detach() * (1 - p_t) ** gamma")),
         "alpha applied as a global factor": focal(("(alpha * targets + (1 - alpha) * (1 - targets))", "(1 - alpha)")),
+    },
+    "test-augment": {
+        "flip as width - x (x1, x2 not swapped)": augment(
+            (FLIP, "return torch.stack([width - x1, y1, width - x2, y2], dim=-1)")),
+        "flip as width - x1 for both ends (box mirrored about its left edge)": augment(
+            (FLIP, "return torch.stack([width - x1, y1, width - x1 + (x2 - x1), y2], dim=-1)")),
+        "flip with pixel centres (width - 1 - x)": augment(
+            (FLIP, "return torch.stack([width - 1 - x2, y1, width - 1 - x1, y2], dim=-1)")),
+        "flip of y instead of x": augment((FLIP, "return torch.stack([x1, width - y2, x2, width - y1], dim=-1)")),
+        "flip in place": augment((FLIP, "boxes[:, [0, 2]] = width - boxes[:, [2, 0]]\n    return boxes")),
+        "flip returns float32 whatever the input": augment((FLIP, FLIP.replace("dim=-1)", "dim=-1).float()"))),
+        "no clamp": augment((CLAMP, "clamped = shifted")),
+        "clamp to width - 1 (off by one)": augment(
+            ("limits = torch.tensor([width, height, width, height], dtype=boxes.dtype)",
+             "limits = torch.tensor([width - 1, height - 1, width - 1, height - 1], dtype=boxes.dtype)")),
+        "clamp with height and width swapped": augment(
+            ("limits = torch.tensor([width, height, width, height], dtype=boxes.dtype)",
+             "limits = torch.tensor([height, width, height, width], dtype=boxes.dtype)")),
+        "shift by +left/+top": augment(("shifted = boxes - torch.tensor", "shifted = boxes + torch.tensor")),
+        "top and left swapped": augment(("torch.tensor([left, top, left, top]", "torch.tensor([top, left, top, left]")),
+        "empty boxes kept (no sanitize)": augment((KEEP, "keep = torch.ones(len(clamped), dtype=torch.bool)")),
+        "only zero-area boxes dropped": augment((KEEP, "keep = (w > 0) & (h > 0)")),
+        "min_area ignored": augment((KEEP, "keep = (w >= min_size) & (h >= min_size)")),
+        "min_size ignored": augment((KEEP, "keep = w * h >= min_area")),
+        "strict thresholds (> instead of >=)": augment(
+            (KEEP, "keep = (w > min_size) & (h > min_size) & (w * h > min_area)")),
+        "labels not dropped with their boxes": augment(("return clamped[keep], labels[keep]",
+                                                        "return clamped[keep], labels")),
+        "labels out of step (the first M kept)": augment(("return clamped[keep], labels[keep]",
+                                                          "return clamped[keep], labels[:int(keep.sum())]")),
+        "empty box list not handled": augment(("shifted = boxes - torch.tensor",
+                                               "assert len(boxes), 'no boxes'\n    shifted = boxes - torch.tensor")),
+        "empty result as a flat tensor": augment(("return clamped[keep], labels[keep]",
+                                                  "return (clamped[keep] if keep.any() else torch.tensor([])), "
+                                                  "labels[keep]")),
+        "crop in place": augment(("shifted = boxes - torch.tensor([left, top, left, top], dtype=boxes.dtype)",
+                                  "shifted = boxes.sub_(torch.tensor([left, top, left, top], dtype=boxes.dtype))")),
     },
 }
 

@@ -36,7 +36,7 @@ FLOORS = {
     },
     "03_retinanet": {
         "floors": {"03_retinanet/mAP50": 0.8, "03_retinanet/mAP": 0.45},
-        "min_figures": 6,  # + the anchors explorer, an Image widget
+        "min_figures": 7,  # + the anchors explorer, an Image widget
     },
     "04_rcnn": {
         "floors": {"04_rcnn/box_mAP50": 0.85, "04_rcnn/mask_mAP50": 0.8},
@@ -44,7 +44,7 @@ FLOORS = {
     },
     "05_segmentation": {
         "floors": {"05_segmentation/unet_mIoU": 0.85, "05_segmentation/hourglass_mIoU": 0.8},
-        "min_figures": 7,  # + the U-Net comparison slider, an Image widget
+        "min_figures": 8,  # + the U-Net comparison slider, an Image widget
     },
     "06_detr": {
         "floors": {"06_detr/mAP50": 0.7},
@@ -103,6 +103,13 @@ def lesson_checks(lab: str, results: dict) -> None:
         gap = results["05_segmentation/your_miou_vs_reference"]
         assert gap < 1e-9, f"segmentation_iou on the lab's predictions differs from metrics.mean_iou by {gap}"
         assert results["05_segmentation/crop_classifier_accuracy"] > 0.9, "the classifier to convolutionize must work"
+        # semantic vs instance on touching same-class objects (fast run: 97 and 95 of 444 objects merged, 0 with
+        # instance masks): connected components of a semantic mask merge them, even of a perfect one
+        objects = results["05_segmentation/touching_objects"]
+        for key in ("merged_unet_components", "merged_true_semantic_components"):
+            merged = results[f"05_segmentation/{key}"]
+            assert merged > 0.1 * objects, f"{key}: touching same-class objects should merge: {merged} of {objects}"
+        assert results["05_segmentation/merged_instance_masks"] == 0, "instance masks keep every object apart"
     if lab == "06_detr":
         assert results["06_detr/mAP"] > 0.2, f"DETR's boxes should be precise too: mAP {results['06_detr/mAP']:.3f}"
         spread = results["06_detr/query_centre_spread"]
