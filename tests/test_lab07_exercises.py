@@ -9,8 +9,8 @@ from tests.notebook_cells import exercise_tests, load_cells, mutate
 
 LAB = "07_benchmark"
 CELLS = load_cells(LAB)
-SOLUTIONS = ["setup", "ex1-throughput"]
-TEST_CELLS = ["test-throughput"]
+SOLUTIONS = ["setup", "ex1-throughput", "published", "ex2-pareto"]
+TEST_CELLS = ["test-throughput", "test-pareto"]
 
 
 def test_solution_agrees_with_the_reference_on_a_real_model(solved):
@@ -49,6 +49,27 @@ class _Stacking:
 
 def src(*changes):
     return mutate(CELLS, "ex1-throughput", *changes)
+
+
+def pareto(*changes):
+    return mutate(CELLS, "ex2-pareto", *changes)
+
+
+DOMINATES = "c <= cost and q >= quality and (c < cost or q > quality)"
+KEEP = "row.get(cost_key) is not None and row.get(quality_key) is not None"
+SWEEP = """
+def pareto_front(rows, cost_key, quality_key, lower_cost_is_better=True):
+    sign = 1 if lower_cost_is_better else -1
+    points = [(sign * r[cost_key], -r[quality_key], i) for i, r in enumerate(rows)
+              if r.get(cost_key) is not None and r.get(quality_key) is not None]
+    points.sort()
+    front, best, last = [], None, None
+    for cost, neg_quality, i in points:
+        if best is None or -neg_quality > best or (cost, neg_quality) == last:
+            front.append(i)
+            best, last = max(-neg_quality, best if best is not None else -neg_quality), (cost, neg_quality)
+    return {ORDER}
+"""
 
 
 SYNC_BEFORE = ("                if device.type == \"cuda\":\n                    torch.cuda.synchronize(device)\n"
@@ -105,6 +126,40 @@ WRONG = {
         "an assert instead of a ValueError": src(("raise ValueError(", "raise AssertionError(")),
         "a 0-d tensor instead of a float": src(("return batch_size / statistics.median(seconds)",
                                                  "return batch_size / torch.tensor(seconds).median()")),
+    },
+    "test-pareto": {
+        "strict domination (better on both axes)": pareto((DOMINATES, "c < cost and q > quality")),
+        "weak domination (equal rows dominate each other)": pareto((DOMINATES, "c <= cost and q >= quality and j != i"),
+                                                                  ("for _, c, q in points", "for j, c, q in points")),
+        "a tie in cost keeps the less accurate row": pareto((DOMINATES, "c <= cost and q > quality")),
+        "a tie in AP keeps the costlier row": pareto((DOMINATES, "c < cost and q >= quality")),
+        "lower_cost_is_better ignored": pareto(("sign = 1 if lower_cost_is_better else -1", "sign = 1")),
+        "direction inverted": pareto(("sign = 1 if lower_cost_is_better else -1",
+                                      "sign = -1 if lower_cost_is_better else 1")),
+        "lower AP taken as better": pareto(("q >= quality and (c < cost or q > quality)",
+                                            "q <= quality and (c < cost or q < quality)")),
+        "the rows instead of their indices": pareto(("front.append(i)", "front.append(rows[i])")),
+        "indices into the rows that have both values": pareto(
+            ("for i, row in enumerate(rows)\n              if " + KEEP,
+             "for i, row in enumerate([r for r in rows if " + KEEP.replace("row.", "r.") + "])\n"
+             "              if True")),
+        "None not skipped": pareto((KEEP, "True")),
+        "None counted as 0": pareto(("sign * row[cost_key], row[quality_key])", "sign * (row.get(cost_key) or 0), "
+                                     "row.get(quality_key) or 0)"), ("\n              if " + KEEP, "")),
+        "a missing key raises KeyError": pareto(("row.get(cost_key) is not None", "row[cost_key] is not None")),
+        "a sweep in cost order (indices not sorted)": SWEEP.replace("{ORDER}", "front"),
+        "a sweep that crashes on no rows": SWEEP.replace("{ORDER}", "sorted(front)").replace(
+            "    for cost, neg_quality, i in points:\n",
+            "    best, last, front = -points[0][1], points[0][:2], [points[0][2]]\n"
+            "    for cost, neg_quality, i in points[1:]:\n"),
+        "a sweep that sorts the rows in place": SWEEP.replace("{ORDER}", "sorted(front)").replace(
+            "    sign = 1",
+            "    rows.sort(key=lambda r: (r.get(cost_key) is None, str(r.get(cost_key))))\n    sign = 1"),
+        "a sweep that keeps only the first of equal rows": SWEEP.replace("{ORDER}", "sorted(front)").replace(
+            " or (cost, neg_quality) == last", ""),
+        "numpy indices": "import numpy as np\n" + pareto(("    return front",
+                                                            "    return list(np.array(front, dtype=int))")),
+        "a tuple instead of a list": pareto(("    return front", "    return tuple(front)")),
     },
 }
 

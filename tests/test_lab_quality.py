@@ -129,6 +129,20 @@ def lesson_checks(lab: str, results: dict) -> None:
         assert ap["faster_rcnn"] > ap["detr"] + 0.05, f"DETR converges slowly: in equal time it should trail {ap}"
         fast, mask = results[name("faster_rcnn", "images_per_s")], results[name("mask_rcnn", "images_per_s")]
         assert mask < fast / 2, f"the mask branch should cost at test time: {mask:.1f} vs {fast:.1f} images/s"
+        # exercise 2's Pareto front of the lab's own table (images/s at batch 8 up, mAP up)
+        speed = {m: results[name(m, "images_per_s")] for m in detectors}
+        on_front = {m: results[name(m, "on_pareto_front")] == 1.0 for m in detectors}
+
+        def dominates(a, b):
+            return speed[a] >= speed[b] and ap[a] >= ap[b] and (speed[a] > speed[b] or ap[a] > ap[b])
+
+        front = sorted(m for m in detectors if on_front[m])
+        assert front and results["07_benchmark/pareto_front_size"] == len(front), (front, results)
+        for m in detectors:
+            assert on_front[m] == (not any(dominates(o, m) for o in detectors)), f"{m}: {on_front}, {speed}, {ap}"
+            assert on_front[m] or any(dominates(o, m) for o in front), f"{m} off the front, dominated by none on it"
+        assert max(ap, key=ap.get) in front and max(speed, key=speed.get) in front, (front, ap, speed)
+        assert not on_front["mask_rcnn"], f"Mask R-CNN should be dominated (slowest, not most accurate): {front}"
     if lab == "08_heatmaps":
         ap, plain_ap = results["08_heatmaps/keypoint_AP"], results["08_heatmaps/keypoint_AP_no_quarter_offset"]
         assert ap > plain_ap + 0.08, f"the quarter offset should pay at high OKS: AP {ap:.3f} vs {plain_ap:.3f} without"
