@@ -24,7 +24,8 @@
 # the box encoding (exercise 2), and the focal loss (exercise 3), each checked against torchvision's
 # own implementation. Then you will train torchvision's `RetinaNet` (which is made of exactly these
 # pieces) on synthetic shapes with small objects, evaluate it with COCO mAP, and look at which
-# pyramid level finds which objects.
+# pyramid level finds which objects. Last, augmentation for detection: flipping and cropping the
+# boxes with the pixels (exercise 4), checked against `torchvision.transforms.v2`.
 #
 # Run the cells in order. Cells marked *YOUR CODE HERE* are yours; the cells after them check your
 # answer (some checks are hidden and run when your lab is graded).
@@ -1081,7 +1082,7 @@ fig.tight_layout()
 # scale jitter are part of the standard recipes.
 
 # %% [markdown] id="full-md"
-# ## 14. Full mode: a COCO-pretrained RetinaNet on real photographs, then fine-tuning
+# ## 13. Full mode: a COCO-pretrained RetinaNet on real photographs, then fine-tuning
 #
 # With a GPU (`COURSE_MODE=full`), this section loads torchvision's `retinanet_resnet50_fpn` with
 # its COCO weights (ResNet-50 + FPN, 800-pixel images, 80 classes; downloaded once, 130 MB), runs it
