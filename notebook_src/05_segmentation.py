@@ -766,7 +766,7 @@ else:
     touching_logits, _ = predict(unet, DataLoader(TensorDataset(touching_images, touching_semantic), batch_size=100),
                                  device=DEVICE)
     unet_maps = touching_logits.argmax(1)  # (N, H, W)
-    counts = {"objects": 0, "U-Net + components": 0, "true semantic mask + components": 0, "instance masks": 0}
+    counts = {"objects": 0, "U-Net + components": 0, "true semantic mask + components": 0}
     for i in range(len(touching_set)):
         _, target = touching_set[i]
         masks_i, labels_i = target["masks"].bool().numpy(), target["labels"]
@@ -774,13 +774,12 @@ else:
         counts["U-Net + components"] += int(merged_objects(unet_maps[i].numpy(), masks_i, labels_i).sum())
         counts["true semantic mask + components"] += int(
             merged_objects(touching_semantic[i].numpy(), masks_i, labels_i).sum())
-        # instance masks: each object is its own mask, so no object shares one with another (0 by construction)
     for name, n in counts.items():
         print(f"{name:34} {n:4d}" + ("" if name == "objects" else f" merged ({n / counts['objects']:.0%})"))
     record("05_segmentation/touching_objects", counts["objects"])
     record("05_segmentation/merged_unet_components", counts["U-Net + components"])
     record("05_segmentation/merged_true_semantic_components", counts["true semantic mask + components"])
-    record("05_segmentation/merged_instance_masks", counts["instance masks"])
+    print("instance masks (one per object, as Mask R-CNN predicts them): none merged, by construction")
 
     # the first test images with a merge: semantic components vs instances
     shown = [i for i in range(len(touching_set)) if merged_objects(

@@ -109,7 +109,6 @@ def lesson_checks(lab: str, results: dict) -> None:
         for key in ("merged_unet_components", "merged_true_semantic_components"):
             merged = results[f"05_segmentation/{key}"]
             assert merged > 0.1 * objects, f"{key}: touching same-class objects should merge: {merged} of {objects}"
-        assert results["05_segmentation/merged_instance_masks"] == 0, "instance masks keep every object apart"
     if lab == "06_detr":
         assert results["06_detr/mAP"] > 0.2, f"DETR's boxes should be precise too: mAP {results['06_detr/mAP']:.3f}"
         spread = results["06_detr/query_centre_spread"]
