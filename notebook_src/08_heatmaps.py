@@ -726,9 +726,11 @@ for shape in [(1, 1, 7, 3), (3, 2, 4, 9), (2, 5, 6, 6)]:
 # `build_detector("centernet", num_classes, image_size)` (in `course_utils.models.centernet`) is
 # the detector of *Objects as Points* at course size: a stride-4 stem, one hourglass (lab 05's), and
 # three heads read at every cell — the **centre heatmap** of each class (trained with the focal loss
-# above), the box **size** (L1, weight 0.1) and the **offset** of the true centre inside its cell
-# (L1: the stride-4 rounding would otherwise cost up to 2 pixels, the job the quarter offset did for
-# the hourglass). Decoding: sigmoid, **3×3 peaks**, top 100, a box per peak. The library's versions
+# above; each object's Gaussian has CornerNet's size-dependent radius $r$ — the largest shift of a
+# corner that keeps IoU ≥ 0.7 with the true box, `course_utils.models.centernet.gaussian_radius` —
+# and $\sigma = (2r + 1)/6$, so a large object forgives a larger miss than a small one), the box
+# **size** (L1, weight 0.1) and the **offset** of the true centre inside its cell (L1: the stride-4
+# rounding would otherwise cost up to 2 pixels, the job the quarter offset did for the hourglass). Decoding: sigmoid, **3×3 peaks**, top 100, a box per peak. The library's versions
 # of your exercises 3 and 4 do the work; it is called like every detector of the course, so
 # `fit` and `coco_eval` are the same as in labs 02–07. Up to 4 shapes per image now.
 
