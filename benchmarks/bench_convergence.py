@@ -121,6 +121,8 @@ NOT_MEASURED: dict[str, str] = {
         "full mode's pretrained model on real data; its 3 fast-mode steps only exercise the code",
     "04_rcnn / COCO maskrcnn_resnet50_fpn fine-tuned on PennFudanPed (600 steps)":
         "full mode only (pretrained weights, real data)",
+    "04_rcnn / Faster R-CNN from scratch and with a pretrained backbone (steps(fast=100, full=0))":
+        "a comparison at equal steps (the take-away on pretraining), fast mode only",
     "05_segmentation / torchvision fcn_resnet50": "used as is: no training in the lab",
     "06_detr / small DETR overfitting one batch (steps(fast=150, full=300))":
         "a pipeline check that memorises 8 images: no test-set quality",

@@ -91,6 +91,9 @@ def lesson_checks(lab: str, results: dict) -> None:
         assert results["04_rcnn/faster_same_boxes"] == 1.0, "the box branch loaded into FasterRCNN gave other boxes"
         assert results["04_rcnn/mean_best_mask_iou"] > 0.7, "mask_iou of the trained model's masks should be high"
         assert results["04_rcnn/mask_mAP"] > 0.5 and results["04_rcnn/box_mAP"] > 0.5, results
+        scratch, pretrained = (results[f"04_rcnn/{s}_backbone_box_mAP50"] for s in ("scratch", "pretrained"))
+        assert pretrained > scratch + 0.2, \
+            f"a backbone pretrained on the source task should pay at equal steps: {pretrained:.3f} vs {scratch:.3f}"
     if lab == "05_segmentation":
         unet, noskip = results["05_segmentation/unet_mIoU"], results["05_segmentation/unet_noskip_mIoU"]
         assert unet > noskip + 0.05, f"skip connections should help clearly: U-Net {unet:.3f} vs no skips {noskip:.3f}"
