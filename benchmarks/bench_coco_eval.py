@@ -21,6 +21,7 @@ import contextlib
 import io
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -88,72 +89,93 @@ def make_dicts(arrays: dict) -> tuple[dict, list[dict]]:
     return {"images": images, "annotations": annotations, "categories": categories}, detections
 
 
-def run_pycocotools(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+def evaluators(iou_type: str, num_stats: int, kpt_oks_sigmas=None) -> dict[str, Callable]:
+    """The three evaluators for ``iou_type``, each ``run(gt, dt) -> (stats, precision)``.
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(dt), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return np.asarray(evaluator.stats), evaluator.eval["precision"]
+    Args:
+        iou_type: "bbox" or "keypoints".
+        num_stats: how many summary numbers the evaluation has (12 for boxes, 10 for keypoints).
+        kpt_oks_sigmas: keypoint sigmas for faster-coco-eval (pycocotools and coco_eval default to COCO's).
+    """
+
+    def run_pycocotools(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = gt
+            coco_gt.createIndex()
+            evaluator = COCOeval(coco_gt, coco_gt.loadRes(dt), iou_type)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        return np.asarray(evaluator.stats), evaluator.eval["precision"]
+
+    def run_faster_coco_eval(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        options = {} if kpt_oks_sigmas is None else {"kpt_oks_sigmas": list(kpt_oks_sigmas)}
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO(gt)
+            evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(dt), iou_type, print_function=print, **options)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        return np.asarray(evaluator.stats)[:num_stats], evaluator.eval["precision"]
+
+    def run_course_utils(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
+        result = coco_eval(gt, dt, iou_type)
+        return result.stats, result.precision
+
+    return {"pycocotools": run_pycocotools, "faster-coco-eval": run_faster_coco_eval, "coco_eval": run_course_utils}
 
 
-def run_faster_coco_eval(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
-    from faster_coco_eval import COCO, COCOeval_faster
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt)
-        evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(dt), "bbox", print_function=print)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return np.asarray(evaluator.stats)[:12], evaluator.eval["precision"]
+EVALUATOR_NAMES = ("pycocotools", "faster-coco-eval", "coco_eval")
 
 
-def run_course_utils(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
-    result = coco_eval(gt, dt, "bbox")
-    return result.stats, result.precision
+def compare(runs: dict[str, Callable], make_dicts: Callable, arrays: dict, repeats: int, skip: set[str]) -> bool:
+    """Time every evaluator of ``runs`` not in ``skip`` on fresh dicts from ``make_dicts(arrays)`` (not timed);
+    print the medians, whether each result is identical to pycocotools' and the ratios to coco_eval.
 
-
-EVALUATORS = {
-    "pycocotools": run_pycocotools,
-    "faster-coco-eval": run_faster_coco_eval,
-    "coco_eval": run_course_utils,
-}
-
-
-def bench(num_images: int, repeats: int, skip: set[str]) -> None:
-    arrays = make_arrays(num_images)
-    print(f"== {num_images} images, {len(arrays['gt_image'])} GT, {len(arrays['dt_image'])} "
-          f"detections, {NUM_CATEGORIES} categories; median of {repeats}")
+    Returns:
+        False when coco_eval's stats differ from pycocotools' (True when either did not run).
+    """
     times, results = {}, {}
-    for name, run in EVALUATORS.items():
+    for name, run in runs.items():
         if name in skip:
             continue
-        runs = []
+        durations = []
         for _ in range(repeats):
-            gt, dt = make_dicts(arrays)  # fresh dicts, not timed
+            gt, dt = make_dicts(arrays)  # fresh dicts, not timed: pycocotools' loadRes writes into them
             start = time.perf_counter()
             results[name] = run(gt, dt)  # (stats, precision)
-            runs.append(time.perf_counter() - start)
-        times[name] = statistics.median(runs)
+            durations.append(time.perf_counter() - start)
+        times[name] = statistics.median(durations)
         print(f"  {name:<17} {times[name]:8.3f} s   AP={results[name][0][0]:.4f}")
+    ok = True
     if "pycocotools" in results:
         reference = results["pycocotools"]
         for name in results:
             if name != "pycocotools":
-                same = [np.array_equal(mine, theirs)
-                        for mine, theirs in zip(results[name], reference, strict=True)]
-                print(f"  {name:<17} identical to pycocotools: stats {same[0]}, "
-                      f"precision {same[1]}")
-    for name in times:
-        if name != "coco_eval":
-            print(f"  ratio {name} / coco_eval = {times[name] / times['coco_eval']:.2f}")
+                same = [np.array_equal(mine, theirs) for mine, theirs in zip(results[name], reference, strict=True)]
+                print(f"  {name:<17} identical to pycocotools: stats {same[0]}, precision {same[1]}")
+                if name == "coco_eval" and not same[0]:
+                    print(f"  MISMATCH coco_eval stats {results[name][0]} != pycocotools {reference[0]}")
+                    ok = False
+    if "coco_eval" in times:
+        for name in times:
+            if name != "coco_eval":
+                print(f"  ratio {name} / coco_eval = {times[name] / times['coco_eval']:.2f}")
+    return ok
+
+
+def bench(num_images: int, repeats: int, skip: set[str]) -> bool:
+    """Time every evaluator not in ``skip`` on one set; returns whether coco_eval matched pycocotools."""
+    arrays = make_arrays(num_images)
+    print(f"== {num_images} images, {len(arrays['gt_image'])} GT, {len(arrays['dt_image'])} "
+          f"detections, {NUM_CATEGORIES} categories; median of {repeats}")
+    return compare(evaluators("bbox", 12), make_dicts, arrays, repeats, skip)
 
 
 def main() -> None:
@@ -161,7 +183,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="100 and 1000 images, 1 run each")
-    parser.add_argument("--skip", nargs="*", default=[], choices=list(EVALUATORS),
+    parser.add_argument("--skip", nargs="*", default=[], choices=EVALUATOR_NAMES,
                         help="evaluators not to run (e.g. pycocotools on big sets)")
     args = parser.parse_args()
     sizes, repeats = ([100, 1000], 1) if args.quick else (args.images, args.repeats)

@@ -23,15 +23,12 @@ fails (exit status 1) unless coco_eval's stats equal pycocotools' exactly.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import statistics
 import sys
-import time
 
 import numpy as np
+from bench_coco_eval import EVALUATOR_NAMES, compare, evaluators  # the same three evaluators and harness
 
-from course_utils.metrics import COCO_KEYPOINT_SIGMAS, coco_eval
+from course_utils.metrics import COCO_KEYPOINT_SIGMAS
 
 NUM_KEYPOINTS = 17
 GT_PER_IMAGE = 3
@@ -103,46 +100,6 @@ def make_dicts(arrays: dict) -> tuple[dict, list[dict]]:
     return {"images": images, "annotations": annotations, "categories": categories}, detections
 
 
-def run_pycocotools(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(dt), "keypoints")  # COCO's 17 person sigmas by default
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return np.asarray(evaluator.stats), evaluator.eval["precision"]
-
-
-def run_faster_coco_eval(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
-    from faster_coco_eval import COCO, COCOeval_faster
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt)
-        evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(dt), "keypoints", print_function=print,
-                                    kpt_oks_sigmas=COCO_KEYPOINT_SIGMAS.tolist())
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return np.asarray(evaluator.stats)[:10], evaluator.eval["precision"]
-
-
-def run_course_utils(gt: dict, dt: list) -> tuple[np.ndarray, np.ndarray]:
-    result = coco_eval(gt, dt, "keypoints")  # COCO's 17 person sigmas by default
-    return result.stats, result.precision
-
-
-EVALUATORS = {
-    "pycocotools": run_pycocotools,
-    "faster-coco-eval": run_faster_coco_eval,
-    "coco_eval": run_course_utils,
-}
-
-
 def bench(num_images: int, repeats: int, skip: set[str]) -> bool:
     """Time every evaluator not in ``skip`` on one set; returns whether coco_eval matched pycocotools."""
     arrays = make_arrays(num_images)
@@ -150,33 +107,8 @@ def bench(num_images: int, repeats: int, skip: set[str]) -> bool:
     ignored = int(((arrays["gt_points"][:, :, 2] > 0).sum(axis=1) == 0).sum())
     print(f"== {num_images} images, {n_gt} GT persons ({ignored} without labelled keypoints), "
           f"{len(arrays['dt_image'])} detections, {NUM_KEYPOINTS} keypoints; median of {repeats}")
-    times, results = {}, {}
-    for name, run in EVALUATORS.items():
-        if name in skip:
-            continue
-        runs = []
-        for _ in range(repeats):
-            gt, dt = make_dicts(arrays)  # fresh dicts, not timed
-            start = time.perf_counter()
-            results[name] = run(gt, dt)  # (stats, precision)
-            runs.append(time.perf_counter() - start)
-        times[name] = statistics.median(runs)
-        print(f"  {name:<17} {times[name]:8.3f} s   AP={results[name][0][0]:.4f}")
-    ok = True
-    if "pycocotools" in results:
-        reference = results["pycocotools"]
-        for name in results:
-            if name != "pycocotools":
-                same = [np.array_equal(mine, theirs) for mine, theirs in zip(results[name], reference, strict=True)]
-                print(f"  {name:<17} identical to pycocotools: stats {same[0]}, precision {same[1]}")
-                if name == "coco_eval" and not same[0]:
-                    print(f"  MISMATCH coco_eval stats {results[name][0]} != pycocotools {reference[0]}")
-                    ok = False
-    if "coco_eval" in times:
-        for name in times:
-            if name != "coco_eval":
-                print(f"  ratio {name} / coco_eval = {times[name] / times['coco_eval']:.2f}")
-    return ok
+    # COCO's 17 person sigmas: pycocotools' and coco_eval's default, faster-coco-eval's when given
+    return compare(evaluators("keypoints", 10, COCO_KEYPOINT_SIGMAS.tolist()), make_dicts, arrays, repeats, skip)
 
 
 def main() -> int:
@@ -184,7 +116,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, nargs="+", default=[100, 1000, 3000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="100 and 1000 images, 1 run each")
-    parser.add_argument("--skip", nargs="*", default=[], choices=list(EVALUATORS),
+    parser.add_argument("--skip", nargs="*", default=[], choices=EVALUATOR_NAMES,
                         help="evaluators not to run (e.g. pycocotools on big sets)")
     args = parser.parse_args()
     sizes, repeats = ([100, 1000], 1) if args.quick else (args.images, args.repeats)
