@@ -154,6 +154,20 @@ _COCO = "http://images.cocodataset.org/"
 _COCO_TLS = "https://images.cocodataset.org/"
 _PENNFUDAN = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
 
+
+def _coco_annotations(member: str) -> RemoteFile:
+    """COCO's 2017 annotation archive (one file for every annotation type), extracting only ``member``."""
+    return RemoteFile("annotations_trainval2017.zip", (_COCO + "annotations/annotations_trainval2017.zip",
+                                                       _COCO_TLS + "annotations/annotations_trainval2017.zip"),
+                      "113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268", 252_907_541,
+                      members=(f"annotations/{member}",), top_level=("annotations",), max_bytes=2 << 30,
+                      max_members=100)
+
+
+_COCO_VAL2017_IMAGES = RemoteFile("val2017.zip", (_COCO + "zips/val2017.zip", _COCO_TLS + "zips/val2017.zip"),
+                                  "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05", 815_585_330,
+                                  members=("val2017/",), limit=True, top_level=("val2017",), max_members=10_000)
+
 DATASETS: dict[str, DatasetEntry] = {
     entry.name: entry
     for entry in (
@@ -214,14 +228,8 @@ DATASETS: dict[str, DatasetEntry] = {
             name="coco_val2017",
             title="COCO val2017: instance annotations + the first N images (--images N)",
             files=(
-                RemoteFile("annotations_trainval2017.zip", (_COCO + "annotations/annotations_trainval2017.zip",
-                                                            _COCO_TLS + "annotations/annotations_trainval2017.zip"),
-                           "113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268", 252_907_541,
-                           members=("annotations/instances_val2017.json",), top_level=("annotations",),
-                           max_bytes=2 << 30, max_members=100),
-                RemoteFile("val2017.zip", (_COCO + "zips/val2017.zip", _COCO_TLS + "zips/val2017.zip"),
-                           "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05", 815_585_330,
-                           members=("val2017/",), limit=True, top_level=("val2017",), max_members=10_000),
+                _coco_annotations("instances_val2017.json"),
+                _COCO_VAL2017_IMAGES,
             ),
             licence="annotations: CC BY 4.0; images: Flickr terms of use",
             citation="T.-Y. Lin et al. Microsoft COCO: Common Objects in Context. ECCV 2014.",
@@ -232,16 +240,10 @@ DATASETS: dict[str, DatasetEntry] = {
             name="coco_keypoints_val2017",
             title="COCO val2017 person keypoints (17 per person) + the first N images (--images N)",
             files=(
-                # the same two files as coco_val2017 (one archive already fetched for it is reused, not
+                # the same two files as coco_val2017 (an archive already fetched for it is reused, not
                 # downloaded again); only the person keypoint annotations are extracted
-                RemoteFile("annotations_trainval2017.zip", (_COCO + "annotations/annotations_trainval2017.zip",
-                                                            _COCO_TLS + "annotations/annotations_trainval2017.zip"),
-                           "113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268", 252_907_541,
-                           members=("annotations/person_keypoints_val2017.json",), top_level=("annotations",),
-                           max_bytes=2 << 30, max_members=100),
-                RemoteFile("val2017.zip", (_COCO + "zips/val2017.zip", _COCO_TLS + "zips/val2017.zip"),
-                           "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05", 815_585_330,
-                           members=("val2017/",), limit=True, top_level=("val2017",), max_members=10_000),
+                _coco_annotations("person_keypoints_val2017.json"),
+                _COCO_VAL2017_IMAGES,
             ),
             licence="annotations: CC BY 4.0; images: Flickr terms of use",
             citation="T.-Y. Lin et al. Microsoft COCO: Common Objects in Context. ECCV 2014.",
