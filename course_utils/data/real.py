@@ -91,6 +91,16 @@ def _missing(path: Path, name: str) -> FileNotFoundError:
     )
 
 
+def _load_coco(ann_path: Path, name: str):
+    """pycocotools' ``COCO`` of the annotation file ``ann_path`` (of dataset ``name``), without its timing prints."""
+    from pycocotools.coco import COCO
+
+    if not ann_path.is_file():
+        raise _missing(ann_path, name)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
+        return COCO(str(ann_path))
+
+
 def _box_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """(N, H, W) uint8 masks of the filled boxes (pixels whose square overlaps the box)."""
     masks = np.zeros((len(boxes), height, width), dtype=np.uint8)
@@ -374,14 +384,9 @@ class COCOSubset(_RealDataset):
     def __init__(self, root: str | os.PathLike, *, ann_file: str = "annotations/instances_val2017.json",
                  image_dir: str = "val2017", max_images: int | None = None, include_crowd: bool = False,
                  transforms=None):
-        from pycocotools.coco import COCO
-
         self.root = Path(root)
         ann_path, self.image_dir = self.root / ann_file, self.root / image_dir
-        if not ann_path.is_file():
-            raise _missing(ann_path, self.name)
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
-            self.coco = COCO(str(ann_path))
+        self.coco = _load_coco(ann_path, self.name)
         self.cat_ids = sorted(self.coco.getCatIds())
         self.class_names = [self.coco.cats[c]["name"] for c in self.cat_ids]
         self._label = {c: i + 1 for i, c in enumerate(self.cat_ids)}
@@ -463,18 +468,13 @@ class COCOKeypoints(Dataset):
 
     def __init__(self, root: str | os.PathLike, *, max_images: int | None = None, image_size=None,
                  ann_file: str = "annotations/person_keypoints_val2017.json", image_dir: str = "val2017"):
-        from pycocotools.coco import COCO
-
         if max_images is not None and (not isinstance(max_images, int) or isinstance(max_images, bool)
                                        or max_images < 1):
             raise ValueError(f"max_images must be None or a positive int, got {max_images!r}")
         self.image_size = _check_image_size(image_size)
         self.root = Path(root)
         ann_path, self.image_dir = self.root / ann_file, self.root / image_dir
-        if not ann_path.is_file():
-            raise _missing(ann_path, self.name)
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
-            self.coco = COCO(str(ann_path))
+        self.coco = _load_coco(ann_path, self.name)
         with_points = [c for c in self.coco.loadCats(self.coco.getCatIds()) if c.get("keypoints")]
         if len(with_points) != 1:
             raise ValueError(f"{ann_path}: expected one category with keypoint names (COCO's person), found "
