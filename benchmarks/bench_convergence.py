@@ -307,46 +307,60 @@ def _classification_task(recipe: Recipe, device: torch.device) -> Task:
     return Task(crop_classifier, F.cross_entropy, loader, evaluate)
 
 
+KEYPOINT_STRIDE, KEYPOINT_SIGMA = 4, 1.0  # lab 08: heatmap cells of 4x4 pixels, the Gaussian's sigma in cells
+
+
+def keypoint_tensors(dataset: ShapesDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lab 08's keypoint targets of a ``keypoints=True`` shapes set: (N, 3, H, W) images and (N, C * 5, H/4, W/4)
+    heatmaps (channel = 5 (label - 1) + slot): the max of the labelled points' Gaussians (sigma 1 cell), the
+    cell holding each point set to 1 (the focal loss's positive)."""
+    num_classes, cells = len(dataset.class_names), dataset.config.image_size // KEYPOINT_STRIDE
+    centres = torch.arange(cells, dtype=torch.float32) + 0.5  # (cells,) cell centres
+    images, maps = [], torch.zeros(len(dataset), num_classes * NUM_KEYPOINTS, cells, cells)
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        images.append(plain(image))
+        in_cells = target["keypoints"] / torch.tensor([KEYPOINT_STRIDE, KEYPOINT_STRIDE, 1])  # (n, 5, 3)
+        for label, points in zip(target["labels"].tolist(), in_cells):
+            for j, (x, y, v) in enumerate(points.tolist()):
+                if v > 0:
+                    channel = (label - 1) * NUM_KEYPOINTS + j
+                    d2 = (centres[None] - x) ** 2 + (centres[:, None] - y) ** 2  # (cells, cells)
+                    gaussian = torch.exp(-d2 / (2 * KEYPOINT_SIGMA**2))
+                    maps[i, channel] = torch.maximum(maps[i, channel], gaussian)  # (cells, cells)
+                    if 0 <= x < cells and 0 <= y < cells:
+                        maps[i, channel, int(y), int(x)] = 1.0
+    return torch.stack(images), maps
+
+
+def keypoint_hourglass(num_maps: int) -> StackedHourglass:
+    """Lab 08's keypoint hourglass: 2 stacks of 32 channels at stride 4, heatmap logits at H/4, every head
+    starting at probability 0.1 (CenterNet's bias)."""
+    model = StackedHourglass(num_maps, num_stacks=2, channels=32, depth=2, stride=KEYPOINT_STRIDE, upsample=False)
+    for head in model.heads:
+        nn.init.constant_(head.bias, -2.19)
+    return model
+
+
+def stacked_focal_loss(outputs: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
+    """Intermediate supervision: the heatmap focal loss on every stack's logits, summed."""
+    return sum(heatmap_focal_loss(o, target) for o in outputs)
+
+
 def _keypoint_task(recipe: Recipe, device: torch.device) -> Task:
-    """Lab 08's keypoint hourglass: 15 heatmaps at stride 4 (Gaussian, sigma 1 cell, the point's cell set to 1),
-    the heatmap focal loss on every stack, decoded with the quarter offset; COCO keypoint AP (OKS)."""
-    stride, sigma, num_keypoints = 4, 1.0, NUM_KEYPOINTS
+    """Lab 08's keypoint hourglass: :func:`keypoint_tensors` targets, :func:`stacked_focal_loss`, decoded with
+    the quarter offset; COCO keypoint AP (OKS)."""
+    stride, num_keypoints = KEYPOINT_STRIDE, NUM_KEYPOINTS
     cells = recipe.image_size // stride
     train_set, test_set = (ShapesDataset(n, recipe.image_size, seed=seed, keypoints=True, **recipe.shapes)
                            for n, seed in ((recipe.n_train, 0), (recipe.n_test, 1)))
     num_classes = len(train_set.class_names)
-    centres = torch.arange(cells, dtype=torch.float32) + 0.5  # (cells,) cell centres
-
-    def encode(dataset: ShapesDataset) -> tuple[torch.Tensor, torch.Tensor]:
-        images, maps = [], torch.zeros(len(dataset), num_classes * num_keypoints, cells, cells)
-        for i in range(len(dataset)):
-            image, target = dataset[i]
-            images.append(plain(image))
-            in_cells = target["keypoints"] / torch.tensor([stride, stride, 1])  # (n, 5, 3): x, y in cells
-            for label, points in zip(target["labels"].tolist(), in_cells):
-                for j, (x, y, v) in enumerate(points.tolist()):
-                    if v > 0:
-                        channel = (label - 1) * num_keypoints + j
-                        d2 = (centres[None] - x) ** 2 + (centres[:, None] - y) ** 2  # (cells, cells)
-                        gaussian = torch.exp(-d2 / (2 * sigma**2))
-                        maps[i, channel] = torch.maximum(maps[i, channel], gaussian)  # (cells, cells)
-                        if 0 <= x < cells and 0 <= y < cells:
-                            maps[i, channel, int(y), int(x)] = 1.0
-        return torch.stack(images), maps
-
-    train_images, train_maps = encode(train_set)
-    test_images, _ = encode(test_set)
+    train_images, train_maps = keypoint_tensors(train_set)
+    test_images, _ = keypoint_tensors(test_set)
     gt = test_set.to_coco()
 
-    def loss_fn(outputs, target: torch.Tensor) -> torch.Tensor:
-        return sum(heatmap_focal_loss(o, target) for o in outputs)
-
     def new_model() -> nn.Module:
-        model = StackedHourglass(num_classes * num_keypoints, num_stacks=2, channels=32, depth=2, stride=stride,
-                                 upsample=False)
-        for head in model.heads:
-            nn.init.constant_(head.bias, -2.19)
-        return model
+        return keypoint_hourglass(num_classes * num_keypoints)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         logits, _ = predict(model, DataLoader(TensorDataset(test_images, test_images[:, 0, 0, 0]), batch_size=100),
@@ -372,7 +386,7 @@ def _keypoint_task(recipe: Recipe, device: torch.device) -> Task:
         return {"kAP": named["AP"], "kAP50": named["AP50"]}
 
     loader = DataLoader(TensorDataset(train_images, train_maps), batch_size=recipe.batch_size, shuffle=True)
-    return Task(new_model, loss_fn, loader, evaluate)
+    return Task(new_model, stacked_focal_loss, loader, evaluate)
 
 
 TASKS = {"detection": _detection_task, "segmentation": _segmentation_task, "classification": _classification_task,

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchvision
+from bench_convergence import keypoint_hourglass, keypoint_tensors, stacked_focal_loss  # lab 08's recipe
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -67,13 +68,11 @@ from course_utils.models import (
     UNet,
     build_detector,
     build_pretrained_mask_rcnn,
-    heatmap_focal_loss,
     load_backbone,
     load_pretrained_detector,
     load_pretrained_retinanet,
     replace_classifier,
 )
-from course_utils.tensors import plain
 from course_utils.train import fit
 
 # --------------------------------------------------------------------------- the labs' full-mode loops
@@ -243,26 +242,11 @@ def _segmenter(spec: LabLoop, batch_size: int) -> Trainee:
 
 
 def _keypoint_hourglass(spec: LabLoop, batch_size: int) -> Trainee:
-    """Lab 08's keypoint hourglass: 15 heatmaps (3 classes x 5 keypoints) at stride 4, the heatmap focal loss."""
-    stride, num_keypoints = 4, 5
+    """Lab 08's keypoint hourglass on its targets, with its loss (as bench_convergence builds them)."""
     data = ShapesDataset(2 * batch_size, spec.image_size, seed=0, keypoints=True, **spec.shapes)
-    num_classes, cells = len(data.class_names), spec.image_size // stride
-    images, maps = [], torch.zeros(len(data), num_classes * num_keypoints, cells, cells)
-    for i in range(len(data)):
-        image, target = data[i]
-        images.append(plain(image))
-        for label, points in zip(target["labels"].tolist(), target["keypoints"]):
-            for j, (x, y, v) in enumerate(points.tolist()):  # the cell of each labelled point is the positive
-                if v > 0 and 0 <= x < spec.image_size and 0 <= y < spec.image_size:
-                    maps[i, (label - 1) * num_keypoints + j, int(y) // stride, int(x) // stride] = 1.0
-    model = StackedHourglass(num_classes * num_keypoints, num_stacks=2, channels=32, depth=2, stride=stride,
-                             upsample=False)
-
-    def loss(outputs, target):
-        return sum(heatmap_focal_loss(out, target) for out in outputs)
-
-    loader = DataLoader(TensorDataset(torch.stack(images), maps), batch_size=batch_size, shuffle=True)
-    return Trainee(model, loss, loader, "from scratch (as in the lab)")
+    images, maps = keypoint_tensors(data)
+    loader = DataLoader(TensorDataset(images, maps), batch_size=batch_size, shuffle=True)
+    return Trainee(keypoint_hourglass(maps.shape[1]), stacked_focal_loss, loader, "from scratch (as in the lab)")
 
 
 def _detector(spec: LabLoop, batch_size: int) -> Trainee:
