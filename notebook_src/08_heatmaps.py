@@ -443,6 +443,8 @@ def keypoint_tensors(dataset):
 
 train_images, train_maps, _, _ = keypoint_tensors(kp_train)
 test_images, _, test_points, test_labels = keypoint_tensors(kp_test)
+kp_test_coco = kp_test.to_coco()  # the ground truth of every evaluation below
+test_sides = torch.stack([(t["boxes"][0, 2:] - t["boxes"][0, :2]).max() for _, t in kp_test])  # (N,) longer sides
 print(f"targets {tuple(train_maps.shape)}: {float((train_maps == 1).float().mean()):.2%} of the cells are positives")
 
 
@@ -461,15 +463,14 @@ def keypoint_ap(maps, quarter=True):
     dts = [{"image_id": i, "category_id": int(labels[i]), "score": float(points[i, :, 2].mean()),
             "keypoints": torch.cat([points[i, :, :2], torch.ones(NUM_KEYPOINTS, 1)], 1).reshape(-1).tolist()}
            for i in range(len(maps))]
-    return coco_eval(kp_test.to_coco(), dts, "keypoints", kpt_oks_sigmas=SHAPE_KEYPOINT_SIGMAS)
+    return coco_eval(kp_test_coco, dts, "keypoints", kpt_oks_sigmas=SHAPE_KEYPOINT_SIGMAS)
 
 
 def pck(maps, alpha=0.1):
     """Share of the labelled test keypoints found within alpha x the object's longer side (right class)."""
     labels, points = keypoint_detections(maps)
-    sides = torch.stack([(t["boxes"][0, 2:] - t["boxes"][0, :2]).max() for _, t in kp_test])  # (N,)
     labelled = test_points[..., 2] > 0  # (N, 5)
-    close = (points[..., :2] - test_points[..., :2]).norm(dim=2) <= alpha * sides[:, None]
+    close = (points[..., :2] - test_points[..., :2]).norm(dim=2) <= alpha * test_sides[:, None]
     return float((close & labelled & (labels == test_labels)[:, None]).sum() / labelled.sum())
 
 
@@ -751,8 +752,8 @@ test_batch = torch.stack([plain(det_test[i][0]) for i in range(len(det_test))]).
 with torch.no_grad():
     raw = centernet.model(test_batch)  # the heads: heatmap logits, sizes, offsets
     detections = [{k: v.cpu() for k, v in d.items()} for d in centernet(test_batch)]
-image_ids = list(range(len(det_test)))
-centernet_result = coco_eval(det_test.to_coco(), detections_to_coco(image_ids, detections))
+image_ids, det_gt = list(range(len(det_test))), det_test.to_coco()
+centernet_result = coco_eval(det_gt, detections_to_coco(image_ids, detections))
 print(centernet_result.summary())
 record("08_heatmaps/centernet_mAP50", centernet_result.named["AP50"])
 record("08_heatmaps/centernet_mAP", centernet_result.named["AP"])
@@ -760,13 +761,13 @@ record("08_heatmaps/centernet_mAP", centernet_result.named["AP"])
 # does NMS still help? Apply it (IoU 0.5, per class) to the peaks' boxes and evaluate again
 with_nms = [{k: v[keep] for k, v in d.items()} for d in detections
             for keep in [batched_nms(d["boxes"], d["scores"], d["labels"], 0.5)]]
-nms_result = coco_eval(det_test.to_coco(), detections_to_coco(image_ids, with_nms))
+nms_result = coco_eval(det_gt, detections_to_coco(image_ids, with_nms))
 record("08_heatmaps/centernet_nms_gain", nms_result.named["AP50"] - centernet_result.named["AP50"])
 print(f"AP50 {centernet_result.named['AP50']:.3f} from the peaks alone, {nms_result.named['AP50']:.3f} after NMS")
 your_peaks = peak_mask(torch.sigmoid(raw["heatmap"])).cpu()
 print(f"your peak_mask finds {int(your_peaks.sum())} peaks in {len(det_test)} images' heatmaps "
       f"({int((your_peaks & (torch.sigmoid(raw['heatmap']).cpu() > 0.3)).sum())} above 0.3; "
-      f"{sum(len(t['labels']) for _, t in det_test)} objects)")
+      f"{len(det_gt['annotations'])} objects)")
 
 fig, axes = plt.subplots(2, 4, figsize=(12, 6))
 for i in range(4):
