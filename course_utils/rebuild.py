@@ -129,13 +129,21 @@ def rebuild_notebook(source: Mapping, release: Mapping, submission: Mapping) -> 
             problems = check_answer(answer, policies[grade_id]) if answer != stubs.get(grade_id) else []
             if problems:
                 refused[grade_id] = problems
-                names = defined_names(answer) or defined_names(_source(cell))
-                answer = blocked_answer(names, problems)
+                answer = blocked_answer(_blocked_names(answer, _source(cell), policies[grade_id]), problems)
             else:
                 cells.append(input_guard_cell(grade_id, answer))
         cell["source"] = answer
     nb["cells"] = cells
     return nb, refused
+
+
+def _blocked_names(answer: str, solution: str, policy) -> list[str]:
+    """The names a refused answer's replacement defines (each raising): the model solution's (the names
+    the tests call), then the answer's other names except the lab's own (``policy.protected_names``,
+    e.g. ``check_close``): a refused answer must not take a lab name down with it, which would fail the
+    student's other exercises too."""
+    expected = defined_names(solution)
+    return expected + [n for n in defined_names(answer) if n not in expected and n not in policy.protected_names]
 
 
 def input_guard_cell(grade_id: str, answer: str) -> dict:

@@ -207,3 +207,25 @@ def test_bad_arguments_are_named():
         blocked_answer(["not a name"], ["x"])
     policy = exercise_policies([])
     assert policy == {}
+
+
+def test_a_refused_answer_that_rebinds_a_lab_name_takes_only_its_own_names_down():
+    # a cheat in lab 08's exercise 2 rebinds check_close: the replacement must stub decode_heatmaps (and the
+    # cheat's own helper), never check_close, which the other exercises' tests call
+    from course_utils.rebuild import rebuild_notebook
+
+    source = json.loads((REPO / "solutions" / "08_heatmaps" / "08_heatmaps.ipynb").read_text(encoding="utf-8"))
+    release = json.loads((REPO / "labs" / "08_heatmaps" / "08_heatmaps.ipynb").read_text(encoding="utf-8"))
+    submission = json.loads(json.dumps(release))
+    cheat = ("import course_utils.grading as grading_module\n\ncheck_close = grading_module.check_close\n\n\n"
+             "def shortcut(heatmaps):\n    return heatmaps\n\n\n"
+             "def decode_heatmaps(heatmaps, quarter=True):\n    return shortcut(heatmaps)\n")
+    for cell in submission["cells"]:
+        if (cell["metadata"].get("nbgrader") or {}).get("grade_id") == "ex2-decode":
+            cell["source"] = cheat
+    nb, refused = rebuild_notebook(source, release, submission)
+    assert any("check_close" in p for p in refused["ex2-decode"]), refused
+    [replacement] = ["".join(c["source"]) for c in nb["cells"]
+                     if (c["metadata"].get("nbgrader") or {}).get("grade_id") == "ex2-decode"]
+    assert defined_names(replacement) == ["decode_heatmaps", "shortcut"]
+    assert "def check_close" not in replacement and "check_close =" not in replacement
